@@ -1,0 +1,51 @@
+"""Typed configuration: frozen dataclasses, strict YAML loader, presets. Torch-free."""
+
+from stream_r1.config.loader import (
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    dump_config,
+    list_presets,
+    load_config,
+    write_resolved_config,
+)
+from stream_r1.config.schema import (
+    CheckpointsConfig,
+    DataConfig,
+    DMDConfig,
+    EvalConfig,
+    ModelConfig,
+    ODEConfig,
+    OptimConfig,
+    ParallelConfig,
+    RewardConfig,
+    RolloutConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "CheckpointsConfig",
+    "ConfigError",
+    "DMDConfig",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "ODEConfig",
+    "OptimConfig",
+    "ParallelConfig",
+    "RewardConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_hash",
+    "config_to_dict",
+    "dump_config",
+    "list_presets",
+    "load_config",
+    "write_resolved_config",
+]

@@ -1,0 +1,1 @@
+"""stream_r1.sample."""

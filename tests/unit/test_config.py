@@ -1,0 +1,79 @@
+"""Config schema, strict loader, overrides, presets."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from stream_r1.config import ConfigError, config_hash, dump_config, list_presets, load_config, write_resolved_config
+from stream_r1.config.schema import WAN_NEGATIVE_PROMPT
+
+
+def test_presets_listed_and_load():
+    assert {"tiny_cpu", "wan2.1_t2v_1.3b_stream_r1"} <= set(list_presets())
+    for name in list_presets():
+        load_config(name)
+
+
+def test_real_recipe_values():
+    c = load_config("wan2.1_t2v_1.3b_stream_r1")
+    assert c.rollout.denoising_steps == (1000, 750, 500, 250) and c.rollout.timestep_shift == 5.0
+    assert c.rollout.num_frames == 21 and (c.rollout.latent_height, c.rollout.latent_width) == (60, 104)
+    assert c.dmd.guidance_scale == 3.0 and (c.dmd.min_step, c.dmd.max_step) == (20, 980)
+    assert c.dmd.negative_prompt == WAN_NEGATIVE_PROMPT
+    assert (c.optim.lr_generator, c.optim.lr_critic, c.optim.beta1, c.optim.beta2) == (2e-6, 4e-7, 0.0, 0.999)
+    assert c.optim.grad_clip_norm == 10.0
+    assert (c.train.num_optimizer_steps, c.train.grad_accum_steps, c.train.gen_update_every) == (1000, 8, 5)
+    assert (c.train.ema_decay, c.train.ema_start_raw_step) == (0.99, 200)
+    assert (c.model.local_attn_frames, c.model.sink_frames, c.model.sink_ema_alpha) == (9, 3, 0.999)
+    r = c.reward
+    assert (r.mode, r.beta, r.balance_window, r.balance_warmup, r.balance_lambda) == ("BalancedOverall", 2.0, 50, 50, 0.5)
+    assert (r.spatial_min, r.temporal_min, r.combination, r.temperature) == (0.15, 0.2, "adaptive", 1.0)
+    assert r.saliency_metrics == ("MQ", "VQ", "TA") and r.dims == ("VQ", "MQ", "TA")
+    assert (c.ode.num_inference_steps, c.ode.shift, c.ode.guidance_scale) == (48, 8.0, 6.0)
+
+
+def test_unknown_key_has_dotted_path_and_suggestion(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  grad_acum_steps: 4\n")
+    with pytest.raises(ConfigError, match=r"'train\.grad_acum_steps'.*did you mean 'train\.grad_accum_steps'"):
+        load_config(f)
+
+
+def test_unknown_section(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("rewrd:\n  beta: 1.0\n")
+    with pytest.raises(ConfigError, match="did you mean 'reward'"):
+        load_config(f)
+
+
+def test_overrides_are_typed():
+    c = load_config("tiny_cpu", ["train.seed=7", "reward.dims=[MQ]", "reward.beta=1"])
+    assert c.train.seed == 7 and c.reward.dims == ("MQ",) and c.reward.beta == 1.0
+    with pytest.raises(ConfigError, match="train.seed must be an integer"):
+        load_config("tiny_cpu", ["train.seed=abc"])
+    with pytest.raises(ConfigError, match="did you mean 'MQ'"):
+        load_config("tiny_cpu", ["reward.mode=MQQ"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config("tiny_cpu", ["train.seed"])
+
+
+def test_frames_rule_names_fix():
+    with pytest.raises(ConfigError, match=r"rollout.num_frames=20 is not a multiple of model.frames_per_block=3; use 18 or 21"):
+        load_config("tiny_cpu", ["rollout.num_frames=20"])
+
+
+def test_missing_file_and_preset():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config("nope.yaml")
+    with pytest.raises(FileNotFoundError, match="did you mean 'tiny_cpu'"):
+        load_config("tiny_cpus")
+
+
+def test_roundtrip_dump_and_hash(tmp_path):
+    c = load_config("tiny_cpu", ["train.seed=3"])
+    path = write_resolved_config(c, tmp_path)
+    c2 = load_config(path)
+    assert c2 == c and config_hash(c2) == config_hash(c)
+    assert config_hash(load_config("tiny_cpu")) != config_hash(c)
+    assert yaml.safe_load(dump_config(c))["train"]["seed"] == 3
