@@ -1,1 +1,4 @@
-"""stream_r1.ops."""
+"""The MLOps layer: S3 artifact store, job backends, model registries, KFP/DVC glue.
+
+May import kfp, kubernetes, minio, dvc, mlflow and model_registry; nothing in the core imports it.
+"""

@@ -1,0 +1,1 @@
+"""Model registries behind one interface: MLflow (embedded default), Kubeflow Model Registry."""
