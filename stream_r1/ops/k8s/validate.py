@@ -1,0 +1,86 @@
+"""Offline validation of manifests: CRD openAPI schemas, admission rules, core kinds (mlops.md §2.5).
+
+No API server can run on the build machine, so this is what "valid" means before a cluster sees a
+manifest: the CRD's ``openAPIV3Schema`` (``jsonschema`` Draft 7; ``x-kubernetes-*`` keys ignored),
+the webhook/CEL rules in :mod:`webhook_rules`, and ``kubernetes-validate`` in strict mode for core
+kinds and pod templates (strict catches misspelled keys).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stream_r1.ops.k8s import pod, webhook_rules
+
+KUBERNETES_VERSION = "1.33"
+CRD_FILES = {
+    "PyTorchJob": "kubeflow.org_pytorchjobs.v1.9.4.yaml",
+    "TrainJob": "trainer.kubeflow.org_trainjobs.v2.3.0.yaml",
+    "ClusterTrainingRuntime": "trainer.kubeflow.org_clustertrainingruntimes.v2.3.0.yaml",
+}
+
+
+@cache
+def _crd_schema(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        crd = yaml.safe_load(f)
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def crd_errors(obj: dict[str, Any], schema_dir: str | Path) -> list[str]:
+    """Schema violations of a custom resource against its vendored CRD.
+
+    Args:
+        obj: A PyTorchJob, TrainJob or ClusterTrainingRuntime dict.
+        schema_dir: Folder holding the CRD YAMLs (``../shared/k8s-schemas``).
+
+    Returns:
+        ``"<json path>: <message>"`` per violation.
+
+    Raises:
+        ValueError: for a kind without a vendored CRD.
+        FileNotFoundError: when the CRD file is missing.
+    """
+    from jsonschema import Draft7Validator
+
+    kind = obj.get("kind", "")
+    if kind not in CRD_FILES:
+        raise ValueError(f"kind={kind!r} has no vendored CRD; known: {sorted(CRD_FILES)}")
+    path = Path(schema_dir) / CRD_FILES[kind]
+    if not path.is_file():
+        raise FileNotFoundError(f"CRD schema {path} not found; point schema_dir at the k8s-schemas folder")
+    validator = Draft7Validator(_crd_schema(str(path)))
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+def core_errors(obj: dict[str, Any]) -> list[str]:
+    """``kubernetes-validate`` (strict) violations of a built-in kind (Pod, Role, PVC, ...)."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import ValidationError
+
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except ValidationError as e:
+        return [f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}: {e.message}"]
+    return []
+
+
+def pod_templates(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every pod template inside a PyTorchJob (per replica type); TrainJobs carry only patches."""
+    if job.get("kind") == "PyTorchJob":
+        return [r["template"] for r in job["spec"]["pytorchReplicaSpecs"].values()]
+    return []
+
+
+def job_errors(job: dict[str, Any], schema_dir: str | Path) -> list[str]:
+    """All offline checks of a job: CRD schema, admission rules and (v1) pod templates in strict mode."""
+    errors = crd_errors(job, schema_dir)
+    kind = job.get("kind")
+    errors += webhook_rules.pytorchjob_errors(job) if kind == "PyTorchJob" else webhook_rules.trainjob_errors(job)
+    for template in pod_templates(job):
+        errors += core_errors(pod.as_pod(template))
+    return errors
