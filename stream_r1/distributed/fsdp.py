@@ -1,0 +1,177 @@
+"""Parallelism strategies: ``none`` (plain/replicated) and FSDP2 ``fully_shard`` per block.
+
+The model code is single-device code; parallelism is applied from outside in torchtitan's order
+(architecture.md §2.1): activation checkpointing, then FSDP. FSDP2 shards every transformer block
+and then the root, with ``MixedPrecisionPolicy(param_dtype, reduce_dtype)`` (mlops.md §4.2); the
+frozen teacher is sharded the same way. Non-final micro-steps of an accumulation window skip the
+gradient reduce-scatter (``set_requires_gradient_sync(False)``, the FSDP2 ``no_sync``; method.md
+§5 item 17).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from stream_r1.distributed.collectives import _active, all_reduce_mean_
+from stream_r1.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Strategy(Protocol):
+    """How trainable and frozen networks are wrapped, synchronised and clipped."""
+
+    name: str
+
+    def prepare_trainable(self, model: nn.Module, *, checkpointing: bool) -> nn.Module:
+        """Wrap a network that has an optimizer (generator, critic)."""
+        ...
+
+    def prepare_frozen(self, model: nn.Module) -> nn.Module:
+        """Wrap a frozen network (teacher)."""
+        ...
+
+    def set_gradient_sync(self, model: nn.Module, enabled: bool) -> None:
+        """Enable/disable gradient reduction for the next backward (no_sync)."""
+        ...
+
+    def reduce_gradients(self, model: nn.Module) -> None:
+        """Make gradients identical on all ranks before clipping (if the wrapper did not)."""
+        ...
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
+        """Clip the global gradient norm; returns the norm before clipping."""
+        ...
+
+
+def enable_activation_checkpointing(model: nn.Module) -> bool:
+    """Turn on non-reentrant per-block activation checkpointing through the diffusers seam.
+
+    Returns:
+        True when the model supports it (a diffusers ``ModelMixin`` with checkpointing support).
+    """
+    enable = getattr(model, "enable_gradient_checkpointing", None)
+    if getattr(model, "_supports_gradient_checkpointing", False) and callable(enable):
+        enable()
+        return True
+    log.warning("%s does not support gradient checkpointing; training without it", type(model).__name__)
+    return False
+
+
+def _clip(model: nn.Module, max_norm: float) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+@dataclass
+class NoShardStrategy:
+    """Plain modules; with several ranks each holds a replica and gradients are averaged."""
+
+    name: str = "none"
+
+    def prepare_trainable(self, model: nn.Module, *, checkpointing: bool) -> nn.Module:
+        if checkpointing:
+            enable_activation_checkpointing(model)
+        return model
+
+    def prepare_frozen(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def set_gradient_sync(self, model: nn.Module, enabled: bool) -> None:
+        """Nothing to do: gradients are averaged once in :meth:`reduce_gradients`."""
+
+    def reduce_gradients(self, model: nn.Module) -> None:
+        if not _active():
+            return
+        for p in model.parameters():
+            if p.grad is not None:
+                all_reduce_mean_(p.grad)
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
+        return _clip(model, max_norm)
+
+
+@dataclass
+class FSDP2Strategy:
+    """``fully_shard`` per transformer block (``model.blocks``) and the root.
+
+    Attributes:
+        param_dtype: Dtype the parameters are all-gathered in (bf16 on GPU).
+        reduce_dtype: Dtype of the gradient reduce-scatter (fp32).
+        reshard_after_forward: ZeRO-3-like (True) or ZeRO-2-like (False).
+    """
+
+    param_dtype: str = "bfloat16"
+    reduce_dtype: str = "float32"
+    reshard_after_forward: bool = True
+    name: str = "fsdp2"
+
+    def _shard(self, model: nn.Module) -> nn.Module:
+        if not _active():
+            # fully_shard needs a process group; one process is the unsharded case.
+            return model
+        for dtype in (self.param_dtype, self.reduce_dtype):
+            if dtype not in _DTYPES:
+                raise ValueError(f"parallel dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+        policy = MixedPrecisionPolicy(param_dtype=_DTYPES[self.param_dtype], reduce_dtype=_DTYPES[self.reduce_dtype])
+        blocks = getattr(model, "blocks", None)
+        if isinstance(blocks, nn.ModuleList):
+            for block in blocks:
+                fully_shard(block, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
+        else:
+            log.warning("%s has no .blocks ModuleList; sharding it as one unit", type(model).__name__)
+        fully_shard(model, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
+        return model
+
+    def prepare_trainable(self, model: nn.Module, *, checkpointing: bool) -> nn.Module:
+        if checkpointing:
+            enable_activation_checkpointing(model)
+        return self._shard(model)
+
+    def prepare_frozen(self, model: nn.Module) -> nn.Module:
+        return self._shard(model)
+
+    def set_gradient_sync(self, model: nn.Module, enabled: bool) -> None:
+        if isinstance(model, FSDPModule):
+            model.set_requires_gradient_sync(enabled)
+
+    def reduce_gradients(self, model: nn.Module) -> None:
+        """FSDP2 already reduce-scattered (averaged) the gradients in the final backward."""
+        if _active() and not isinstance(model, FSDPModule):
+            NoShardStrategy().reduce_gradients(model)
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
+        return _clip(model, max_norm)
+
+
+def make_strategy(name: str, *, param_dtype: str = "bfloat16", reduce_dtype: str = "float32",
+                  reshard_after_forward: bool = True, zero_stage: int = 2) -> Strategy:
+    """Build the strategy named by ``parallel.strategy``.
+
+    Raises:
+        ValueError: unknown strategy name, or ``deepspeed`` (not wired in this build).
+    """
+    if name == "none":
+        return NoShardStrategy()
+    if name == "fsdp2":
+        return FSDP2Strategy(param_dtype, reduce_dtype, reshard_after_forward)
+    if name == "deepspeed":
+        # ZeRO needs an engine that owns backward and step; not wired in this build (docs/training.md).
+        raise ValueError(
+            "parallel.strategy='deepspeed' is not available in this build; use parallel.strategy=fsdp2 "
+            "(ZeRO-3-like with parallel.reshard_after_forward=true, ZeRO-2-like with false)"
+        )
+    raise ValueError(f"parallel.strategy={name!r} is not one of ['none', 'fsdp2', 'deepspeed']")

@@ -1,0 +1,51 @@
+"""Full (gathered) model and optimizer state dicts that are the same with or without FSDP2.
+
+Checkpoints store full, FQN-keyed state dicts so they load at any world size and strategy
+(mlops.md §4.2: export ``get_model_state_dict(full_state_dict=True, cpu_offload=True)``).
+Every function here is a collective under a process group: call it on all ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from stream_r1.distributed.collectives import _active
+
+_GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Gather ``model``'s parameters and buffers as full CPU tensors.
+
+    Returns:
+        ``{fqn: tensor}`` on rank 0 (and at world size 1); an empty dict on other ranks.
+    """
+    sd = get_model_state_dict(model, options=_GATHER)
+    return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in sd.items()}
+
+
+def load_full_model_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a full state dict held by rank 0 (other ranks may pass ``{}``) into ``model``."""
+    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=_active(), strict=True)
+    set_model_state_dict(model, state, options=opts)
+
+
+def full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """FQN-keyed, gathered optimizer state (full on rank 0, empty elsewhere)."""
+    return get_optimizer_state_dict(model, optimizer, options=_GATHER)
+
+
+def load_full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load an FQN-keyed full optimizer state held by rank 0 into ``optimizer``."""
+    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=_active())
+    set_optimizer_state_dict(model, optimizer, state, options=opts)
