@@ -149,20 +149,20 @@ def vbench_summary(dimension_scores: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def vbench_metrics(dimension_scores: dict[str, float]) -> dict[str, float | bool]:
+def vbench_metrics(dimension_scores: dict[str, float]) -> dict[str, float]:
     """Flat ``vbench_*`` metrics.json keys for the runner and the compare tool.
 
     Per dimension ``vbench_<dim>``; then ``vbench_quality_score``, ``vbench_semantic_score`` and
     ``vbench_total_score`` when complete, or ``vbench_quality_score_partial`` etc. when not (so a
-    partial run never fills the leaderboard keys), plus ``vbench_complete`` and
-    ``vbench_num_dimensions``.
+    partial run never fills the leaderboard keys), plus ``vbench_complete`` (1.0/0.0: metrics.json
+    holds numbers only, for KFP ``Metrics``) and ``vbench_num_dimensions``.
     """
     summary = vbench_summary(dimension_scores)
-    out: dict[str, float | bool] = {f"vbench_{canonical_dimension(k)}": float(v) for k, v in dimension_scores.items()}
+    out: dict[str, float] = {f"vbench_{canonical_dimension(k)}": float(v) for k, v in dimension_scores.items()}
     suffix = "" if summary["complete"] else "_partial"
     for key in ("quality_score", "semantic_score", "total_score"):
         if not math.isnan(summary[key]):
             out[f"vbench_{key}{suffix}"] = summary[key]
-    out["vbench_complete"] = bool(summary["complete"])
+    out["vbench_complete"] = 1.0 if summary["complete"] else 0.0
     out["vbench_num_dimensions"] = float(summary["num_dimensions"])
     return out
