@@ -1,0 +1,124 @@
+"""Self-Forcing training rollout (method.md §1.3, §5 items 6-8) on a tiny real causal student."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stream_r1.config.schema import RolloutConfig
+from stream_r1.diffusion import add_noise
+from stream_r1.models.causal_wan import CausalWanTransformer
+from stream_r1.models.denoiser import CausalDenoiser
+from stream_r1.models.tiny import TINY_TEXT_DIM, TINY_TEXT_LEN, build_tiny_transformer
+from stream_r1.rollout.self_forcing import self_forcing_rollout, student_timesteps
+
+CFG = RolloutConfig(num_frames=6, latent_height=4, latent_width=4)
+CHUNK = (1, 3, 16, 4, 4)
+
+
+@pytest.fixture(scope="module")
+def student() -> CausalDenoiser:
+    stock = build_tiny_transformer(0)
+    model = CausalWanTransformer.from_config(stock.config)
+    model.load_state_dict(stock.state_dict(), strict=True)
+    return CausalDenoiser(model.eval(), shift=5.0, frames_per_block=3)
+
+
+@pytest.fixture(scope="module")
+def text_emb() -> torch.Tensor:
+    return torch.randn(1, TINY_TEXT_LEN, TINY_TEXT_DIM, generator=torch.Generator().manual_seed(3))
+
+
+def _rollout(student, text_emb, k, seed=0, grad=True):
+    return self_forcing_rollout(
+        student,
+        text_emb,
+        CFG,
+        frames_per_block=3,
+        exit_step=k,
+        rng=torch.Generator().manual_seed(seed),
+        grad_enabled=grad,
+    )
+
+
+def test_warped_student_steps() -> None:
+    assert student_timesteps(CFG) == pytest.approx([1000.0, 937.5, 833.3333, 625.0], abs=1e-3)
+
+
+def test_exactly_one_grad_forward_per_chunk(student, text_emb) -> None:
+    grad_flags: list[bool] = []
+    handle = student.transformer.register_forward_hook(lambda *_: grad_flags.append(torch.is_grad_enabled()))
+    try:
+        x, info = _rollout(student, text_emb, 2)
+    finally:
+        handle.remove()
+    # 2 chunks x (2 no-grad steps + 1 exit step) + 1 context pass between the chunks.
+    assert len(grad_flags) == info.num_forwards == 7
+    assert sum(grad_flags) == info.num_grad_forwards == 2
+    assert info.exit_steps == (2, 2) and info.exit_step == 2 and info.num_blocks == 2
+    assert info.exit_timesteps[0] == pytest.approx(833.333, abs=1e-3)
+    assert x.shape == (1, 6, 16, 4, 4) and x.requires_grad
+    x.pow(2).mean().backward()
+    assert all(p.grad is not None for p in student.transformer.parameters() if p.requires_grad)
+    student.transformer.zero_grad(set_to_none=True)
+
+
+def test_first_chunk_matches_manual_exit_step_walk(student, text_emb) -> None:
+    x, _ = _rollout(student, text_emb, 1, seed=5, grad=False)
+    rng = torch.Generator().manual_seed(5)
+    noise = torch.randn(1, 6, 16, 4, 4, generator=rng)
+    steps = student_timesteps(CFG)
+    cache = student.new_cache(1, 6, (4, 4), rolling=False, dtype=torch.float32, device=torch.device("cpu"))
+    with torch.no_grad():
+        x0 = student.predict_x0(noise[:, :3], torch.full((1, 3), steps[0]), text_emb, cache, 0)
+        eps = torch.randn(CHUNK, generator=rng)  # fresh noise, not the initial draw (§1.3)
+        x1 = add_noise(x0, eps, torch.full((1, 3), steps[1]), 5.0)
+        expected = student.predict_x0(x1, torch.full((1, 3), steps[1]), text_emb, cache, 0)
+    torch.testing.assert_close(x[:, :3], expected)
+
+
+def test_deterministic_and_exit_step_changes_output(student, text_emb) -> None:
+    a, _ = _rollout(student, text_emb, 1, seed=1, grad=False)
+    b, _ = _rollout(student, text_emb, 1, seed=1, grad=False)
+    c, _ = _rollout(student, text_emb, 3, seed=1, grad=False)
+    d, _ = _rollout(student, text_emb, 1, seed=2, grad=False)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c) and not torch.allclose(a, d)
+
+
+def test_no_grad_variant_and_per_chunk_exit_steps(student, text_emb) -> None:
+    x, info = self_forcing_rollout(
+        student,
+        text_emb,
+        CFG,
+        frames_per_block=3,
+        exit_step=[0, 3],
+        rng=torch.Generator().manual_seed(0),
+        grad_enabled=False,
+    )
+    assert not x.requires_grad and info.num_grad_forwards == 0
+    assert info.exit_steps == (0, 3) and info.num_forwards == 1 + 1 + 4
+
+
+def test_bad_exit_steps_and_frame_counts_are_rejected(student, text_emb) -> None:
+    with pytest.raises(ValueError, match=r"exit_step \[4\] outside \[0, 3\]"):
+        _rollout(student, text_emb, 4)
+    with pytest.raises(ValueError, match="one per chunk"):
+        self_forcing_rollout(student, text_emb, CFG, frames_per_block=3, exit_step=[1], rng=torch.Generator())
+    with pytest.raises(ValueError, match=r"not a multiple of model\.frames_per_block=4"):
+        self_forcing_rollout(student, text_emb, CFG, frames_per_block=4, exit_step=0, rng=torch.Generator())
+
+
+def test_grad_forward_reads_but_never_writes_the_cache(student, text_emb) -> None:
+    cache = student.new_cache(1, 6, (4, 4), rolling=False, dtype=torch.float32, device=torch.device("cpu"))
+    clean = torch.randn(CHUNK, generator=torch.Generator().manual_seed(4))
+    student.write_context(clean, text_emb, cache, 0, t_context=0.0)
+    before = [k.clone() for k in cache.keys] + [v.clone() for v in cache.values]
+    length = cache.length_frames
+    x_t = torch.randn(CHUNK, generator=torch.Generator().manual_seed(6))
+    x0 = student.predict_x0(x_t, torch.full((1, 3), 625.0), text_emb, cache, 3)
+    x0.sum().backward()
+    after = [*cache.keys, *cache.values]
+    assert cache.length_frames == length
+    assert all(torch.equal(a, b) and not a.requires_grad for a, b in zip(after, before, strict=True))
+    student.transformer.zero_grad(set_to_none=True)
