@@ -1,0 +1,203 @@
+"""A tiny VideoReward written in exactly the official checkpoint layout (method.md §6.1).
+
+Used by ``stream-r1 make-tiny-checkpoints`` and the tests: a tiny random Qwen2-VL base with an
+in-memory word-level tokenizer, plus a "trained" VideoReward on top of it (non-zero LoRA on every
+LLM linear, tuned ViT / embeddings / rm_head in the old transformers-4.45 + peft key names, and a
+``model_config.json`` like the released one). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from stream_r1.reward.prompt import REWARD_AXES, REWARD_TOKENS, RUBRIC, SYSTEM_PROMPT, TEMPLATE_NAME
+
+TINY_BASE_NAME = "Qwen2-VL-tiny"
+"""Base model directory inside the tiny VideoReward directory (``model_name_or_path`` basename)."""
+TINY_STEP = 1
+TINY_LORA_RANK = 4
+TINY_LORA_ALPHA = 8
+TINY_BASE_VOCAB = 512
+"""Embedding rows of the tiny base (larger than the tokenizer, so loading resizes it like the real one)."""
+TINY_INFERENCE_CONFIG: dict[str, float] = {
+    "VQ_mean": 0.25,
+    "VQ_std": 1.5,
+    "MQ_mean": -0.5,
+    "MQ_std": 0.75,
+    "TA_mean": 1.0,
+    "TA_std": 2.0,
+}
+"""Per-axis logit means/stds of the tiny model (distinct values so z-normalisation is visible)."""
+QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+_LORA_TARGETS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+
+
+def _tiny_tokenizer() -> object:
+    """Word-level tokenizer over the rubric's words plus the Qwen special tokens (no reward tokens:
+    those are added at load time, as VideoAlign does)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted(set(re.findall(r"\w+|[^\w\s]+", RUBRIC + SYSTEM_PROMPT + " system user assistant")))
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(list(QWEN_SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="<|endoftext|>", eos_token="<|im_end|>"
+    )
+
+
+def tiny_qwen2vl_config(token_ids: dict[str, int], vocab_size: int = TINY_BASE_VOCAB) -> object:
+    """The tiny Qwen2VLConfig of method.md §6.1 (text hidden 32, 2 layers; ViT depth 2, embed 32)."""
+    from transformers import Qwen2VLConfig
+
+    return Qwen2VLConfig(
+        text_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 64,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1.0e6, "mrope_section": [2, 3, 3]},
+            "bos_token_id": None,
+            "eos_token_id": token_ids["<|im_end|>"],
+            "pad_token_id": None,
+        },
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "temporal_patch_size": 2,
+            "spatial_merge_size": 2,
+        },
+        image_token_id=token_ids["<|image_pad|>"],
+        video_token_id=token_ids["<|video_pad|>"],
+        vision_start_token_id=token_ids["<|vision_start|>"],
+        vision_end_token_id=token_ids["<|vision_end|>"],
+    )
+
+
+def _old_key(v5_key: str) -> str:
+    """transformers v5 name -> the 4.45 + peft name VideoAlign saved (inverse of the loader's remap)."""
+    if v5_key.startswith("model.visual."):
+        return "base_model.model." + v5_key.removeprefix("model.")
+    if v5_key.startswith("model.language_model."):
+        return "base_model.model.model." + v5_key.removeprefix("model.language_model.")
+    return "base_model.model." + v5_key
+
+
+def _model_config(lora_rank: int, lora_alpha: int) -> dict[str, object]:
+    return {
+        "data_config": {
+            "meta_data": "train.csv",
+            "data_dir": "videos",
+            "eval_dim": list(REWARD_AXES),
+            "prompt_template_type": TEMPLATE_NAME,
+            "fps": 2.0,
+            "num_frames": None,
+            "max_frame_pixels": 200704,
+            "sample_type": "uniform",
+        },
+        "model_config": {
+            "model_name_or_path": f"tiny/{TINY_BASE_NAME}",
+            "output_dim": 1,
+            "use_special_tokens": True,
+            "reward_token": "special",
+            "loss_type": "btt",
+            "freeze_vision_tower": False,
+            "tune_merger": True,
+        },
+        "peft_lora_config": {
+            "lora_enable": True,
+            "vision_lora": False,
+            "lora_r": lora_rank,
+            "lora_alpha": lora_alpha,
+            "lora_dropout": 0.05,
+            "lora_namespan_exclude": ["lm_head", "rm_head", "embed_tokens", "visual"],
+            "lora_task_type": "CAUSAL_LM",
+            "use_rslora": False,
+            "num_lora_modules": -1,
+        },
+        "inference_config": dict(TINY_INFERENCE_CONFIG),
+    }
+
+
+def write_tiny_videoreward(path: Path, *, seed: int = 0) -> Path:
+    """Write a tiny VideoReward in the official layout under ``path`` (created; must not exist or be empty).
+
+    Layout: ``path/model_config.json``, ``path/checkpoint-1/{adapter_model.safetensors,
+    non_lora_state_dict.pth}``, ``path/Qwen2-VL-tiny/`` (base model + tokenizer).
+
+    Args:
+        path: Target directory.
+        seed: Seed of all random weights (same seed -> identical files).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: ``path`` exists and is not an empty directory.
+    """
+    from safetensors.torch import save_file
+    from transformers import Qwen2VLForConditionalGeneration
+
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ValueError(f"{path} exists and is not an empty directory; choose a new path or remove it")
+    tokenizer = _tiny_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        base = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(ids)).eval()
+        base_dir = path / TINY_BASE_NAME
+        base.save_pretrained(str(base_dir))
+        tokenizer.save_pretrained(str(base_dir))
+
+        # "Training" as VideoAlign does it: add the reward tokens, resize, tune non-LoRA parts, add LoRA.
+        tokenizer.add_special_tokens({"additional_special_tokens": [REWARD_TOKENS[a] for a in REWARD_AXES]})
+        base.resize_token_embeddings(len(tokenizer))
+        hidden = base.config.text_config.hidden_size
+        non_lora: dict[str, torch.Tensor] = {}
+        for name, p in base.named_parameters():
+            if name.startswith("model.visual.") or name == "model.language_model.embed_tokens.weight":
+                non_lora[_old_key(name)] = p.detach() + 0.01 * torch.randn_like(p)
+        non_lora["base_model.model.rm_head.weight"] = torch.randn(1, hidden) / hidden**0.5
+        adapter: dict[str, torch.Tensor] = {}
+        for name, mod in base.named_modules():
+            if name.startswith("model.language_model.layers.") and name.endswith(_LORA_TARGETS):
+                stem = _old_key(name)
+                adapter[f"{stem}.lora_A.weight"] = 0.1 * torch.randn(TINY_LORA_RANK, mod.in_features)
+                adapter[f"{stem}.lora_B.weight"] = 0.1 * torch.randn(mod.out_features, TINY_LORA_RANK)
+    ckpt = path / f"checkpoint-{TINY_STEP}"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in adapter.items()}, str(ckpt / "adapter_model.safetensors"))
+    torch.save({k: v.contiguous() for k, v in non_lora.items()}, ckpt / "non_lora_state_dict.pth")
+    cfg = _model_config(TINY_LORA_RANK, TINY_LORA_ALPHA)
+    (path / "model_config.json").write_text(json.dumps(cfg, indent=4) + "\n", encoding="utf-8")
+    return path
