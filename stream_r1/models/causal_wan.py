@@ -1,0 +1,286 @@
+"""The causal streaming student: ``CausalWanTransformer(WanTransformer3DModel)`` (spec method.md §4.2, §4.4).
+
+Same ``__init__``, config, parameters and state-dict keys as diffusers' ``WanTransformer3DModel`` (so
+``from_pretrained`` and strict ``load_state_dict`` from a stock model work), with its own forward:
+
+* per-frame timesteps ``[B, F]`` -> per-frame modulation ``[B, F, 6, dim]`` applied frame-wise (the
+  condition embedder's 2-D timestep path with one entry per latent frame);
+* RoPE with a frame offset (:class:`~stream_r1.models.rope.FrameRope`);
+* attention through :class:`~stream_r1.models.causal_attention.CausalWanAttnProcessor`, in one of
+  three geometries:
+
+  1. ``frames_per_block=None``, no cache: bidirectional over the input (the stock model's geometry);
+  2. ``frames_per_block=k``, no cache: full sequence with a block-causal mask (bidirectional inside
+     chunks of ``k`` latent frames, causal across), dense boolean SDPA mask (runs backward on CPU) or a
+     flex ``BlockMask`` with ``attention_backend="flex"`` (GPU);
+  3. ``kv_cache`` given: one chunk at stream position ``frame_offset`` attends to the cache's view
+     (see :mod:`stream_r1.models.kv_cache` for exactly which K/V); ``write_cache=True`` (no grad only)
+     also stores the chunk's K/V.
+
+Cross-attention attends all text tokens without a mask. Inputs are diffusers layout ``[B, C, F, H, W]``;
+the library layout ``[B, F, C, H, W]`` is converted in :mod:`stream_r1.models.denoiser`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from stream_r1.models.block_mask import dense_block_causal_mask, flex_block_causal_mask
+from stream_r1.models.causal_attention import AttentionBackend, CausalWanAttnProcessor, SelfAttentionInputs
+from stream_r1.models.kv_cache import KVCache
+from stream_r1.models.rope import FrameRope
+
+
+def _frame_modulate(x: Tensor, scale: Tensor, shift: Tensor, num_frames: int) -> Tensor:
+    """``x * (1 + scale) + shift`` with per-frame ``[B, F, 1, D]`` modulation on ``[B, F*T, D]`` tokens."""
+    b, n, d = x.shape
+    return (x.view(b, num_frames, n // num_frames, d) * (1 + scale) + shift).view(b, n, d)
+
+
+def _frame_gate(x: Tensor, y: Tensor, gate: Tensor, num_frames: int) -> Tensor:
+    """``x + y * gate`` with a per-frame ``[B, F, 1, D]`` gate (fp32 like the stock block)."""
+    b, n, d = x.shape
+    t = n // num_frames
+    return (x.float().view(b, num_frames, t, d) + y.float().view(b, num_frames, t, d) * gate).view(b, n, d)
+
+
+def causal_block_forward(
+    block: WanTransformerBlock,
+    hidden_states: Tensor,
+    text: Tensor,
+    modulation: Tensor,
+    inputs: SelfAttentionInputs,
+    layer_idx: int,
+    cross_cache: KVCache | None,
+) -> Tensor:
+    """One Wan block with per-frame modulation (same math as ``WanTransformerBlock.forward``).
+
+    Args:
+        block: a stock ``WanTransformerBlock`` (its modules are used, its forward is not).
+        hidden_states: ``[B, F*T, dim]`` tokens (frame-major).
+        text: projected text ``[B, L, dim]``.
+        modulation: ``[B, F, 6, dim]`` time projection per latent frame.
+        inputs: self-attention inputs (RoPE, mask, cache).
+        layer_idx: block index (cache layer).
+        cross_cache: cache holding text K/V (used only without grad), or None.
+
+    Returns:
+        ``[B, F*T, dim]`` in ``hidden_states.dtype``.
+    """
+    num_frames = modulation.shape[1]
+    mods = (block.scale_shift_table.unsqueeze(0) + modulation.float()).chunk(6, dim=2)
+    shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = mods  # each [B, F, 1, dim]
+    dtype = hidden_states.dtype
+
+    normed = _frame_modulate(block.norm1(hidden_states.float()), scale_msa, shift_msa, num_frames).to(dtype)
+    attn_out = block.attn1(normed, None, None, None, inputs=inputs, layer_idx=layer_idx)
+    hidden_states = _frame_gate(hidden_states, attn_out, gate_msa, num_frames).to(dtype)
+
+    normed = block.norm2(hidden_states.float()).to(dtype)
+    hidden_states = hidden_states + block.attn2(normed, text, None, None, layer_idx=layer_idx, cross_cache=cross_cache)
+
+    normed = _frame_modulate(block.norm3(hidden_states.float()), c_scale, c_shift, num_frames).to(dtype)
+    ff_out = block.ffn(normed)
+    return _frame_gate(hidden_states, ff_out, c_gate, num_frames).to(dtype)
+
+
+class CausalWanTransformer(WanTransformer3DModel):
+    """Block-causal Wan2.1 transformer with per-frame timesteps and a KV cache (the Stream-R1 student).
+
+    Construct exactly like ``WanTransformer3DModel`` (same arguments, config and weights).
+    """
+
+    def __init__(
+        self,
+        patch_size: tuple[int, ...] = (1, 2, 2),
+        num_attention_heads: int = 40,
+        attention_head_dim: int = 128,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        text_dim: int = 4096,
+        freq_dim: int = 256,
+        ffn_dim: int = 13824,
+        num_layers: int = 40,
+        cross_attn_norm: bool = True,
+        qk_norm: str | None = "rms_norm_across_heads",
+        eps: float = 1e-6,
+        image_dim: int | None = None,
+        added_kv_proj_dim: int | None = None,
+        rope_max_seq_len: int = 1024,
+        pos_embed_seq_len: int | None = None,
+    ) -> None:
+        super().__init__(
+            patch_size=patch_size,
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            text_dim=text_dim,
+            freq_dim=freq_dim,
+            ffn_dim=ffn_dim,
+            num_layers=num_layers,
+            cross_attn_norm=cross_attn_norm,
+            qk_norm=qk_norm,
+            eps=eps,
+            image_dim=image_dim,
+            added_kv_proj_dim=added_kv_proj_dim,
+            rope_max_seq_len=rope_max_seq_len,
+            pos_embed_seq_len=pos_embed_seq_len,
+        )
+        self.frame_rope = FrameRope(attention_head_dim, rope_max_seq_len)
+        self.set_attn_processor(CausalWanAttnProcessor())
+
+    def _check_inputs(self, hidden_states: Tensor, timestep: Tensor, text: Tensor) -> Tensor:
+        """Validate shapes and return per-frame timesteps ``[B, F]`` (float)."""
+        if hidden_states.dim() != 5:
+            raise ValueError(f"hidden_states must be [B, C, F, H, W], got shape {tuple(hidden_states.shape)}")
+        b, c, f, h, w = hidden_states.shape
+        p_t, p_h, p_w = self.config.patch_size
+        if p_t != 1:
+            raise ValueError(f"CausalWanTransformer needs temporal patch 1 (Wan2.1), config has {p_t}")
+        if c != self.config.in_channels or h % p_h or w % p_w:
+            raise ValueError(
+                f"latent [B={b}, C={c}, F={f}, H={h}, W={w}] does not fit in_channels={self.config.in_channels} "
+                f"and patch {p_h}x{p_w}"
+            )
+        if text.dim() != 3 or text.shape[0] != b or text.shape[2] != self.config.text_dim:
+            raise ValueError(f"text embedding must be [B={b}, L, {self.config.text_dim}], got {tuple(text.shape)}")
+        t = torch.as_tensor(timestep, device=hidden_states.device)
+        if t.dim() == 0:
+            t = t.expand(b)
+        if t.dim() == 1:
+            if t.shape[0] != b:
+                raise ValueError(f"timestep [B] must have B={b} entries, got {tuple(t.shape)}")
+            t = t.view(b, 1).expand(b, f)
+        if t.shape != (b, f):
+            raise ValueError(f"timestep must be [B] or per-frame [B, F]=[{b}, {f}], got {tuple(t.shape)}")
+        return t.float()
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: Tensor,
+        timestep: Tensor,
+        encoder_hidden_states: Tensor,
+        encoder_hidden_states_image: Tensor | None = None,
+        return_dict: bool = True,
+        attention_kwargs: dict | None = None,
+        *,
+        frame_offset: int = 0,
+        frames_per_block: int | None = None,
+        kv_cache: KVCache | None = None,
+        write_cache: bool = False,
+        attention_backend: AttentionBackend = "sdpa",
+    ) -> Tensor | tuple[Tensor] | Transformer2DModelOutput:
+        """Predict the flow ``v`` for latent frames at stream position ``frame_offset``.
+
+        Args:
+            hidden_states: noisy latents ``[B, C, F, H, W]`` (diffusers layout).
+            timestep: ``[B]`` or per-frame ``[B, F]`` float timesteps (``t = 1000 sigma``).
+            encoder_hidden_states: text embeddings ``[B, L, text_dim]`` (all L tokens attended).
+            encoder_hidden_states_image: must be None (text-to-video only).
+            return_dict: return a ``Transformer2DModelOutput`` (else a 1-tuple).
+            attention_kwargs: must be None (kept for signature compatibility).
+            frame_offset: absolute frame position of the first input frame (RoPE offset; with a cache it
+                must equal ``kv_cache.frames_written``).
+            frames_per_block: chunk size for the block-causal mask (no cache); None = bidirectional.
+            kv_cache: cache for chunk-by-chunk streaming (read; also written if ``write_cache``).
+            write_cache: store this chunk's K/V (call under ``torch.no_grad()``).
+            attention_backend: ``"sdpa"`` (default, CPU-safe) or ``"flex"`` (block mask as a flex BlockMask).
+
+        Returns:
+            Flow prediction ``[B, C_out, F, H, W]``.
+        """
+        if encoder_hidden_states_image is not None or attention_kwargs:
+            raise ValueError("CausalWanTransformer is text-to-video only: no image embeddings or attention_kwargs")
+        if write_cache and kv_cache is None:
+            raise ValueError("write_cache=True needs a kv_cache")
+        if attention_backend not in ("sdpa", "flex"):
+            raise ValueError(f"attention_backend={attention_backend!r}; use 'sdpa' or 'flex'")
+        t = self._check_inputs(hidden_states, timestep, encoder_hidden_states)
+        b, _, f, h, w = hidden_states.shape
+        p_t, p_h, p_w = self.config.patch_size
+        hp, wp = h // p_h, w // p_w
+        device = hidden_states.device
+
+        inputs = self._attention_inputs(
+            f, hp, wp, frame_offset, frames_per_block, kv_cache, write_cache, attention_backend, device
+        )
+        cross_cache = None
+        if kv_cache is not None and not torch.is_grad_enabled():
+            fp = KVCache.fingerprint(encoder_hidden_states)
+            if kv_cache.cross_fingerprint != fp:
+                kv_cache.cross_keys = [None] * kv_cache.num_layers
+                kv_cache.cross_values = [None] * kv_cache.num_layers
+                kv_cache.cross_fingerprint = fp
+            cross_cache = kv_cache
+
+        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, F*T, dim]
+        temb, proj, text, _ = self.condition_embedder(t.flatten(), encoder_hidden_states, None, timestep_seq_len=f)
+        proj = proj.unflatten(2, (6, -1))  # [B, F, 6, dim]
+
+        for i, block in enumerate(self.blocks):
+            fn = functools.partial(causal_block_forward, block, inputs=inputs, layer_idx=i, cross_cache=cross_cache)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = checkpoint(fn, x, text, proj, use_reentrant=False)
+            else:
+                x = fn(x, text, proj)
+
+        shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)  # [B, F, 1, dim]
+        x = _frame_modulate(self.norm_out(x.float()), scale, shift, f).type_as(x)
+        x = self.proj_out(x)
+
+        if kv_cache is not None and write_cache:
+            kv_cache.advance(f)
+
+        x = x.reshape(b, f, hp, wp, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        out = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if not return_dict:
+            return (out,)
+        return Transformer2DModelOutput(sample=out)
+
+    def _attention_inputs(
+        self,
+        f: int,
+        hp: int,
+        wp: int,
+        frame_offset: int,
+        frames_per_block: int | None,
+        kv_cache: KVCache | None,
+        write_cache: bool,
+        backend: AttentionBackend,
+        device: torch.device,
+    ) -> SelfAttentionInputs:
+        """RoPE tables, mask and cache for one forward (validated before any heavy work)."""
+        tokens_per_frame = hp * wp
+        if kv_cache is not None:
+            if kv_cache.tokens_per_frame != tokens_per_frame:
+                raise ValueError(
+                    f"KV cache was built for {kv_cache.tokens_per_frame} tokens per frame, this latent has "
+                    f"{tokens_per_frame}; build the cache with the same latent height/width"
+                )
+            if frame_offset != kv_cache.frames_written:
+                raise ValueError(
+                    f"frame_offset={frame_offset} but the KV cache holds a stream up to frame "
+                    f"{kv_cache.frames_written}; pass frame_offset={kv_cache.frames_written} or reset the cache"
+                )
+            n_k = kv_cache.attended_frames(f)
+            q_rope = self.frame_rope.freqs(n_k - f, f, hp, wp, device)
+            k_rope = self.frame_rope.freqs(0, n_k, hp, wp, device)
+            return SelfAttentionInputs(q_rope, k_rope, None, kv_cache, write_cache, "sdpa")
+        rope = self.frame_rope.freqs(frame_offset, f, hp, wp, device)
+        mask = None
+        if frames_per_block is not None:
+            if frames_per_block < 1:
+                raise ValueError(f"frames_per_block={frames_per_block} must be >= 1")
+            if f > frames_per_block:
+                build = flex_block_causal_mask if backend == "flex" else dense_block_causal_mask
+                mask = build(f, tokens_per_frame, frames_per_block, device)
+        if mask is None:
+            backend = "sdpa"
+        return SelfAttentionInputs(rope, rope, mask, None, False, backend)

@@ -1,0 +1,166 @@
+"""CausalWanTransformer: stock parity, state-dict compatibility, block-causal mask vs KV cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import WanTransformer3DModel
+
+from stream_r1.models.block_mask import dense_block_causal_mask
+from stream_r1.models.causal_wan import CausalWanTransformer
+from stream_r1.models.kv_cache import KVCache
+
+from .conftest import LATENT_HW, TINY_WAN
+
+
+def _latent(frames: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 16, frames, *LATENT_HW, generator=torch.Generator().manual_seed(seed))
+
+
+def _full_cache(frames: int) -> KVCache:
+    return KVCache.allocate(
+        num_layers=2, batch_size=1, capacity_frames=frames, tokens_per_frame=16, heads=2, head_dim=16
+    )
+
+
+def test_state_dict_round_trip_is_strict(stock_wan: WanTransformer3DModel) -> None:
+    causal = CausalWanTransformer(**TINY_WAN)
+    assert causal.load_state_dict(stock_wan.state_dict(), strict=True).missing_keys == []
+    assert list(causal.state_dict()) == list(stock_wan.state_dict())
+    back = WanTransformer3DModel(**TINY_WAN)
+    back.load_state_dict(causal.state_dict(), strict=True)
+    for k, v in back.state_dict().items():
+        assert torch.equal(v, stock_wan.state_dict()[k]), k
+    public = {k: v for k, v in stock_wan.config.items() if not k.startswith("_")}
+    assert {k: v for k, v in causal.config.items() if not k.startswith("_")} == public
+
+
+def test_save_and_from_pretrained(tmp_path, stock_wan: WanTransformer3DModel) -> None:
+    stock_wan.save_pretrained(tmp_path / "stock")
+    causal = CausalWanTransformer.from_pretrained(tmp_path / "stock")
+    assert isinstance(causal, CausalWanTransformer)
+    for k, v in causal.state_dict().items():
+        assert torch.equal(v, stock_wan.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_single_chunk_without_cache_equals_stock(
+    stock_wan: WanTransformer3DModel, causal_wan: CausalWanTransformer, text_emb: torch.Tensor, frames: int
+) -> None:
+    x, t = _latent(frames), torch.tensor([612.5])
+    with torch.no_grad():
+        ref = stock_wan(x, t, text_emb, return_dict=False)[0]
+        out = causal_wan(x, t, text_emb, return_dict=False)[0]
+        # a one-chunk block mask and a one-chunk cached pass are the same geometry
+        masked = causal_wan(x, t, text_emb, frames_per_block=3, return_dict=False)[0]
+        cached = causal_wan(x, t.expand(1, frames), text_emb, kv_cache=_full_cache(frames), return_dict=False)[0]
+    assert out.shape == ref.shape == (1, 16, frames, *LATENT_HW)
+    for got in (out, masked, cached):
+        assert (got - ref).abs().max().item() <= 1e-5
+
+
+def test_per_frame_timesteps_match_stock_per_token_path(
+    stock_wan: WanTransformer3DModel, causal_wan: CausalWanTransformer, text_emb: torch.Tensor
+) -> None:
+    x = _latent(3)
+    t = torch.tensor([[900.0, 500.0, 100.0]])
+    with torch.no_grad():
+        per_token = t.repeat_interleave(16, dim=1)  # diffusers' 2-D (Wan 2.2) timestep path
+        ref = stock_wan(x, per_token, text_emb, return_dict=False)[0]
+        out = causal_wan(x, t, text_emb, return_dict=False)[0]
+    assert (out - ref).abs().max().item() <= 1e-5
+
+
+def test_block_mask_structure() -> None:
+    mask = dense_block_causal_mask(num_frames=6, tokens_per_frame=2, frames_per_block=3)
+    assert mask.shape == (12, 12) and mask.dtype == torch.bool
+    frame = torch.arange(12) // 2
+    for q in range(12):
+        for k in range(12):
+            assert bool(mask[q, k]) == (frame[k] // 3 <= frame[q] // 3)
+    assert mask[:6, :6].all()  # bidirectional inside chunk 0
+    assert not mask[:6, 6:].any()  # chunk 0 never sees chunk 1
+    assert mask[6:, :].all()  # chunk 1 sees everything up to its end
+
+
+def test_cached_chunks_equal_block_masked_full_sequence(
+    causal_wan: CausalWanTransformer, text_emb: torch.Tensor
+) -> None:
+    """Key test (issue 2 §3): teacher-forced chunk-by-chunk with a full cache == masked full sequence."""
+    frames, fpb = 9, 3
+    x = _latent(frames, seed=3)
+    t = torch.rand(1, frames, generator=torch.Generator().manual_seed(4)) * 1000
+    cache = _full_cache(frames)
+    with torch.no_grad():
+        full = causal_wan(x, t, text_emb, frames_per_block=fpb, return_dict=False)[0]
+        chunks = []
+        for c in range(frames // fpb):
+            sl = slice(c * fpb, (c + 1) * fpb)
+            out = causal_wan(x[:, :, sl], t[:, sl], text_emb, frame_offset=c * fpb, kv_cache=cache, return_dict=False)
+            chunks.append(out[0])
+            assert cache.length_frames == c * fpb  # reads never write
+            causal_wan(x[:, :, sl], t[:, sl], text_emb, frame_offset=c * fpb, kv_cache=cache, write_cache=True)
+    assert cache.length_frames == cache.frames_written == frames
+    diff = (torch.cat(chunks, dim=2) - full).abs().max().item()
+    assert diff <= 1e-5, diff
+
+
+def test_later_chunk_timesteps_do_not_change_earlier_outputs(
+    causal_wan: CausalWanTransformer, text_emb: torch.Tensor
+) -> None:
+    x = _latent(6, seed=5)
+    t1 = torch.tensor([[800.0] * 3 + [400.0] * 3])
+    t2 = torch.tensor([[800.0] * 3 + [50.0] * 3])
+    x2 = x.clone()
+    x2[:, :, 3:] += 1.0
+    with torch.no_grad():
+        a = causal_wan(x, t1, text_emb, frames_per_block=3, return_dict=False)[0]
+        b = causal_wan(x2, t2, text_emb, frames_per_block=3, return_dict=False)[0]
+    assert torch.allclose(a[:, :, :3], b[:, :, :3], atol=1e-6)
+    assert not torch.allclose(a[:, :, 3:], b[:, :, 3:], atol=1e-3)
+
+
+def test_masked_path_backward_reaches_all_parameters(
+    causal_wan: CausalWanTransformer, text_emb: torch.Tensor
+) -> None:
+    causal_wan.train()
+    causal_wan.enable_gradient_checkpointing()
+    x = _latent(6, seed=6).requires_grad_(True)
+    out = causal_wan(x, torch.tensor([[900.0] * 3 + [300.0] * 3]), text_emb, frames_per_block=3, return_dict=False)[0]
+    out.square().mean().backward()
+    missing = [n for n, p in causal_wan.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+    # chunk 0 outputs do not depend on chunk 1 inputs
+    x.grad = None
+    out = causal_wan(x, torch.tensor([[900.0] * 6]), text_emb, frames_per_block=3, return_dict=False)[0]
+    (g,) = torch.autograd.grad(out[:, :, :3].sum(), x)
+    assert g[:, :, 3:].abs().max() == 0 and g[:, :, :3].abs().max() > 0
+
+
+def test_cache_read_inside_grad_keeps_cross_attention_gradients(
+    causal_wan: CausalWanTransformer, text_emb: torch.Tensor
+) -> None:
+    """A text K/V cached under no_grad must not be reused in a grad-enabled call (§5 item 7)."""
+    cache = _full_cache(6)
+    x = _latent(6, seed=7)
+    with torch.no_grad():
+        causal_wan(x[:, :, :3], torch.zeros(1, 3), text_emb, kv_cache=cache, write_cache=True)
+    assert cache.cross_keys[0] is not None
+    out = causal_wan(x[:, :, 3:], torch.full((1, 3), 500.0), text_emb, frame_offset=3, kv_cache=cache)[0]
+    out.sum().backward()
+    for name in ("to_k", "to_v"):
+        assert getattr(causal_wan.blocks[0].attn2, name).weight.grad.abs().sum() > 0
+
+
+def test_bad_inputs_raise_clear_errors(causal_wan: CausalWanTransformer, text_emb: torch.Tensor) -> None:
+    cache = _full_cache(6)
+    with pytest.raises(ValueError, match="frame_offset=3"):
+        causal_wan(_latent(3), torch.zeros(1, 3), text_emb, frame_offset=3, kv_cache=cache)
+    with pytest.raises(ValueError, match="timestep"):
+        causal_wan(_latent(3), torch.zeros(1, 2), text_emb)
+    with pytest.raises(ValueError, match="overflow"):
+        causal_wan(_latent(9), torch.zeros(1, 9), text_emb, kv_cache=cache)
+    with pytest.raises(ValueError, match="rope_max_seq_len"):
+        causal_wan(_latent(3), torch.zeros(1, 3), text_emb, frame_offset=63)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        causal_wan(_latent(3), torch.zeros(1, 3), text_emb, kv_cache=cache, write_cache=True)
