@@ -1,0 +1,93 @@
+"""``stream-r1 make-tiny-checkpoints DIR``: tiny random models in the real on-disk formats (no hub).
+
+Layout (docs/design.md "Tiny checkpoints"): ``base/ base_original/ teacher/ ode_init.pt vae/ text_encoder/
+tokenizer/ VideoReward/ MANIFEST.json``. Idempotent: a directory whose MANIFEST verifies is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+NAME = "make-tiny-checkpoints"
+HELP = "write tiny random teacher/student/VAE/umT5/VideoReward checkpoints for offline runs"
+
+MANIFEST = "MANIFEST.json"
+MODEL_PARTS = ("base", "base_original", "teacher", "ode_init.pt", "vae", "text_encoder", "tokenizer")
+REWARD_PART = "VideoReward"
+
+
+def reward_writer_available() -> bool:
+    """True once ``stream_r1.reward.tiny`` (the tiny VideoReward writer) is importable."""
+    return importlib.util.find_spec("stream_r1.reward.tiny") is not None
+
+
+def _manifest_ok(root: Path, parts: tuple[str, ...]) -> bool:
+    from stream_r1.utils.io import sha256_file
+
+    path = root / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    files = manifest.get("files", {})
+    if any(not any(f == p or f.startswith(p + "/") for f in files) for p in parts):
+        return False
+    return all((root / rel).is_file() and sha256_file(root / rel) == sha for rel, sha in files.items())
+
+
+def write_tiny_checkpoints(root: str | Path, *, seed: int = 0, with_reward: bool = True, force: bool = False) -> Path:
+    """Write (or verify) the whole tiny checkpoint set under ``root`` and return ``root``.
+
+    Args:
+        root: Target directory (created).
+        seed: Base seed of every random model.
+        with_reward: Also write ``VideoReward/`` via ``stream_r1.reward.tiny.write_tiny_videoreward``.
+        force: Rewrite even when the existing MANIFEST verifies.
+
+    Raises:
+        RuntimeError: ``with_reward`` but the VideoReward writer is not available in this checkout.
+    """
+    from stream_r1.models.tiny import write_tiny_models
+    from stream_r1.utils.io import atomic_write_json, sha256_file
+
+    root = Path(root)
+    parts = MODEL_PARTS + ((REWARD_PART,) if with_reward else ())
+    if not force and _manifest_ok(root, parts):
+        return root
+    if with_reward and not reward_writer_available():
+        raise RuntimeError(
+            "stream_r1.reward.tiny.write_tiny_videoreward is not available in this checkout, so VideoReward/ "
+            "cannot be written; pass --no-reward (with_reward=False) to write the other parts"
+        )
+    (root / MANIFEST).unlink(missing_ok=True)
+    write_tiny_models(root, seed=seed)
+    if with_reward:
+        from stream_r1.reward.tiny import write_tiny_videoreward
+
+        write_tiny_videoreward(root / REWARD_PART)
+    files = {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
+    atomic_write_json(root / MANIFEST, {"seed": seed, "parts": list(parts), "files": files})
+    return root
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="output directory (e.g. .cache/tiny-checkpoints, the tiny_cpu preset's root)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the random weights")
+    parser.add_argument("--no-reward", action="store_true", help="skip the tiny VideoReward model")
+    parser.add_argument("--force", action="store_true", help="rewrite even if MANIFEST.json verifies")
+
+
+def run(args: argparse.Namespace) -> int:
+    root = write_tiny_checkpoints(args.dir, seed=args.seed, with_reward=not args.no_reward, force=args.force)
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    print(f"tiny checkpoints in {root}: {len(manifest['files'])} files ({', '.join(manifest['parts'])})")
+    return 0
