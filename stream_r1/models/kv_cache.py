@@ -152,7 +152,7 @@ class KVCache:
                 f"full KV cache overflow: {self.length_frames} stored + {num_new_frames} new frames > capacity "
                 f"{self.capacity_frames}; allocate max_frames >= the stream length or use rolling=True"
             )
-        if evict > self.length_frames - self.sink_frames:
+        if evict > max(0, self.length_frames - self.sink_frames):
             raise ValueError(
                 f"chunk of {num_new_frames} frames cannot fit a rolling cache of {self.capacity_frames} frames "
                 f"with a {self.sink_frames}-frame sink; use smaller chunks or a larger local window"

@@ -1,0 +1,124 @@
+"""KVCache: full and rolling (Reward Forcing EMA-sink) geometry on hand-computed numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stream_r1.models.causal_wan import CausalWanTransformer
+from stream_r1.models.denoiser import CausalDenoiser
+from stream_r1.models.kv_cache import KVCache
+
+
+def _cache(capacity: int, *, window: int, sink: int, rolling: bool, alpha: float = 0.999) -> KVCache:
+    # one token per frame, one head of dim 1: K/V values are the frame labels themselves
+    return KVCache.allocate(
+        num_layers=1,
+        batch_size=1,
+        capacity_frames=capacity,
+        tokens_per_frame=1,
+        heads=1,
+        head_dim=1,
+        window_frames=window,
+        sink_frames=sink,
+        sink_ema_alpha=alpha,
+        rolling=rolling,
+        dtype=torch.float64,
+    )
+
+
+def _frames(*vals: float) -> torch.Tensor:
+    return torch.tensor(vals, dtype=torch.float64).view(1, -1, 1, 1)
+
+
+def _append(cache: KVCache, *vals: float) -> None:
+    kv = _frames(*vals)
+    cache.store(0, kv, -kv)
+    cache.advance(len(vals))
+
+
+def _keys(cache: KVCache, *vals: float) -> list[float]:
+    k, v = cache.attended(0, _frames(*vals), -_frames(*vals))
+    assert torch.equal(v, -k)
+    return [round(x, 6) for x in k.flatten().tolist()]
+
+
+def test_full_cache_attends_everything_and_overflow_raises() -> None:
+    cache = _cache(6, window=-1, sink=0, rolling=False)
+    _append(cache, 1, 2, 3)
+    assert _keys(cache, 4, 5, 6) == [1, 2, 3, 4, 5, 6]
+    _append(cache, 4, 5, 6)
+    with pytest.raises(ValueError, match="overflow"):
+        cache.attended_frames(3)
+
+
+def test_rolling_ema_sink_on_eviction_of_one_sink_sized_chunk() -> None:
+    cache = _cache(9, window=9, sink=3, rolling=True)
+    for chunk in ((1, 2, 3), (4, 5, 6), (7, 8, 9)):
+        _append(cache, *chunk)
+    before = cache.keys[0].clone()
+    # chunk 4 evicts (4,5,6) == sink size -> sink = 0.999*sink + 0.001*evicted; window keeps (7,8,9)
+    assert cache.eviction_frames(3) == 3
+    assert _keys(cache, 10, 11, 12) == [1.003, 2.003, 3.003, 7, 8, 9, 10, 11, 12]
+    assert torch.equal(cache.keys[0], before)  # reading never mutates
+    _append(cache, 10, 11, 12)
+    assert [round(x, 6) for x in cache.keys[0].flatten().tolist()] == [1.003, 2.003, 3.003, 7, 8, 9, 10, 11, 12]
+    assert cache.values[0].flatten()[0].item() == pytest.approx(-1.003)
+    assert (cache.length_frames, cache.frames_written) == (9, 12)
+    # next chunk: sink 0.999*1.003 + 0.001*7 = 1.008997
+    assert _keys(cache, 13, 14, 15)[:4] == [1.008997, 2.008997, 3.008997, 10]
+
+
+def test_rolling_eviction_of_other_sizes_overwrites_the_sink() -> None:
+    cache = _cache(9, window=9, sink=3, rolling=True)
+    for chunk in ((1, 2), (3, 4), (5, 6), (7, 8)):
+        _append(cache, *chunk)
+    # 8 stored + 2 new > 9: evict one frame (4) != sink size -> sink[:1] overwritten by it
+    assert _keys(cache, 9, 10) == [4, 2, 3, 5, 6, 7, 8, 9, 10]
+    _append(cache, 9, 10)
+    assert cache.keys[0].flatten().tolist() == [4, 2, 3, 5, 6, 7, 8, 9, 10]
+
+
+def test_window_smaller_than_capacity_keeps_sink_and_recent_frames_without_eviction() -> None:
+    # RF training geometry: 21-frame cache (no eviction, no EMA), attention = sink 3 + last 6 frames
+    cache = _cache(21, window=9, sink=3, rolling=False)
+    for c in range(4):
+        _append(cache, *(3 * c + i for i in range(3)))
+    assert cache.attended_frames(3) == 9
+    assert _keys(cache, 12, 13, 14) == [0, 1, 2, 9, 10, 11, 12, 13, 14]
+    _append(cache, 12, 13, 14)
+    assert cache.keys[0].flatten()[:15].tolist() == list(range(15))  # nothing evicted or averaged
+
+
+def test_allocation_errors_name_the_bad_value() -> None:
+    with pytest.raises(ValueError, match="sink_frames=9"):
+        _cache(9, window=9, sink=9, rolling=True)
+    with pytest.raises(ValueError, match="needs a local window"):
+        _cache(9, window=-1, sink=3, rolling=False)
+    with pytest.raises(ValueError, match="cannot fit"):
+        _cache(6, window=6, sink=3, rolling=True).attended_frames(7)
+
+
+def test_long_rolling_stream_keeps_memory_and_rope_positions_bounded(
+    causal_wan: CausalWanTransformer, text_emb: torch.Tensor
+) -> None:
+    """30 chunks = 90 frames > rope_max_seq_len=64: only relative positions over [sink ++ window] work."""
+    den = CausalDenoiser(causal_wan, frames_per_block=3, local_attn_frames=9, sink_frames=3)
+    cache = den.new_cache(1, 90, (8, 8), rolling=True, dtype=torch.float32, device="cpu")
+    nbytes, ptrs = cache.nbytes(), [k.data_ptr() for k in cache.keys]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for c in range(30):
+            assert cache.attended_frames(3) <= 9
+            x0 = torch.randn(1, 3, 16, 8, 8, generator=gen)
+            out = den.predict_x0(x0, torch.full((1, 3), 500.0), text_emb, cache, 3 * c)
+            assert torch.isfinite(out).all()
+            den.write_context(x0, text_emb, cache, 3 * c)
+    assert cache.frames_written == 90 and cache.length_frames == 9
+    assert cache.nbytes() == nbytes and [k.data_ptr() for k in cache.keys] == ptrs
+    # absolute positions would not fit the 64-entry table
+    den_full = CausalDenoiser(causal_wan, frames_per_block=3)
+    full = den_full.new_cache(1, 90, (8, 8), rolling=False, dtype=torch.float32, device="cpu")
+    full.length_frames = full.frames_written = 63
+    with pytest.raises(ValueError, match="rope_max_seq_len"):
+        den_full.predict_x0(x0, torch.full((1, 3), 500.0), text_emb, full, 63)
