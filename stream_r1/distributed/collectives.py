@@ -47,6 +47,10 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     out = tensor.detach().clone()
     if not _active():
         return out
+    if dist.get_backend() == "nccl" and out.device.type != "cuda":
+        moved = out.cuda()
+        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        return (moved / dist.get_world_size()).to(tensor.device)
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
 

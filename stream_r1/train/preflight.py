@@ -1,0 +1,123 @@
+"""Checks that run before any model is built (issue 4 §6): a bad input fails in a second, clearly.
+
+Missing weights, config or prompt files; a world size that does not match the batch; an output
+directory that holds a different run (config-hash mismatch) or an existing run without
+``--resume``; a ``--resume PATH`` that does not verify.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream_r1.config import config_hash, load_config
+from stream_r1.config.schema import RunConfig
+from stream_r1.train.checkpoint import find_resume_checkpoint, list_checkpoints, read_trainer_state, verify_checkpoint
+
+
+def resolve_checkpoint_path(cfg: RunConfig, name: str) -> Path:
+    """``checkpoints.<name>`` resolved against ``checkpoints.root`` (absolute paths kept)."""
+    value = getattr(cfg.checkpoints, name)
+    p = Path(value)
+    return p if p.is_absolute() else Path(cfg.checkpoints.root) / p
+
+
+def required_weights(cfg: RunConfig, *, ode_pairs: bool = False) -> dict[str, Path]:
+    """The ``checkpoints.*`` entries a training (or ODE-pair) run reads."""
+    names = ["teacher"] if ode_pairs else ["teacher", "base"]
+    if not ode_pairs and cfg.checkpoints.student_init:
+        names.append("student_init")
+    names += ["text_encoder", "tokenizer"]
+    if not ode_pairs and cfg.reward.enabled:
+        names += ["vae", "reward"]
+    return {n: resolve_checkpoint_path(cfg, n) for n in names}
+
+
+def check_weights_exist(cfg: RunConfig, *, ode_pairs: bool = False) -> None:
+    """Raise one ``FileNotFoundError`` listing every missing weight path."""
+    missing = [f"checkpoints.{n}={str(p)!r}" for n, p in required_weights(cfg, ode_pairs=ode_pairs).items() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"missing weights: {', '.join(missing)}; set checkpoints.root (now {cfg.checkpoints.root!r}) "
+            "or the paths with --set, or create tiny ones with `stream-r1 make-tiny-checkpoints DIR`"
+        )
+
+
+def check_world_size(cfg: RunConfig, world_size: int) -> None:
+    """``train.global_batch_size`` must equal ``batch_size_per_rank * world_size``."""
+    t = cfg.train
+    if t.global_batch_size % world_size or t.global_batch_size != t.batch_size_per_rank * world_size:
+        raise ValueError(
+            f"train.global_batch_size={t.global_batch_size} must equal train.batch_size_per_rank="
+            f"{t.batch_size_per_rank} x world size {world_size}; set "
+            f"--set train.global_batch_size={t.batch_size_per_rank * world_size} or launch "
+            f"{t.global_batch_size // t.batch_size_per_rank} processes"
+        )
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """Where a run starts. ``checkpoint`` is None for a fresh run."""
+
+    checkpoint: Path | None
+    optimizer_step: int
+
+
+def plan_resume(cfg: RunConfig, output_dir: Path, resume: str | None) -> ResumePlan:
+    """Decide fresh start vs. resume, checking the output directory belongs to this config.
+
+    Args:
+        cfg: The run config.
+        output_dir: ``--output``.
+        resume: ``None``, ``"auto"`` or a checkpoint directory.
+
+    Raises:
+        ValueError: the directory holds another run, or a run without ``--resume``, or the
+            given checkpoint does not verify.
+        FileNotFoundError: ``--resume PATH`` does not exist.
+    """
+    want = config_hash(cfg)
+    resolved = output_dir / "config.yaml"
+    if resolved.is_file():
+        have = config_hash(load_config(resolved))
+        if have != want:
+            raise ValueError(
+                f"--output {str(output_dir)!r} holds a different run (config hash {have[:12]} != {want[:12]}); "
+                f"choose another --output, or resume it with --config {resolved} --resume auto"
+            )
+    if resume is None:
+        if list_checkpoints(output_dir):
+            raise ValueError(
+                f"--output {str(output_dir)!r} already holds checkpoints of this run; pass --resume auto "
+                "to continue it or choose another --output"
+            )
+        return ResumePlan(None, 0)
+    if resume == "auto":
+        found = find_resume_checkpoint(output_dir)
+        if found is None:
+            return ResumePlan(None, 0)
+        path = found
+    else:
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--resume {resume!r} is not a checkpoint directory; use --resume auto or a step_* dir")
+        verify_checkpoint(path)
+    state = read_trainer_state(path)
+    if state.get("config_hash") != want:
+        raise ValueError(
+            f"checkpoint {path} was written by a different config (hash {str(state.get('config_hash'))[:12]} != "
+            f"{want[:12]}); resume with the run's own config ({output_dir / 'config.yaml'}) or start a new --output"
+        )
+    return ResumePlan(path, int(state["optimizer_step"]))
+
+
+def preflight(cfg: RunConfig, output_dir: Path, resume: str | None, world_size: int) -> ResumePlan:
+    """All checks of a training run, cheapest first; returns the resume plan."""
+    from stream_r1.train.data import read_prompts
+
+    check_world_size(cfg, world_size)
+    read_prompts(cfg.data.prompts)
+    check_weights_exist(cfg)
+    if cfg.parallel.strategy == "deepspeed":
+        raise ValueError("parallel.strategy='deepspeed' is not available in this build; use parallel.strategy=fsdp2")
+    return plan_resume(cfg, output_dir, resume)

@@ -1,0 +1,294 @@
+"""The training loop of ``stream-r1 train`` (method.md §1.6, §3.2 item 8; issue 4).
+
+Per raw micro-step: on generator windows one generator micro-step (rollout with gradient at the
+exit step, reward-weighted DMD loss / accum, backward), then one critic micro-step on a fresh
+batch; at each window end reduce, clip (10) and step the critic, and the generator on its windows,
+then update the EMA. Exit steps are drawn on rank 0 from ``(seed, "exit", role, raw_step)`` and
+broadcast; noise generators come from ``(seed, "noise", role, rank, raw_step)``, so a resumed run
+replays exactly the draws of an uninterrupted one. Checkpoints are taken at window ends only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stream_r1.config import config_hash, config_to_dict
+from stream_r1.config.schema import RunConfig
+from stream_r1.distributed.collectives import all_gather_object, broadcast_from_rank0
+from stream_r1.distributed.env import WorldInfo
+from stream_r1.distributed.fsdp import Strategy
+from stream_r1.distributed.state_dicts import (
+    full_model_state_dict,
+    full_optimizer_state_dict,
+    load_full_model_state_dict,
+    load_full_optimizer_state_dict,
+)
+from stream_r1.train.build import TrainingSetup
+from stream_r1.train.checkpoint import (
+    CheckpointPayload,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from stream_r1.train.ema import EMA
+from stream_r1.train.media import heatmap_grid, temporal_profile_image, video_to_uint8
+from stream_r1.train.metrics import JsonlSink, MetricsSink, MultiSink, NullSink, TensorBoardSink
+from stream_r1.train.optim import build_adamw
+from stream_r1.train.schedule import MicroStep, TrainSchedule
+from stream_r1.train.window import WindowLog, system_scalars, window_ess
+from stream_r1.utils.logging import get_logger
+from stream_r1.utils.seeding import make_generator
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """Run-level options that are not part of the config.
+
+    Attributes:
+        output_dir: The run directory.
+        resume_from: Checkpoint to resume from (None = fresh).
+        sigkill_after_checkpoint: Testing: SIGKILL this process right after the checkpoint of this
+            optimizer step is published (crash/resume tests).
+        sigkill_during_checkpoint: Testing: SIGKILL while writing this step's checkpoint.
+    """
+
+    output_dir: Path
+    resume_from: Path | None = None
+    sigkill_after_checkpoint: int | None = None
+    sigkill_during_checkpoint: int | None = None
+
+
+def _sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Trainer:
+    """Runs the schedule over a :class:`TrainingSetup` with checkpoints and metrics."""
+
+    def __init__(self, cfg: RunConfig, setup: TrainingSetup, world: WorldInfo, strategy: Strategy,
+                 options: TrainerOptions) -> None:
+        self.cfg, self.setup, self.world, self.strategy, self.options = cfg, setup, world, strategy, options
+        t = cfg.train
+        self.schedule = TrainSchedule(t.num_optimizer_steps, t.grad_accum_steps, t.gen_update_every, t.ema_start_raw_step)
+        self.gen_opt = build_adamw(setup.generator, cfg.optim.lr_generator, cfg.optim)
+        self.critic_opt = build_adamw(setup.critic, cfg.optim.lr_critic, cfg.optim)
+        self.ema: EMA | None = None
+        self.steps_done = 0
+        self.generator_steps = 0
+        self.num_exit_choices = len(cfg.rollout.denoising_steps)
+        self.history: list[dict[str, float]] = []
+        self._last_media_step: int | None = None
+        if options.resume_from is not None:
+            self._restore(options.resume_from)
+        self.sink = self._make_sink()
+
+    # ------------------------------------------------------------------ setup
+    def _make_sink(self) -> MetricsSink:
+        if not self.world.is_main:
+            return NullSink()
+        tb = self.options.output_dir / "tensorboard"
+        resume = self.steps_done if self.options.resume_from is not None else None
+        return MultiSink(TensorBoardSink(tb, resume_step=resume), JsonlSink(tb / "metrics.jsonl", resume_step=resume))
+
+    def _restore(self, path: Path) -> None:
+        ck = load_checkpoint(path, self.world.rank)
+        s = ck.state
+        load_full_model_state_dict(self.setup.generator, ck.models.get("generator", {}))
+        load_full_model_state_dict(self.setup.critic, ck.models.get("critic", {}))
+        load_full_optimizer_state_dict(self.setup.generator, self.gen_opt, ck.optimizers.get("generator", {}))
+        load_full_optimizer_state_dict(self.setup.critic, self.critic_opt, ck.optimizers.get("critic", {}))
+        if s.get("ema") is not None:
+            self.ema = EMA(float(s["ema"]["decay"]), full_model_state_dict)
+            ema_state = {**s["ema"], "shadow": ck.models.get("generator_ema", {})}
+            self.ema.load_state_dict(ema_state, keep_shadow=self.world.is_main)
+        self.steps_done = int(s["optimizer_step"])
+        self.generator_steps = int(s["generator_steps"])
+        self.setup.sampler.load_state_dict(s["sampler"])
+        self._last_media_step = s.get("last_media_step")
+        rank_state = ck.rank_state
+        if "rng" in rank_state:
+            restore_rng_state(rank_state["rng"])
+        balancer = self.setup.distiller.balancer
+        if balancer is not None and "balancer" in rank_state:
+            balancer.load_state_dict(rank_state["balancer"])
+        log.info("resumed from %s at optimizer step %d", path, self.steps_done)
+
+    # ------------------------------------------------------------------ randomness
+    def _exit_step(self, role: str, raw_step: int) -> int:
+        """One exit index k shared by every block and rank (drawn on rank 0, broadcast; §5 item 6, 22)."""
+        g = make_generator(self.cfg.train.seed, "exit", role, raw_step)
+        k = int(torch.randint(0, self.num_exit_choices, (1,), generator=g))
+        return int(broadcast_from_rank0(torch.tensor([k], dtype=torch.int64))[0])
+
+    def _noise(self, role: str, raw_step: int) -> torch.Generator:
+        return make_generator(self.cfg.train.seed, "noise", role, self.world.rank, raw_step, device=self.world.device)
+
+    def _batch(self):  # -> DistillBatch
+        idx = self.setup.sampler.next_indices()
+        return self.setup.make_batch([self.setup.prompts[i] for i in idx])
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> list[dict[str, float]]:
+        """Train to ``train.num_optimizer_steps``; returns the logged scalars per optimizer step."""
+        accum = self.cfg.train.grad_accum_steps
+        window = WindowLog()
+        for m in self.schedule.iter_from(self.steps_done * accum):
+            if m.window_start:
+                window = self._start_window(m)
+            self._micro_step(m, window)
+            if m.window_end:
+                self._end_window(m, window)
+            if m.create_ema and self.ema is None:
+                self.ema = EMA.create(self.setup.generator, self.cfg.train.ema_decay, full_model_state_dict)
+            if m.window_end:
+                self._after_window(m, window)
+        self._finish()
+        return self.history
+
+    def _start_window(self, m: MicroStep) -> WindowLog:
+        self.critic_opt.zero_grad(set_to_none=True)
+        if m.train_generator:
+            self.gen_opt.zero_grad(set_to_none=True)
+        return WindowLog()
+
+    def _micro_step(self, m: MicroStep, window: WindowLog) -> None:
+        accum = self.cfg.train.grad_accum_steps
+        distiller = self.setup.distiller
+        if m.train_generator:
+            batch = self._batch()
+            k = self._exit_step("generator", m.raw_step)
+            # FSDP2 no_sync: reduce-scatter only in the window's last backward (§5 item 17).
+            self.strategy.set_gradient_sync(self.setup.generator, m.window_end)
+            loss, metrics = distiller.generator_loss(batch, k, self._noise("generator", m.raw_step))
+            (loss / accum).backward()
+            window.add_generator(loss, metrics, k)
+        batch = self._batch()
+        k = self._exit_step("critic", m.raw_step)
+        self.strategy.set_gradient_sync(self.setup.critic, m.window_end)
+        loss, metrics = distiller.critic_loss(batch, k, self._noise("critic", m.raw_step))
+        (loss / accum).backward()
+        window.add_critic(loss, metrics, k)
+
+    def _end_window(self, m: MicroStep, window: WindowLog) -> None:
+        clip = self.cfg.optim.grad_clip_norm
+        self.strategy.reduce_gradients(self.setup.critic)
+        window.critic["grad_norm/critic"].append(self.strategy.clip_grad_norm(self.setup.critic, clip))
+        self.critic_opt.step()
+        if m.train_generator:
+            self.strategy.reduce_gradients(self.setup.generator)
+            window.generator["grad_norm/generator"].append(self.strategy.clip_grad_norm(self.setup.generator, clip))
+            self.gen_opt.step()
+            self.generator_steps += 1
+            if self.ema is not None:
+                self.ema.update(self.setup.generator)
+
+    def _after_window(self, m: MicroStep, window: WindowLog) -> None:
+        self.steps_done = m.optimizer_step + 1
+        ess = window_ess(all_gather_object(window.w_inter))
+        seconds = time.perf_counter() - window.started
+        per_step = self.cfg.train.batch_size_per_rank * self.world.world_size * self.cfg.train.grad_accum_steps
+        scalars = {
+            **window.scalars(),
+            **ess,
+            "lr/generator": self.gen_opt.param_groups[0]["lr"],
+            "lr/critic": self.critic_opt.param_groups[0]["lr"],
+            "train/generator_steps": float(self.generator_steps),
+            "train/ema_active": float(self.ema is not None),
+            **system_scalars(seconds, per_step * (2 if m.train_generator else 1)),
+        }
+        self.history.append({"step": float(self.steps_done), **scalars})
+        if self.steps_done % self.cfg.train.log_every_steps == 0 or self.steps_done == self.schedule.num_optimizer_steps:
+            self.sink.scalars(self.steps_done, scalars)
+            self.sink.histogram(self.steps_done, "rollout/exit_step", np.asarray(window.exit_steps))
+        if m.train_generator and self._media_due():
+            self._log_media()
+        every = self.cfg.train.checkpoint_every_steps
+        if self.steps_done % every == 0 or self.steps_done == self.schedule.num_optimizer_steps:
+            self._checkpoint()
+
+    # ------------------------------------------------------------------ media
+    def _media_due(self) -> bool:
+        last = self._last_media_step
+        return last is None or self.steps_done - last >= self.cfg.train.media_every_steps
+
+    @torch.no_grad()
+    def _log_media(self) -> None:
+        self._last_media_step = self.steps_done
+        media = self.setup.distiller.last_media
+        if not self.world.is_main or media is None:
+            return
+        step = self.steps_done
+        if media.w_intra is not None:
+            self.sink.image(step, "w_intra/temporal_profile", temporal_profile_image(media.w_intra[0].mean(dim=(1, 2))))
+        vae = self.setup.vae
+        if vae is None:
+            return
+        pixels = vae.decode(media.rollout[:1].to(device=vae.device, dtype=vae.dtype))[0].float().cpu()
+        self.sink.video(step, "rollout/clip", video_to_uint8(pixels), fps=self.cfg.eval.fps)
+        if media.w_intra is not None:
+            self.sink.image(step, "w_intra/spatial", heatmap_grid(pixels, media.w_intra[0]))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> CheckpointPayload:
+        models = {
+            "generator": full_model_state_dict(self.setup.generator),
+            "critic": full_model_state_dict(self.setup.critic),
+        }
+        optimizers = {
+            "generator": full_optimizer_state_dict(self.setup.generator, self.gen_opt),
+            "critic": full_optimizer_state_dict(self.setup.critic, self.critic_opt),
+        }
+        ema_meta = None
+        if self.ema is not None:
+            ema_state = self.ema.state_dict()
+            models["generator_ema"] = ema_state.pop("shadow")  # type: ignore[assignment]
+            ema_meta = ema_state
+        state = {
+            "optimizer_step": self.steps_done,
+            "raw_step": self.steps_done * self.cfg.train.grad_accum_steps,
+            "generator_steps": self.generator_steps,
+            "config_hash": config_hash(self.cfg),
+            "world_size": self.world.world_size,
+            "sampler": self.setup.sampler.state_dict(),
+            "ema": ema_meta,
+            "last_media_step": self._last_media_step,
+        }
+        rank_state: dict[str, object] = {"rng": capture_rng_state(), "sampler": self.setup.sampler.state_dict()}
+        balancer = self.setup.distiller.balancer
+        if balancer is not None:
+            rank_state["balancer"] = balancer.state_dict()
+        return CheckpointPayload(models=models, optimizers=optimizers, state=state, rank_state=rank_state)
+
+    def _checkpoint(self) -> None:
+        o = self.options
+        hook = _sigkill if o.sigkill_during_checkpoint == self.steps_done else None
+        save_checkpoint(o.output_dir, self.steps_done, self._payload(), rank=self.world.rank,
+                        keep_last=self.cfg.train.keep_last_checkpoints, on_partial_write=hook)
+        if o.sigkill_after_checkpoint == self.steps_done:
+            _sigkill()
+
+    def _finish(self) -> None:
+        """Export the generator (+EMA) and write hparams (rank 0); all ranks gather."""
+        from stream_r1.train.export import export_generator
+        from stream_r1.train.preflight import resolve_checkpoint_path
+
+        gen = full_model_state_dict(self.setup.generator)
+        if self.world.is_main:
+            ema = self.ema.shadow if self.ema is not None else None
+            export_generator(self.options.output_dir / "final", resolve_checkpoint_path(self.cfg, "base"), gen, ema)
+            last = self.history[-1] if self.history else {}
+            flat = {f"{sec}.{k}": v for sec, d in config_to_dict(self.cfg).items() if isinstance(d, dict)
+                    for k, v in d.items() if isinstance(v, int | float | str | bool)}
+            hp_metrics = {f"hparam/{k}": float(last[k]) for k in ("loss/critic", "loss/generator") if k in last}
+            self.sink.hparams(flat, hp_metrics)
+        self.sink.close()
