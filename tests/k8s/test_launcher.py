@@ -1,0 +1,213 @@
+"""The launcher and its waiter against RECORDED API responses (tests/k8s/recorded/*.json, via fakes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from stream_r1.ops.jobs.base import TrainJobRequest
+from stream_r1.ops.k8s.launcher import KubernetesJobBackend
+from stream_r1.ops.k8s.logs import LogFollower, timestamp_key
+from stream_r1.ops.k8s.waiter import Observation, Phase, WaitPolicy, WaitState, advance, job_status, pod_report
+from tests.k8s.conftest import TRAIN_IMAGE
+from tests.k8s.fakes import RECORDED, FakeClock, RecordedApiFake
+
+REQUEST = TrainJobRequest(run_id="run-a", config="wan2.1_t2v_1.3b_stream_r1", output_dir="/mnt/runs/run-a")
+POLL = 30.0
+
+
+def _backend(scenario, kind="pytorchjob", policy=None, list_error=None, **kw):
+    clock = FakeClock()
+    api = RecordedApiFake(scenario, clock, list_error=list_error)
+    lines: list[str] = []
+    backend = KubernetesJobBackend(kind, api, {"image": TRAIN_IMAGE}, policy=policy, poll_seconds=POLL, clock=clock,
+                                   sleep=clock.sleep, log_sink=lines.append, **kw)
+    return backend, api, clock, lines
+
+
+def test_success_streams_each_log_line_once():
+    backend, api, clock, lines = _backend("pytorchjob_success")
+    result = backend.run(REQUEST)
+    assert result.state == "Succeeded" and result.restarts == 0 and result.message == ""
+    assert result.output_dir == "/mnt/runs/run-a"
+    assert len(api.created) == 1 and api.created[0]["metadata"]["name"] == "stream-r1-run-a"
+    assert [ln.split("] ", 1)[1] for ln in lines] == [
+        "[rank0] step 1/1000 loss/dmd_generator=0.412", "[rank0] step 2/1000 loss/dmd_generator=0.398",
+        "[rank0] step 3/1000 loss/dmd_generator=0.377", "[rank0] saved checkpoint step-3"]
+    assert all(ln.startswith("[stream-r1-run-a-master-0] ") for ln in lines)
+    assert clock.sleeps == [POLL] * 3 and api.deleted == []  # one pause per poll, never a busy loop
+
+
+def test_failure_carries_the_pod_error():
+    backend, _api, _, lines = _backend("pytorchjob_pod_error")
+    result = backend.run(REQUEST)
+    assert result.state == "Failed"
+    assert "1 Master replica(s) failed" in result.message
+    assert "exited 1 (Error): torch.OutOfMemoryError: CUDA out of memory" in result.message
+    assert lines[-1].endswith("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_restarts_are_counted_and_training_resumes():
+    backend, api, _, lines = _backend("pytorchjob_restarts")
+    result = backend.run(REQUEST)
+    assert result.state == "Succeeded" and result.restarts == 1
+    cmd = api.created[0]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[cmd.index("--resume") + 1] == "auto" and cmd[cmd.index("--output") + 1] == "/mnt/runs/run-a"
+    assert any("resumed from /mnt/runs/run-a/checkpoints" in ln for ln in lines)
+
+
+def test_missing_status_fails_fast():
+    policy = WaitPolicy(status_timeout_seconds=120)
+    backend, _api, clock, _ = _backend("pytorchjob_no_status", policy=policy)
+    result = backend.run(REQUEST)
+    assert result.state == "Failed" and "no status" in result.message and "training operator" in result.message
+    assert 120 < clock.now - 1000.0 <= 120 + POLL
+
+
+def test_api_errors_and_409_attach_without_duplicate():
+    backend, api, _clock, _ = _backend("pytorchjob_api_errors")
+    result = backend.run(REQUEST)
+    assert result.state == "Succeeded"
+    assert api.create_calls == 2 and len(api.created) == 1  # 500 (stored) then 409 -> re-attached
+    assert api.gets == 4  # the attach GET (frame 1) + 3 polls: 500, connection reset, Succeeded
+
+
+def test_too_many_api_errors_fail_the_step():
+    rec = json.loads((RECORDED / "pytorchjob_api_errors.json").read_text())
+    rec["create"] = [{"status": 201}]
+    rec["polls"] = [{"error": {"status": 503, "reason": "Service Unavailable"}}]
+    backend, _api, _, _ = _backend(rec, policy=WaitPolicy(max_consecutive_api_errors=3))
+    result = backend.run(REQUEST)
+    assert result.state == "Failed" and "4 API errors in a row" in result.message and "503" in result.message
+
+
+def test_watch_reconnects_and_wakes_on_terminal_event():
+    backend, api, clock, _ = _backend("pytorchjob_watch_reconnect")
+    result = backend.run(REQUEST)
+    assert result.state == "Succeeded"
+    assert api.watch_calls == 2
+    # session 1: one event (1 s) then 410 -> sleep the rest of the poll; session 2: Succeeded event -> no sleep
+    assert clock.sleeps == [POLL - 1.0]
+    assert api.gets == 3
+
+
+def test_trainjob_success_and_master_logs():
+    backend, api, _, lines = _backend("trainjob_success", kind="trainjob")
+    result = backend.run(REQUEST)
+    assert result.state == "Succeeded"
+    assert api.created[0]["kind"] == "TrainJob"
+    assert lines and all(ln.startswith("[stream-r1-run-a-node-0-0-7hx2k] ") for ln in lines) and len(lines) == 4
+
+
+def test_trainjob_deadline_exceeded():
+    backend, api, _, _ = _backend("trainjob_deadline", kind="trainjob")
+    result = backend.run(REQUEST)
+    assert result.state == "DeadlineExceeded" and "active deadline" in result.message
+    assert api.deleted == []  # the operator already stopped it; pods are kept for their logs
+
+
+def test_launcher_deadline_deletes_the_job():
+    backend, api, _clock, _ = _backend("pytorchjob_success", policy=WaitPolicy(wait_timeout_seconds=45))
+    backend._api.rec["polls"] = backend._api.rec["polls"][1:2]  # Running forever
+    result = backend.run(REQUEST)
+    assert result.state == "DeadlineExceeded" and "launcher wait deadline" in result.message
+    assert api.deleted == [("PyTorchJob", "stream-r1", "stream-r1-run-a")]
+
+
+def test_invalid_image_fails_at_once():
+    backend, _, clock, _ = _backend("pytorchjob_bad_image")
+    result = backend.run(REQUEST)
+    assert result.state == "Failed" and "InvalidImageName" in result.message and clock.sleeps == []
+
+
+def test_missing_crd_and_forbidden_fail_before_create():
+    backend, api, _, _ = _backend("pytorchjob_success", list_error={"status": 404, "reason": "Not Found"})
+    result = backend.run(REQUEST)
+    assert result.state == "Failed" and "CRD is not installed" in result.message and api.create_calls == 0
+    backend, api, _, _ = _backend("pytorchjob_success", list_error={"status": 403, "reason": "Forbidden"})
+    assert "rbac" in backend.run(REQUEST).message.lower() and api.create_calls == 0
+
+
+def test_attach_retries_transient_read_errors():
+    rec = json.loads((RECORDED / "pytorchjob_api_errors.json").read_text())
+    rec["polls"] = [{"error": {"status": 503, "reason": "Service Unavailable"}}, *rec["polls"]]
+    backend, _api, _, _ = _backend(rec)
+    assert backend.run(REQUEST).state == "Succeeded"
+
+
+def test_409_on_a_foreign_job_is_not_attached():
+    rec = json.loads((RECORDED / "pytorchjob_api_errors.json").read_text())
+    rec["create"] = rec["create"][1:]
+    rec["polls"][0]["job"]["metadata"]["labels"]["stream-r1/run-id"] = "someone-else"
+    backend, _api, _, _ = _backend(rec)
+    result = backend.run(REQUEST)
+    assert result.state == "Failed" and "not created for this run" in result.message
+
+
+def test_job_deleted_externally_fails():
+    rec = json.loads((RECORDED / "pytorchjob_success.json").read_text())
+    rec["polls"] = [*rec["polls"][1:2], {"job": None}]
+    backend, _, _, _ = _backend(rec)
+    result = backend.run(REQUEST)
+    assert result.state == "Failed" and "deleted" in result.message
+
+
+def test_sigterm_deletes_the_job():
+    backend, api, clock, _ = _backend("pytorchjob_success")
+    backend._api.rec["polls"] = backend._api.rec["polls"][1:2]
+    clock.on_sleep.append(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    result = backend.run(REQUEST)
+    assert result.state == "Cancelled"
+    assert api.deleted == [("PyTorchJob", "stream-r1", "stream-r1-run-a")]
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
+
+
+def test_cancel_is_idempotent_and_validation_precedes_api_calls():
+    backend, api, _, _ = _backend("pytorchjob_success")
+    backend.cancel("run-a")
+    assert api.deleted == [("PyTorchJob", "stream-r1", "stream-r1-run-a")]
+    bad = TrainJobRequest(run_id="run-a", config="c", output_dir="/tmp/x")
+    with pytest.raises(ValueError, match="PVC"):
+        backend.run(bad)
+    assert api.create_calls == 0
+    with pytest.raises(ValueError, match="backend name"):
+        KubernetesJobBackend("mpijob", api, {"image": TRAIN_IMAGE})
+
+
+def test_waiter_state_machine_directly():
+    rec = json.loads((RECORDED / "pytorchjob_restarts.json").read_text())
+    policy = WaitPolicy()
+    state = WaitState(started_at=0.0)
+    phases = []
+    for i, frame in enumerate(rec["polls"]):
+        state, verdict = advance(state, Observation(job=frame["job"], pods=tuple(frame.get("pods", []))), 10.0 * i,
+                                 "PyTorchJob", policy)
+        phases.append(state.phase)
+    assert phases == [Phase.RUNNING, Phase.RESTARTING, Phase.RUNNING, Phase.SUCCEEDED]
+    assert verdict.done and verdict.state == "Succeeded" and state.restarts == 1
+    assert "OOMKilled" in state.last_pod_error and "exited 137" in state.last_pod_error
+    assert job_status("TrainJob", {"status": {}}).phase is Phase.MISSING  # nothing written by the controller yet
+    idle = {"status": {"jobsStatus": [{"name": "node", "active": 0, "ready": 0, "succeeded": 0, "failed": 0}]}}
+    assert job_status("TrainJob", idle).phase is Phase.CREATED
+    assert job_status("TrainJob", {}).phase is Phase.MISSING
+    suspended = {"status": {"conditions": [{"type": "Suspended", "status": "True", "reason": "Suspended"}]}}
+    assert job_status("TrainJob", suspended).phase is Phase.SUSPENDED
+    assert pod_report([], policy.fatal_waiting_reasons).restarts == 0
+
+
+def test_log_follower_handles_trimmed_fractions_and_overlap():
+    assert timestamp_key("2026-11-22T02:41:00.1Z") > timestamp_key("2026-11-22T02:41:00.09Z")
+    assert timestamp_key("2026-11-22T02:41:00Z") < timestamp_key("2026-11-22T02:41:00.000000001Z")
+    out: list[str] = []
+    rec = json.loads((RECORDED / "pytorchjob_success.json").read_text())
+    api = RecordedApiFake(rec)
+    follower = LogFollower(out.append)
+    api.get_job("PyTorchJob", "stream-r1", "stream-r1-run-a")
+    api.get_job("PyTorchJob", "stream-r1", "stream-r1-run-a")
+    assert follower.poll(api, "stream-r1", "p", "pytorch") == 2
+    assert follower.poll(api, "stream-r1", "p", "pytorch") == 0
+    assert follower.poll(api, "stream-r1", "p", "wrong-container") == 0  # API error: logged, not raised
