@@ -63,15 +63,17 @@ def _chunking(cfg: RunConfig) -> tuple[int, int]:
     return 4 * fpb, 1 + 4 * (fpb - 1)
 
 
-def _generate(cfg: RunConfig, checkpoint: str, suite: PromptSuite, num_frames: int, videos_dir: Path) -> list[VideoEntry]:
+def _generate(
+    cfg: RunConfig, checkpoint: str, suite: PromptSuite, num_frames: int, videos_dir: Path, device: str
+) -> list[VideoEntry]:
     """Generate one video per suite prompt with ``stream_r1.sample.generate`` and pair files with prompts."""
     from stream_r1.sample.generate import generate
 
-    report = generate(cfg, checkpoint, list(suite.prompts), num_frames, videos_dir, cfg.eval.use_ema, cfg.eval.seed)
-    paths = [Path(p) for p in getattr(report, "videos", [])]
-    if len(paths) != len(suite):
-        raise RuntimeError(f"generation returned {len(paths)} videos for {len(suite)} prompts ({videos_dir})")
-    return [VideoEntry(p, prompt, i, p.stem) for i, (p, prompt) in enumerate(zip(paths, suite.prompts, strict=True))]
+    report = generate(cfg, checkpoint, list(suite.prompts), num_frames, videos_dir, cfg.eval.use_ema, cfg.eval.seed,
+                      device=device)
+    if len(report.results) != len(suite):
+        raise RuntimeError(f"generation returned {len(report.results)} videos for {len(suite)} prompts ({videos_dir})")
+    return [VideoEntry(Path(r.path), r.prompt, i, Path(r.path).stem) for i, r in enumerate(report.results)]
 
 
 def _first_prompts(entries: list[VideoEntry], n: int) -> list[VideoEntry]:
@@ -165,7 +167,7 @@ def evaluate(
     if videos_dir is None:
         gen_dir = out / VIDEOS_SUBDIR
         log.info("generating %d videos of %d latent frames into %s", len(suite), n_latent, gen_dir)
-        entries = _generate(cfg, str(checkpoint), suite, n_latent, gen_dir)
+        entries = _generate(cfg, str(checkpoint), suite, n_latent, gen_dir, device)
     else:
         gen_dir = Path(videos_dir)
         entries = match_videos(videos_dir, suite, index_file)
@@ -191,7 +193,7 @@ def evaluate(
         if with_reward:
             from stream_r1.eval.reward_scores import score_video
 
-            row.update(score_video(reward_model, frames, fps, entry.prompt))
+            row.update(score_video(reward_model, frames, fps, entry.prompt, cfg))
         per_video.append(row)
         strips[entry.name] = frame_strip_png(frames)
         log.info("scored %s: flickering %.4f motion %.4f", entry.name, m.temporal_flickering, m.motion_score)

@@ -3,6 +3,7 @@
 Order of precedence:
 1. an index JSON (``--index FILE``, or ``index.json`` in the directory): ``{file name: prompt}``
    (VBench's custom ``prompt_list`` format) or a list of ``{"video"|"path"|"file": ..., "prompt": ...}``;
+   else the directory's ``generation.json`` written by ``stream_r1.sample.generate`` (its ``videos``);
 2. with a prompt suite, the file name: VBench's ``<prompt>-<i>.mp4`` (the suite prompt or its short
    form, sample index stripped), or a leading prompt index ``<n>_...``/``<n>.mp4`` into the suite;
 3. without a suite, the file stem is the prompt (as VBench's custom_input mode does).
@@ -19,6 +20,7 @@ from stream_r1.eval.suites import PromptSuite
 from stream_r1.eval.video_io import list_videos
 
 INDEX_FILE = "index.json"
+GENERATION_FILE = "generation.json"
 _SAMPLE_SUFFIX = re.compile(r"^(.*)-(\d+)$")
 _INDEX_PREFIX = re.compile(r"^(\d+)(?:[_-].*)?$")
 
@@ -53,6 +55,18 @@ def _read_index(path: Path) -> dict[str, str]:
     return out
 
 
+def _has_video_prompts(path: Path) -> bool:
+    """True for a generation.json (``stream_r1.sample``) whose ``videos`` entries carry path and prompt."""
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    videos = data.get("videos") if isinstance(data, dict) else None
+    return bool(videos) and all(isinstance(v, dict) and "prompt" in v and "path" in v for v in videos)
+
+
 def _match_name(stem: str, suite: PromptSuite) -> int | None:
     lookup = {p: i for i, p in enumerate(suite.prompts)}
     for i, p in enumerate(suite.short_prompts):
@@ -81,9 +95,14 @@ def match_videos(videos_dir: str | Path, suite: PromptSuite | None, index_file: 
     videos = list_videos(videos_dir)
     if not videos:
         raise FileNotFoundError(f"no video files (.mp4, ...) under {str(videos_dir)!r}")
-    index_path = Path(index_file) if index_file is not None else Path(videos_dir) / INDEX_FILE
-    if index_file is not None and not index_path.is_file():
-        raise FileNotFoundError(f"index file {str(index_path)!r} does not exist")
+    if index_file is not None:
+        index_path = Path(index_file)
+        if not index_path.is_file():
+            raise FileNotFoundError(f"index file {str(index_path)!r} does not exist")
+    else:
+        index_path = Path(videos_dir) / INDEX_FILE
+        if not index_path.is_file() and _has_video_prompts(Path(videos_dir) / GENERATION_FILE):
+            index_path = Path(videos_dir) / GENERATION_FILE
     index = _read_index(index_path) if index_path.is_file() else None
     entries, unmatched = [], []
     for path in videos:

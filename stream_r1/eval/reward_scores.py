@@ -1,8 +1,9 @@
 """VideoReward VQ / MQ / TA of finished videos (the reward model of ``stream_r1.reward``).
 
-Frames are sampled uniformly at 2 fps with an even count, as VideoAlign's own inference does
-(``model_config.json``: fps 2; method.md §2.2), which also bounds memory for 30 s / 60 s videos;
-``stream_r1.reward`` resizes to VideoAlign's ``max_frame_pixels``.
+Frames are sampled VideoAlign-natively at 2 fps (``reward.preprocess.select_frames`` with
+``frames="fps2"``, the qwen-vl-utils rule VideoAlign's inference uses; method.md §2.2) and only those
+frames are converted to a float tensor, which bounds memory for 30 s / 60 s videos; each frame is
+resized to the ``reward.min_pixels``/``reward.max_pixels`` budget by ``stream_r1.reward``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import numpy as np
 
 from stream_r1.config import RunConfig
 
-REWARD_FPS = 2.0
 REWARD_AXES = ("VQ", "MQ", "TA")
 
 
@@ -22,24 +22,6 @@ def reward_checkpoint_path(cfg: RunConfig) -> Path:
     """``checkpoints.reward`` resolved against ``checkpoints.root`` (absolute paths kept)."""
     p = Path(cfg.checkpoints.reward)
     return p if p.is_absolute() else Path(cfg.checkpoints.root) / p
-
-
-def reward_frame_indices(num_frames: int, fps: float, target_fps: float = REWARD_FPS) -> np.ndarray:
-    """Uniform (linspace) frame indices at ``target_fps``, an even count >= 2 (Qwen2-VL temporal patch 2).
-
-    Falls back to all frames (even count) when ``fps`` is unknown or the video is shorter than 2 samples.
-    """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if fps <= 0:
-        count = num_frames
-    else:
-        count = round(num_frames / fps * target_fps)
-    count = max(2, min(count, num_frames))
-    count -= count % 2
-    if count == 0:  # a single-frame video: repeat it (Qwen2-VL does the same for odd T)
-        return np.zeros(2, dtype=np.int64)
-    return np.linspace(0, num_frames - 1, num=count).round().astype(np.int64)
 
 
 def load_reward_model(cfg: RunConfig, device: str = "cpu") -> Any:
@@ -58,14 +40,15 @@ def load_reward_model(cfg: RunConfig, device: str = "cpu") -> Any:
     return VideoRewardModel.from_checkpoint(path, dtype=dtype, device=device)
 
 
-def score_video(model: Any, frames: np.ndarray, fps: float, prompt: str) -> dict[str, float]:
+def score_video(model: Any, frames: np.ndarray, fps: float, prompt: str, cfg: RunConfig) -> dict[str, float]:
     """Reward scores of one decoded video.
 
     Args:
         model: a ``stream_r1.reward.model.VideoRewardModel``.
-        frames: ``[T, H, W, 3]`` uint8 RGB.
+        frames: ``[T, H, W, 3]`` uint8 RGB, ``T >= 2``.
         fps: the video's frame rate (for the 2 fps sampling).
         prompt: the generation prompt (the TA axis scores alignment with it).
+        cfg: run config (``reward.min_pixels`` / ``reward.max_pixels``).
 
     Returns:
         ``reward_vq``/``reward_mq``/``reward_ta`` (z-normalised with the checkpoint's means/stds),
@@ -73,13 +56,18 @@ def score_video(model: Any, frames: np.ndarray, fps: float, prompt: str) -> dict
     """
     import torch
 
-    idx = reward_frame_indices(frames.shape[0], fps)
+    from stream_r1.reward.preprocess import PreprocessOptions, select_frames
+
+    idx = list(select_frames(frames.shape[0], PreprocessOptions(frames="fps2", video_fps=fps)))
     x = torch.from_numpy(np.ascontiguousarray(frames[idx])).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [T',3,H,W]
-    with torch.no_grad():
-        scores = model.score(x, prompt)
+    # The frames are already selected (even count): keep all of them in the model's preprocessing.
+    opts = PreprocessOptions(frames="all_even", video_fps=fps, min_pixels=cfg.reward.min_pixels,
+                             max_pixels=cfg.reward.max_pixels)
+    scores = model.score(x, prompt, opts)
     out: dict[str, float] = {}
     for axis in REWARD_AXES:
         out[f"reward_{axis.lower()}"] = float(scores.z[axis])
         out[f"reward_{axis.lower()}_raw"] = float(scores.logits[axis])
     out["reward_overall"] = float(np.mean([out[f"reward_{a.lower()}"] for a in REWARD_AXES]))
+    out["reward_frames"] = float(len(idx))
     return out

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from stream_r1.eval.matching import match_videos
-from stream_r1.eval.reward_scores import reward_frame_indices
 from stream_r1.eval.speed import read_generation, speed_metrics
 from stream_r1.eval.suites import PromptSuite
 
@@ -74,10 +72,11 @@ def test_read_generation(tmp_path: Path) -> None:
     assert read_generation(tmp_path) == {"fps": 3}
 
 
-def test_reward_frame_indices() -> None:
-    idx = reward_frame_indices(81, 16.0)  # 5 s at 2 fps -> 10 frames, first and last included
-    assert len(idx) == 10 and idx[0] == 0 and idx[-1] == 80
-    assert len(reward_frame_indices(961, 16.0)) == 120  # 60 s
-    assert len(reward_frame_indices(7, 0.0)) == 6  # unknown fps: all frames, even count
-    assert list(reward_frame_indices(1, 16.0)) == [0, 0]
-    assert np.all(np.diff(reward_frame_indices(81, 16.0)) > 0)
+def test_generation_json_is_an_index(tmp_path: Path) -> None:
+    _touch(tmp_path, "video_000.mp4", "video_001.mp4")
+    (tmp_path / "generation.json").write_text(json.dumps({"fps": 5.0, "videos": [
+        {"path": "video_000.mp4", "prompt": "a long dog prompt", "chunk_latency_ms": [1.0]},
+        {"path": "video_001.mp4", "prompt": "a long cat prompt", "chunk_latency_ms": [1.0]},
+    ]}))
+    entries = match_videos(tmp_path, _suite())
+    assert [(e.name, e.prompt_index) for e in entries] == [("video_001", 0), ("video_000", 1)]
