@@ -112,3 +112,131 @@ class RecordedApiFake:
         if container not in names:
             raise ApiError(400, "Bad Request", f"container {container} is not valid for pod {pod}")
         return self._frame.get("log", "")
+
+
+# ----------------------------------------------------------------------------------------------
+# FAKE Kubeflow Model Registry REST server (the Go server cannot run here; mlops.md §6).
+# Implements, statefully, exactly the /api/model_registry/v1 endpoints model-registry 0.3.18's
+# ModelRegistry.register_model / get_model_version / get_model_artifact / get_model_versions call.
+# ----------------------------------------------------------------------------------------------
+
+import itertools  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from urllib.parse import parse_qs, urlparse  # noqa: E402
+
+PREFIX = "/api/model_registry/v1"
+
+
+class FakeModelRegistryServer:
+    """A stateful in-memory fake of the Model Registry REST API on 127.0.0.1 (a FAKE, not the server)."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, dict[str, Any]] = {}
+        self.versions: dict[str, dict[str, Any]] = {}
+        self.artifacts: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def do_GET(self) -> None:
+                fake._dispatch(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._dispatch(self, "POST")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = "http://127.0.0.1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> FakeModelRegistryServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _new(self, body: dict[str, Any]) -> dict[str, Any]:
+        now = str(int(time.time() * 1000))
+        return {**body, "id": str(next(self._ids)), "createTimeSinceEpoch": now, "lastUpdateTimeSinceEpoch": now}
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], q: dict[str, str]) -> dict[str, Any]:
+        if q.get("orderBy") == "CREATE_TIME":
+            items = sorted(items, key=lambda o: (int(o["createTimeSinceEpoch"]), int(o["id"])))
+        else:
+            items = sorted(items, key=lambda o: int(o["id"]))
+        if q.get("sortOrder") == "DESC":
+            items.reverse()
+        size = int(q.get("pageSize") or 100)
+        start = int(q.get("nextPageToken") or 0)
+        page = items[start:start + size]
+        token = str(start + size) if start + size < len(items) else ""
+        return {"items": page, "size": len(page), "pageSize": size, "nextPageToken": token}
+
+    def _dispatch(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlparse(h.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = json.loads(h.rfile.read(int(h.headers.get("Content-Length") or 0)) or b"{}") if method == "POST" else {}
+        path = url.path[len(PREFIX):] if url.path.startswith(PREFIX) else None
+        with self._lock:
+            self.requests.append((method, url.path))
+            status, payload = self._route(method, path, q, body)
+        data = json.dumps(payload).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _route(self, method: str, path: str | None, q: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+        def missing(what: str) -> tuple[int, Any]:
+            return 404, {"code": "404", "message": f"{what} not found"}
+
+        parts = (path or "").strip("/").split("/")
+        if method == "GET" and parts == ["registered_models"]:
+            return 200, self._page(list(self.models.values()), q)
+        if method == "GET" and parts == ["registered_model"]:
+            found = [m for m in self.models.values() if m["name"] == q.get("name")]
+            return (200, found[0]) if found else missing(f"registered model {q.get('name')!r}")
+        if method == "POST" and parts == ["registered_models"]:
+            if any(m["name"] == body["name"] for m in self.models.values()):
+                return 409, {"code": "409", "message": "registered model already exists"}
+            obj = self._new({"state": "LIVE", **body})
+            self.models[obj["id"]] = obj
+            return 201, obj
+        if method == "GET" and parts == ["model_version"]:
+            found = [v for v in self.versions.values()
+                     if v["name"] == q.get("name") and v["registeredModelId"] == q.get("parentResourceId")]
+            return (200, found[0]) if found else missing(f"model version {q.get('name')!r}")
+        if method == "POST" and parts == ["model_versions"]:
+            if any(v["name"] == body["name"] and v["registeredModelId"] == body["registeredModelId"]
+                   for v in self.versions.values()):
+                return 409, {"code": "409", "message": "model version already exists"}
+            obj = self._new({"state": "LIVE", **body})
+            self.versions[obj["id"]] = obj
+            return 201, obj
+        if method == "GET" and len(parts) == 3 and parts[0] == "registered_models" and parts[2] == "versions":
+            return 200, self._page([v for v in self.versions.values() if v["registeredModelId"] == parts[1]], q)
+        if method == "POST" and len(parts) == 3 and parts[0] == "model_versions" and parts[2] == "artifacts":
+            if parts[1] not in self.versions:
+                return missing(f"model version id {parts[1]}")
+            obj = self._new({"state": "LIVE", **body, "modelVersionId": parts[1]})
+            obj.pop("modelVersionId")
+            self.artifacts[obj["id"]] = {**obj, "_version": parts[1]}
+            return 201, obj
+        if method == "GET" and parts == ["model_artifact"]:
+            found = [a for a in self.artifacts.values()
+                     if a["name"] == q.get("name") and a["_version"] == q.get("parentResourceId")]
+            return (200, {k: v for k, v in found[0].items() if k != "_version"}) if found else missing("artifact")
+        return 404, {"code": "404", "message": f"the fake does not implement {method} {path}"}
