@@ -239,3 +239,26 @@ def test_export_is_loadable_by_stock_diffusers(student: WanTransformer3DModel, t
     # Re-export over an existing directory replaces it atomically.
     export_diffusers(build_tiny_transformer(5), out)
     assert not torch.equal(WanTransformer3DModel.from_pretrained(str(out)).proj_out.weight, student.proj_out.weight)
+
+
+def test_load_student_is_causal_with_checkpoint_weights(student: WanTransformer3DModel, tmp_path: Path) -> None:
+    from stream_r1.models.causal_wan import CausalWanTransformer
+    from stream_r1.models.loading import load_student
+
+    export_original(student, tmp_path / "base")
+    trained = build_tiny_transformer(9)
+    torch.save({"generator": original_state_dict(trained, prefix="model."), "generator_ema": student.state_dict()},
+               tmp_path / "ckpt.pt")
+    model = load_student(tmp_path / "base", tmp_path / "ckpt.pt", use_ema=False)
+    assert isinstance(model, CausalWanTransformer)
+    _assert_same(model.state_dict(), trained.state_dict())
+    _assert_same(load_student(tmp_path / "base", tmp_path / "ckpt.pt", use_ema=True).state_dict(), student.state_dict())
+    _assert_same(load_student(tmp_path / "base", None, use_ema=False).state_dict(), student.state_dict())
+    with pytest.raises(ValueError, match="does not match the transformer architecture"):
+        load_student(tmp_path / "base", _teacher_ckpt(tmp_path), use_ema=False)
+
+
+def _teacher_ckpt(tmp_path: Path) -> Path:
+    path = tmp_path / "teacher.pt"
+    torch.save(build_tiny_transformer(0, teacher=True).state_dict(), path)
+    return path

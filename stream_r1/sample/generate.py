@@ -1,0 +1,262 @@
+"""Streaming text-to-video generation with the causal student (spec method.md §1.11, issue 2 §7).
+
+Per prompt: embed the text, stream latent chunks with :func:`stream_r1.rollout.streaming.stream_chunks`
+(4 warped steps per chunk with fresh re-noising, then the t=0 context pass; rolling cache when
+``model.local_attn_frames != -1``), decode every chunk as it arrives with the VAE's causal feature cache
+and append its frames to the mp4 — a long video never holds all its frames. ``generation.json`` records
+per-chunk latency, FPS (pixel frames per second of wall time) and the config hash.
+
+Every input is validated by :func:`plan_generation` before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stream_r1.config import config_hash, write_resolved_config
+from stream_r1.config.schema import RunConfig
+from stream_r1.models.loading import CheckpointInfo, inspect_generator_checkpoint
+from stream_r1.utils.io import atomic_write_json
+from stream_r1.utils.logging import get_logger
+from stream_r1.utils.progress import progress
+
+logger = get_logger(__name__)
+
+GENERATION_FILE = "generation.json"
+
+
+def pixel_frames(num_latent_frames: int) -> int:
+    """Pixel frames decoded from ``F`` latent frames: ``1 + 4 (F - 1)`` (21 -> 81, 120 -> 477)."""
+    return 1 + 4 * (num_latent_frames - 1)
+
+
+def checkpoint_path(cfg: RunConfig, name: str) -> Path:
+    """``cfg.checkpoints.<name>`` resolved against ``checkpoints.root`` (absolute paths are kept)."""
+    p = Path(getattr(cfg.checkpoints, name))
+    return p if p.is_absolute() else Path(cfg.checkpoints.root) / p
+
+
+def check_num_frames(num_frames: int, frames_per_block: int) -> None:
+    """Raise ``ValueError`` unless ``num_frames`` is a positive multiple of ``frames_per_block``."""
+    if num_frames >= frames_per_block and num_frames % frames_per_block == 0:
+        return
+    lo = max(frames_per_block, num_frames - num_frames % frames_per_block)
+    hi = lo + frames_per_block if num_frames > lo else lo
+    choices = f"{lo} or {hi}" if hi != lo else f"{lo}"
+    raise ValueError(
+        f"--num-frames={num_frames} latent frames is not a positive multiple of model.frames_per_block="
+        f"{frames_per_block}; use {choices} (pixel frames = 1 + 4*(F-1), e.g. 21 -> 81)"
+    )
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Non-empty lines of a prompt file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it holds no prompt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} does not exist (one prompt per line)")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompt file {path} is empty; write one prompt per line")
+    return prompts
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """Validated inputs of one generation run (nothing loaded yet)."""
+
+    prompts: list[str]
+    num_frames: int
+    output_dir: Path
+    seed: int
+    checkpoint: Path | None
+    checkpoint_info: CheckpointInfo | None
+    use_ema: bool
+    paths: dict[str, Path]
+
+
+def plan_generation(
+    cfg: RunConfig,
+    checkpoint: str | Path | None,
+    prompts: list[str] | str | Path,
+    num_frames: int,
+    output_dir: str | Path,
+    use_ema: bool,
+    seed: int | None = None,
+    *,
+    ema_fallback: bool = True,
+) -> GenerationPlan:
+    """Check every input cheaply (the checkpoint is only peeked at, memory-mapped).
+
+    Args:
+        cfg: Run config (``checkpoints.*``, ``model.*``, ``rollout.*``, ``eval.*``).
+        checkpoint: Generator ``.pt``/``.safetensors`` or a transformer directory; None or ``""`` =
+            ``checkpoints.student_init`` (or the base weights when that is empty).
+        prompts: A list of prompts or a prompt file.
+        num_frames: Latent frames per video, a multiple of ``model.frames_per_block``.
+        output_dir: Where videos and ``generation.json`` go.
+        use_ema: Take ``generator_ema`` from the checkpoint.
+        seed: Base seed (video i uses ``seed + i``); None = ``eval.seed``.
+        ema_fallback: With ``use_ema`` and a checkpoint without EMA, use ``generator`` (warned) instead of
+            failing; the CLI's explicit ``--use-ema`` sets this False.
+
+    Raises:
+        FileNotFoundError: prompt file, checkpoint or model directories missing.
+        ValueError: bad frame count, empty prompts, unrecognised checkpoint layout, EMA requested but absent.
+    """
+    prompt_list = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
+    if not prompt_list or not all(isinstance(p, str) and p.strip() for p in prompt_list):
+        raise ValueError("prompts must be a non-empty list of non-empty strings (or a prompt file)")
+    check_num_frames(num_frames, cfg.model.frames_per_block)
+    paths = {n: checkpoint_path(cfg, n) for n in ("base", "vae", "text_encoder", "tokenizer")}
+    missing = [f"checkpoints.{n}={str(p)!r}" for n, p in paths.items() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"missing model files: {', '.join(missing)}; set checkpoints.root (tiny models: "
+            "`stream-r1 make-tiny-checkpoints DIR` then --set checkpoints.root=DIR)"
+        )
+    if checkpoint in (None, "") and cfg.checkpoints.student_init:
+        checkpoint = checkpoint_path(cfg, "student_init")
+    ckpt = Path(checkpoint) if checkpoint not in (None, "") else None
+    info = None
+    if ckpt is not None:
+        if not ckpt.exists():
+            raise FileNotFoundError(f"checkpoint {ckpt} does not exist (a generator .pt or a transformer directory)")
+        if ckpt.is_dir():
+            if not (ckpt / "config.json").is_file():
+                raise ValueError(f"checkpoint directory {ckpt} has no config.json; expected a Wan transformer directory")
+        else:
+            info = inspect_generator_checkpoint(ckpt)
+    has_ema = info is not None and info.has_ema
+    if use_ema and not has_ema:
+        what = "a directory" if ckpt is not None and ckpt.is_dir() else f"{ckpt} ({info.layout if info else 'base'})"
+        if not ema_fallback:
+            raise ValueError(f"--use-ema was given but {what} has no 'generator_ema'; drop --use-ema")
+        logger.warning("checkpoint %s has no generator_ema; generating with its 'generator' weights", what)
+        use_ema = False
+    return GenerationPlan(
+        prompts=prompt_list,
+        num_frames=num_frames,
+        output_dir=Path(output_dir),
+        seed=cfg.eval.seed if seed is None else int(seed),
+        checkpoint=ckpt,
+        checkpoint_info=info,
+        use_ema=use_ema,
+        paths=paths,
+    )
+
+
+@dataclass
+class VideoResult:
+    """One generated video and its timings."""
+
+    path: Path
+    prompt: str
+    seed: int
+    num_latent_frames: int
+    num_pixel_frames: int
+    chunk_latency_ms: list[float] = field(default_factory=list)
+    """Per chunk: denoising steps + context pass + VAE decode of the chunk (what a viewer waits)."""
+    chunk_denoise_ms: list[float] = field(default_factory=list)
+    """Per chunk: the transformer part only."""
+    seconds: float = 0.0
+    fps: float = 0.0
+
+
+@dataclass
+class GenerationReport:
+    """What :func:`generate` produced; ``to_dict`` is the content of ``generation.json``."""
+
+    output_dir: Path
+    results: list[VideoResult]
+    config_hash: str
+    checkpoint: str | None
+    use_ema: bool
+    num_latent_frames: int
+    device: str
+    total_seconds: float = 0.0
+
+    @property
+    def videos(self) -> list[Path]:
+        """The mp4 files, in prompt order."""
+        return [r.path for r in self.results]
+
+    @property
+    def fps(self) -> float:
+        """Pixel frames per second of wall time over all videos (text encoding excluded)."""
+        seconds = sum(r.seconds for r in self.results)
+        return sum(r.num_pixel_frames for r in self.results) / seconds if seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (paths relative to ``output_dir``)."""
+        videos = []
+        for r in self.results:
+            d = asdict(r)
+            d["path"] = r.path.name
+            videos.append(d)
+        return {
+            "fps": self.fps,
+            "total_seconds": self.total_seconds,
+            "config_hash": self.config_hash,
+            "checkpoint": self.checkpoint,
+            "use_ema": self.use_ema,
+            "num_latent_frames": self.num_latent_frames,
+            "num_pixel_frames": pixel_frames(self.num_latent_frames),
+            "device": self.device,
+            "videos": videos,
+        }
+
+
+def generate(
+    cfg: RunConfig,
+    checkpoint: str | Path | None,
+    prompts: list[str] | str | Path,
+    num_frames: int,
+    output_dir: str | Path,
+    use_ema: bool = False,
+    seed: int | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    ema_fallback: bool = True,
+) -> GenerationReport:
+    """Generate one mp4 per prompt and write ``generation.json`` + the resolved config into ``output_dir``.
+
+    Args are those of :func:`plan_generation`; ``device`` is where the models run.
+
+    Returns:
+        The :class:`GenerationReport` (also written as ``output_dir/generation.json``).
+    """
+    plan = plan_generation(cfg, checkpoint, prompts, num_frames, output_dir, use_ema, seed, ema_fallback=ema_fallback)
+    from stream_r1.sample.streaming_video import StudentStreamer
+
+    dev = torch.device(device)
+    start = time.perf_counter()
+    streamer = StudentStreamer.load(cfg, plan, dev)
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, plan.output_dir)
+    report = GenerationReport(
+        output_dir=plan.output_dir,
+        results=[],
+        config_hash=config_hash(cfg),
+        checkpoint=str(plan.checkpoint) if plan.checkpoint else None,
+        use_ema=plan.use_ema,
+        num_latent_frames=plan.num_frames,
+        device=str(dev),
+    )
+    width = max(3, len(str(len(plan.prompts) - 1)))
+    for i, prompt in enumerate(progress(plan.prompts, desc="videos", total=len(plan.prompts))):
+        path = plan.output_dir / f"video_{i:0{width}d}.mp4"
+        report.results.append(streamer.generate_video(prompt, path, plan.num_frames, seed=plan.seed + i))
+    report.total_seconds = time.perf_counter() - start
+    atomic_write_json(plan.output_dir / GENERATION_FILE, report.to_dict())
+    logger.info("generated %d videos at %.2f FPS into %s", len(report.results), report.fps, plan.output_dir)
+    return report
