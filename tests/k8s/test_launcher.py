@@ -211,3 +211,24 @@ def test_log_follower_handles_trimmed_fractions_and_overlap():
     assert follower.poll(api, "stream-r1", "p", "pytorch") == 2
     assert follower.poll(api, "stream-r1", "p", "pytorch") == 0
     assert follower.poll(api, "stream-r1", "p", "wrong-container") == 0  # API error: logged, not raised
+
+
+def test_make_backend_and_env_settings(monkeypatch):
+    from stream_r1.ops import steps
+    from stream_r1.ops.k8s.launcher import cluster_settings_from_env, make_backend
+
+    s = cluster_settings_from_env({"STREAM_R1_CLUSTER_JSON": '{"num_nodes": 2, "tolerations": []}',
+                                   "STREAM_R1_NAMESPACE": "team-video"})
+    assert s["num_nodes"] == 2 and s["tolerations"] == () and s["namespace"] == "team-video"
+    assert s["image"] == TRAIN_IMAGE
+    with pytest.raises(ValueError, match="STREAM_R1_CLUSTER_JSON"):
+        cluster_settings_from_env({"STREAM_R1_CLUSTER_JSON": "[1]"})
+    api = RecordedApiFake("trainjob_success")
+    backend = make_backend("trainjob", api=api, cluster={"image": TRAIN_IMAGE}, handle_sigterm=False)
+    assert backend.kind == "TrainJob" and backend.name == "trainjob"
+    # the pipeline's steps module resolves the same factory (no cluster config needed to construct)
+    monkeypatch.setenv("STREAM_R1_NAMESPACE", "team-video")
+    from stream_r1.ops.k8s import api as api_mod
+
+    monkeypatch.setattr(api_mod.KubernetesClientApi, "from_environment", classmethod(lambda cls: api))
+    assert steps.make_backend("pytorchjob").kind == "PyTorchJob"

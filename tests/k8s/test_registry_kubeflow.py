@@ -73,3 +73,10 @@ def test_get_absent_and_latest(registry):
 def test_empty_fields_are_user_errors(registry):
     with pytest.raises(ValueError, match="uri"):
         registry.register(ModelVersionInfo(name="m", version="1", uri=""))
+
+
+def test_from_uri(server):
+    reg = KubeflowModelRegistry.from_uri(f"http://127.0.0.1:{server.port}", user_token="t")
+    assert reg.latest("nothing") is None
+    with pytest.raises(ValueError, match="http"):
+        KubeflowModelRegistry.from_uri("grpc://registry:9090")

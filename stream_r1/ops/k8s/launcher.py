@@ -259,3 +259,55 @@ def _master_pod(kind: JobKind, pods: tuple[dict[str, Any], ...]) -> dict[str, An
 
     masters = [p for p in pods if is_master(p)]
     return max(masters, key=lambda p: p["metadata"].get("creationTimestamp", "")) if masters else None
+
+
+DEFAULT_TRAIN_IMAGE = "ghcr.io/stream-r1/stream-r1-train:0.1.0"
+"""Same tag as ``components/_shared/images.py`` STREAM_R1_TRAIN_IMAGE (a test keeps them equal; the
+library may not import ``components``)."""
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def cluster_settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Cluster settings for a launcher pod: ``STREAM_R1_CLUSTER_JSON`` (ClusterJobSpec keyword arguments),
+    then ``STREAM_R1_TRAIN_IMAGE`` / ``STREAM_R1_NAMESPACE``, then the pod's own namespace.
+
+    Raises:
+        ValueError: when ``STREAM_R1_CLUSTER_JSON`` is not a JSON object.
+    """
+    import json
+    from pathlib import Path
+
+    raw = environ.get("STREAM_R1_CLUSTER_JSON", "")
+    try:
+        settings = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"STREAM_R1_CLUSTER_JSON is not valid JSON ({e}); pass e.g. '{{\"num_nodes\": 2}}'") from e
+    if not isinstance(settings, dict):
+        raise ValueError(f"STREAM_R1_CLUSTER_JSON must be a JSON object of ClusterJobSpec fields, got {raw!r}")
+    if "tolerations" in settings:
+        settings["tolerations"] = tuple(settings["tolerations"])
+    settings.setdefault("image", environ.get("STREAM_R1_TRAIN_IMAGE", DEFAULT_TRAIN_IMAGE))
+    ns_file = Path(SA_NAMESPACE_FILE)
+    default_ns = ns_file.read_text().strip() if ns_file.is_file() else "stream-r1"
+    settings.setdefault("namespace", environ.get("STREAM_R1_NAMESPACE", default_ns))
+    return settings
+
+
+def make_backend(name: BackendName, *, api: KubeApi | None = None, cluster: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> KubernetesJobBackend:
+    """The cluster backend for the KFP ``train`` step (``stream_r1.ops.steps.make_backend``).
+
+    Args:
+        name: ``"pytorchjob"`` or ``"trainjob"``.
+        api: Kubernetes API; default: in-cluster service account (or kubeconfig).
+        cluster: ClusterJobSpec keyword arguments; default: :func:`cluster_settings_from_env`.
+        **kwargs: Passed to :class:`KubernetesJobBackend` (policy, poll_seconds, ...).
+    """
+    import os
+
+    settings = dict(cluster) if cluster is not None else cluster_settings_from_env(os.environ)
+    if api is None:
+        from stream_r1.ops.k8s.api import KubernetesClientApi
+
+        api = KubernetesClientApi.from_environment()
+    return KubernetesJobBackend(name, api, settings, **kwargs)

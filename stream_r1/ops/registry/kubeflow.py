@@ -50,6 +50,22 @@ class KubeflowModelRegistry:
             client = ModelRegistry(server_address, port, author=author, is_secure=is_secure, user_token=user_token)
         self._mr = client
 
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> KubeflowModelRegistry:
+        """Connect to ``http(s)://host[:port]`` (the pipeline's ``registry_uri`` parameter).
+
+        Raises:
+            ValueError: when ``uri`` is not an http(s) URL.
+        """
+        from urllib.parse import urlparse
+
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"registry uri={uri!r} is not an http(s) URL; use e.g. "
+                             "http://model-registry-service.kubeflow.svc.cluster.local:8080")
+        port = parsed.port or (8080 if parsed.scheme == "http" else 443)
+        return cls(f"{parsed.scheme}://{parsed.hostname}", port, is_secure=parsed.scheme == "https", **kwargs)
+
     def register(self, info: ModelVersionInfo) -> ModelVersionInfo:
         """Register ``info``; a retry of the same (name, version, uri) returns the stored version.
 
