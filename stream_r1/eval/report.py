@@ -49,6 +49,7 @@ def chunk_plots_png(per_video: Sequence[dict]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 6))
     panels = (
@@ -62,6 +63,7 @@ def chunk_plots_png(per_video: Sequence[dict]) -> bytes:
             ax.plot(range(len(series)), series, marker="o", markersize=2, label=v.get("name", ""))
         ax.set_title(title)
         ax.set_xlabel("chunk")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax = axes.flat[3]
     for v in per_video:
         ax.plot(v.get("frame_mae", []), linewidth=0.8)
