@@ -1,0 +1,111 @@
+"""Streaming inference rollout: determinism, equality with a masked full-sequence re-computation, rolling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stream_r1.diffusion import add_noise, warped_timesteps
+from stream_r1.models.causal_wan import CausalWanTransformer
+from stream_r1.models.denoiser import CausalDenoiser
+from stream_r1.rollout.streaming import StreamChunk, stream_chunks
+
+TINY = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=16,
+    in_channels=16,
+    out_channels=16,
+    text_dim=32,
+    freq_dim=32,
+    ffn_dim=64,
+    num_layers=2,
+    cross_attn_norm=True,
+    rope_max_seq_len=64,
+)
+SHAPE = (16, 8, 8)
+STEPS = warped_timesteps([1000, 750, 500, 250], 5.0)
+
+
+@pytest.fixture(scope="module")
+def student() -> CausalWanTransformer:
+    torch.manual_seed(0)
+    return CausalWanTransformer(**TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def text() -> torch.Tensor:
+    return torch.randn(1, 7, 32, generator=torch.Generator().manual_seed(1))
+
+
+def _run(
+    den: CausalDenoiser, text: torch.Tensor, frames: int, seed: int, rolling: bool, steps: list[float] = STEPS
+) -> list[StreamChunk]:
+    gen = torch.Generator().manual_seed(seed)
+    return list(
+        stream_chunks(
+            den, text, num_frames=frames, latent_shape=SHAPE, timesteps=steps, generator=gen, rolling=rolling
+        )
+    )
+
+
+def test_deterministic_given_the_generator(student: CausalWanTransformer, text: torch.Tensor) -> None:
+    den = CausalDenoiser(student, frames_per_block=3)
+    a, b, c = _run(den, text, 6, 7, False), _run(den, text, 6, 7, False), _run(den, text, 6, 8, False)
+    assert [ch.frame_offset for ch in a] == [0, 3]
+    assert all(ch.x0.shape == (1, 3, *SHAPE) and ch.latency_ms > 0 for ch in a)
+    assert all(torch.equal(x.x0, y.x0) for x, y in zip(a, b, strict=True))
+    assert not torch.allclose(a[0].x0, c[0].x0)
+    assert torch.is_grad_enabled()  # the generator does not leak no_grad to the caller
+
+
+def test_full_cache_rollout_equals_masked_full_sequence_recomputation(
+    student: CausalWanTransformer, text: torch.Tensor
+) -> None:
+    """Teacher-forced on its own outputs, the masked full-sequence forward reproduces every chunk."""
+    den = CausalDenoiser(student, frames_per_block=3)
+    chunks = _run(den, text, 6, 3, False)
+    gen = torch.Generator().manual_seed(3)
+    done: list[torch.Tensor] = []
+    with torch.no_grad():
+        for chunk in chunks:
+            x = torch.randn(1, 3, *SHAPE, generator=gen)
+            for i, t in enumerate(STEPS):
+                seq = torch.cat([*done, x], dim=1)
+                t_seq = torch.cat([torch.zeros(1, 3 * len(done)), torch.full((1, 3), t)], dim=1)
+                x0 = den.forward_full(seq, t_seq, text)[:, -3:]
+                if i + 1 < len(STEPS):
+                    x = add_noise(x0, torch.randn(1, 3, *SHAPE, generator=gen), torch.full((1, 3), STEPS[i + 1]), 5.0)
+            diff = (x0 - chunk.x0).abs().max().item()
+            assert diff <= 1e-5, (chunk.index, diff)
+            done.append(x0)
+
+
+def test_rolling_stream_beyond_rope_table_runs_and_matches_full_while_window_not_exceeded(
+    student: CausalWanTransformer, text: torch.Tensor
+) -> None:
+    rolling = CausalDenoiser(student, frames_per_block=3, local_attn_frames=9, sink_frames=3)
+    steps = STEPS[:2]  # the cache geometry is under test, not the sampler; keep it cheap
+    long = _run(rolling, text, 66, 5, True, steps)  # 66 frames > rope_max_seq_len=64: relative RoPE only
+    assert len(long) == 22 and all(torch.isfinite(c.x0).all() for c in long)
+    # within the first 9 frames the windowed geometry equals the full cache
+    full = _run(CausalDenoiser(student, frames_per_block=3), text, 9, 5, False, steps)
+    for a, b in zip(long[:3], full, strict=True):
+        assert (a.x0 - b.x0).abs().max().item() <= 1e-5
+    # the 4th chunk attends to an EMA sink instead of the evicted chunk: a different model input
+    more = _run(CausalDenoiser(student, frames_per_block=3), text, 12, 5, False, steps)
+    assert not torch.allclose(long[3].x0, more[3].x0, atol=1e-6)
+
+
+def test_bad_arguments_fail_before_model_work(student: CausalWanTransformer, text: torch.Tensor) -> None:
+    den = CausalDenoiser(student, frames_per_block=3)
+    gen = torch.Generator()
+    kw = dict(latent_shape=SHAPE, timesteps=STEPS, generator=gen, rolling=False)
+    with pytest.raises(ValueError, match="use 6 or 9"):
+        stream_chunks(den, text, num_frames=7, **kw)
+    with pytest.raises(ValueError, match="latent_shape"):
+        stream_chunks(den, text, num_frames=6, **{**kw, "latent_shape": (4, 8, 8)})
+    with pytest.raises(ValueError, match="timesteps is empty"):
+        stream_chunks(den, text, num_frames=6, **{**kw, "timesteps": []})
+    with pytest.raises(ValueError, match="rolling=True"):
+        stream_chunks(den, text, num_frames=6, **{**kw, "rolling": True})
