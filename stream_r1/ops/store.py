@@ -2,7 +2,7 @@
 
 Facts designed against (mlops.md §5.2): minio-py aborts a failed multipart upload (no resume) and
 multipart ETags are not content hashes. So every object carries its own sha256 in metadata
-(``x-amz-meta-sha256``), every uploaded directory gets a ``MANIFEST.json`` (relative path -> sha256,
+(``x-amz-meta-sha256``), every uploaded directory gets a ``MANIFEST.sha256.json`` (relative path -> sha256,
 size), downloads are verified, and files larger than ``shard_bytes`` are stored as separate part
 objects so a retried upload re-sends only the parts that are missing or wrong.
 
@@ -36,7 +36,7 @@ from stream_r1.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_NAME = "MANIFEST.sha256.json"
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "ServerBusy"}
 T = TypeVar("T")
@@ -299,7 +299,7 @@ class ArtifactStore:
 
     # ---- directories (checkpoints) --------------------------------------------------------------
     def upload_dir(self, local_dir: str | Path, prefix: str) -> TransferReport:
-        """Upload every file under ``local_dir`` to ``prefix/`` and write ``prefix/MANIFEST.json``.
+        """Upload every file under ``local_dir`` to ``prefix/`` and write ``prefix/MANIFEST.sha256.json``.
 
         Files already present with the right sha256 are skipped, so re-running after a failure
         re-sends only what is missing.
@@ -323,7 +323,7 @@ class ArtifactStore:
         return report
 
     def manifest(self, prefix: str) -> dict[str, dict[str, Any]] | None:
-        """The ``MANIFEST.json`` file table under ``prefix``, or None when there is none."""
+        """The ``MANIFEST.sha256.json`` file table under ``prefix``, or None when there is none."""
         key = f"{prefix.rstrip('/')}/{MANIFEST_NAME}"
         return self.get_json(key)["files"] if self.exists(key) else None
 

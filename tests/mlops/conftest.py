@@ -31,3 +31,61 @@ def bucket_name() -> str:
 @pytest.fixture(scope="session")
 def repo_root_path() -> Path:
     return Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``make-tiny-checkpoints`` output (the local run's fetch source), written once per session."""
+    from stream_r1.commands.make_tiny_checkpoints import write_tiny_checkpoints
+
+    return write_tiny_checkpoints(tmp_path_factory.mktemp("tiny") / "ckpts")
+
+
+@pytest.fixture
+def s3_env(seaweed: S3Credentials, monkeypatch: pytest.MonkeyPatch) -> S3Credentials:
+    """Export the server's endpoint and keys (steps and kfp.local task subprocesses read them from env)."""
+    for k, v in seaweed.env().items():
+        monkeypatch.setenv(k, v)
+    return seaweed
+
+
+@pytest.fixture
+def kfp_local(tmp_path: Path) -> Path:
+    """``kfp.local`` with the in-venv SubprocessRunner and a fresh workspace (kfp.local rmtree's it)."""
+    from kfp import local
+
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "pipeline_root"),
+               workspace_root=str(ws), raise_on_error=True)
+    return tmp_path / "pipeline_root"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_on_path() -> None:
+    """``components``/``pipelines`` are top-level folders of the checkout, not installed packages."""
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+@pytest.fixture(scope="session")
+def _registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite registry (migrations are the slow part: do them once)."""
+    from stream_r1.ops.registry.mlflow_registry import MlflowRegistry
+
+    path = tmp_path_factory.mktemp("registry") / "template.db"
+    MlflowRegistry(path).latest("warm-up")
+    return path
+
+
+@pytest.fixture
+def registry_db(_registry_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the migrated empty registry for one test."""
+    import shutil
+
+    dst = tmp_path / "registry.db"
+    shutil.copyfile(_registry_template, dst)
+    return dst

@@ -14,8 +14,8 @@ def _info(version: str, score: float) -> ModelVersionInfo:
                             metrics={"reward_overall": score, "temporal_flickering": 0.9}, description="tiny")
 
 
-def test_register_lineage_idempotent_and_latest(tmp_path):
-    reg: Registry = MlflowRegistry(tmp_path / "reg" / "registry.db")
+def test_register_lineage_idempotent_and_latest(registry_db):
+    reg: Registry = MlflowRegistry(registry_db)
     assert reg.latest("stream-r1-student") is None
     assert reg.get("stream-r1-student", "run-a") is None
     a = reg.register(_info("run-a", 0.5))
@@ -25,12 +25,12 @@ def test_register_lineage_idempotent_and_latest(tmp_path):
     reg.register(_info("run-b", 0.6))
     assert reg.latest("stream-r1-student").version == "run-b"
     # A new client on the same file sees the same registry (it is persistent).
-    reopened = MlflowRegistry(f"sqlite:///{tmp_path / 'reg' / 'registry.db'}")
+    reopened = MlflowRegistry(f"sqlite:///{registry_db}")
     assert reopened.get("stream-r1-student", "run-a").uri == "s3://b/runs/run-a/train/export"
     assert len(reopened._client.search_model_versions("name = 'stream-r1-student'")) == 2
 
 
-def test_register_rejects_incomplete_info(tmp_path):
-    reg = MlflowRegistry(tmp_path / "r.db")
+def test_register_rejects_incomplete_info(registry_db):
+    reg = MlflowRegistry(registry_db)
     with pytest.raises(ValueError, match="uri is empty"):
         reg.register(ModelVersionInfo(name="m", version="v", uri=""))

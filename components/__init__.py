@@ -1,0 +1,1 @@
+"""Thin KFP v2 lightweight components; each body calls one ``stream_r1.ops.steps`` function."""

@@ -1,0 +1,1 @@
+"""Shared component settings (the one pinned image constant)."""

@@ -1,0 +1,1 @@
+"""KFP component: on_exit."""

@@ -1,0 +1,243 @@
+"""Compile, run locally (the embedded default), submit and schedule the Stream-R1 KFP pipeline.
+
+The DAG lives in ``pipelines/stream_r1.py`` next to ``components/`` (thin KFP definitions, not part of
+the installed package); it is loaded from its file so the library has no import edge to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream_r1.ops.seaweed import S3Credentials, SeaweedServer
+from stream_r1.ops.store import ArtifactStore, credentials_from_env
+from stream_r1.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+PIPELINE_FILE = Path("pipelines") / "stream_r1.py"
+COMPILED_FILE = Path("pipelines") / "compiled" / "stream_r1.yaml"
+
+
+def repo_root() -> Path:
+    """The checkout holding ``pipelines/`` and ``components/`` (the package's parent, else the cwd).
+
+    Raises:
+        FileNotFoundError: neither has ``pipelines/stream_r1.py``.
+    """
+    for cand in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (cand / PIPELINE_FILE).is_file():
+            return cand
+    raise FileNotFoundError(f"{PIPELINE_FILE} not found next to the stream_r1 package or in {Path.cwd()}; "
+                            "run from the repository root")
+
+
+def load_pipeline(root: Path | None = None) -> Callable[..., Any]:
+    """Import ``pipelines/stream_r1.py`` from the checkout and return its pipeline function."""
+    root = root or repo_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # components/ is imported as a top-level package by the DAG file
+    spec = importlib.util.spec_from_file_location("stream_r1_pipeline_def", root / PIPELINE_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.stream_r1_pipeline
+
+
+def compile_pipeline(output: str | Path | None = None) -> Path:
+    """Compile the DAG to IR YAML (default ``pipelines/compiled/stream_r1.yaml``) and return its path."""
+    from kfp import compiler
+
+    root = repo_root()
+    out = Path(output) if output else root / COMPILED_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(load_pipeline(root), package_path=str(out))
+    return out
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> pipeline arguments; values parsed as JSON when they parse (numbers, lists), else strings.
+
+    Raises:
+        ValueError: an item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"pipeline parameter {item!r} must look like name=value (e.g. backend=pytorchjob)")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def pipeline_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Arguments for a run: ``config`` checked by loading it (torch-free), then ``params`` on top.
+
+    Raises:
+        ValueError: unknown parameter names or a config that does not load.
+    """
+    from stream_r1.config import load_config
+
+    known = set(load_pipeline().component_spec.inputs or {})
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"unknown pipeline parameter(s) {unknown}; known: {', '.join(sorted(known))}")
+    load_config(config, list(params.get("overrides", [])))
+    return {"config": config, **params}
+
+
+def kfp_client(host: str, namespace: str, token_file: str | None = None) -> Any:
+    """``kfp.Client`` for ``host``; token from ``--token-file`` or env ``KFP_TOKEN`` (else none: in-cluster/dev)."""
+    import kfp
+
+    token = Path(token_file).read_text().strip() if token_file else os.environ.get("KFP_TOKEN") or None
+    return kfp.Client(host=host, namespace=namespace, existing_token=token)
+
+
+def submit(client: Any, arguments: dict[str, Any], *, experiment: str, run_name: str, namespace: str,
+           package: str | Path | None = None) -> str:
+    """Submit one run of the compiled package; returns the KFP run id."""
+    package = str(package or compile_pipeline(Path(tempfile.mkdtemp()) / "stream_r1.yaml"))
+    result = client.create_run_from_pipeline_package(package, arguments=arguments, run_name=run_name,
+                                                     experiment_name=experiment, namespace=namespace,
+                                                     enable_caching=False)
+    return str(result.run_id)
+
+
+def validate_cron(cron: str) -> str:
+    """KFP wants 6-field cron (seconds first), e.g. ``0 0 3 * * 1`` = Mondays 03:00.
+
+    Raises:
+        ValueError: not 6 fields.
+    """
+    if len(cron.split()) != 6:
+        raise ValueError(f"cron {cron!r} has {len(cron.split())} fields; KFP needs 6 (sec min hour dom month dow), "
+                         "e.g. '0 0 3 * * 1'")
+    return cron
+
+
+def schedule(client: Any, arguments: dict[str, Any], *, experiment: str, job_name: str, cron: str, namespace: str,
+             package: str | Path | None = None) -> str:
+    """Create a recurring run (one at a time, no catch-up of missed slots); returns its id."""
+    package = str(package or compile_pipeline(Path(tempfile.mkdtemp()) / "stream_r1.yaml"))
+    exp = client.create_experiment(experiment, namespace=namespace)
+    rec = client.create_recurring_run(exp.experiment_id, job_name, cron_expression=validate_cron(cron),
+                                      max_concurrency=1, no_catchup=True, params=arguments,
+                                      pipeline_package_path=package, enable_caching=False)
+    return str(rec.recurring_run_id)
+
+
+@dataclass
+class LocalRunSummary:
+    """What ``run_local`` produced."""
+
+    run_id: str
+    state: str
+    bucket: str
+    endpoint: str
+    artifacts: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    registered: str = ""
+    tensorboard_logdir: str = ""
+    error: str = ""
+    wall_seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    """Temporarily export ``values`` (the local runner's task subprocesses inherit the environment)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def s3_endpoint(endpoint: str | None, data_dir: Path) -> Iterator[S3Credentials]:
+    """An existing endpoint (credentials from env) or a loopback SeaweedFS started (and stopped) here."""
+    if endpoint:
+        creds = credentials_from_env({**os.environ, "STREAM_R1_S3_ENDPOINT": endpoint})
+        yield creds
+        return
+    with SeaweedServer(data_dir) as creds:
+        yield creds
+
+
+def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None = None, bucket: str = "stream-r1",
+              config: str = "tiny_cpu", params: dict[str, Any] | None = None) -> LocalRunSummary:
+    """Run the whole DAG with ``kfp.local.SubprocessRunner`` on tiny checkpoints and a real S3 store.
+
+    Args:
+        workdir: Persistent state: ``seaweed/`` (the bucket), ``registry.db``, ``pipeline_root/``,
+            ``tiny-checkpoints/``. A fresh temp dir is used as the KFP workspace (kfp.local deletes it).
+        endpoint: Existing S3 URL (keys from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); None starts SeaweedFS.
+        bucket: Bucket for ``runs/<run-id>/...``.
+        config: Preset or YAML path.
+        params: Extra pipeline arguments.
+    """
+    from kfp import local
+
+    from stream_r1.ops import steps
+
+    start = time.monotonic()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_id = steps.resolve_run_id(f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    tiny = workdir / "tiny-checkpoints"
+    steps.run_cli(["make-tiny-checkpoints", str(tiny)])
+    args = pipeline_arguments(config, {"checkpoint_source": str(tiny), "bucket": bucket, "run_id": run_id,
+                                       "registry_uri": str(workdir / "registry.db"), **(params or {})})
+    pipeline = load_pipeline()
+    summary = LocalRunSummary(run_id=run_id, state="FAILED", bucket=bucket, endpoint="")
+    with s3_endpoint(endpoint, workdir / "seaweed") as creds, _env(creds.env()), \
+            tempfile.TemporaryDirectory(prefix="stream-r1-kfp-ws-") as ws_parent:
+        summary.endpoint = creds.url
+        workspace = Path(ws_parent) / "workspace"  # rmtree'd by kfp.local after the run (mlops.md §1.6)
+        workspace.mkdir()
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "pipeline_root"),
+                   workspace_root=str(workspace), raise_on_error=True)
+        try:
+            pipeline(**args)
+        except RuntimeError as e:
+            summary.error = str(e)
+        _fill_summary(summary, ArtifactStore(creds, bucket), workdir, str(args.get("model_name", "stream-r1-student")))
+    summary.wall_seconds = time.monotonic() - start
+    return summary
+
+
+def _fill_summary(summary: LocalRunSummary, store: ArtifactStore, workdir: Path, model_name: str) -> None:
+    prefix = f"runs/{summary.run_id}"
+    summary.artifacts = [store.uri(k) for k in store.list_keys(prefix + "/") if k.endswith(".json")
+                         and ("MANIFEST" in k or k.endswith(("status.json", "metrics.json")))]
+    if store.exists(f"{prefix}/status.json"):
+        summary.state = str(store.get_json(f"{prefix}/status.json").get("state", summary.state))
+    if store.exists(f"{prefix}/evaluate/metrics.json"):
+        summary.metrics = {k: v for k, v in store.get_json(f"{prefix}/evaluate/metrics.json").items()
+                           if isinstance(v, (int, float))}
+    from stream_r1.ops.registry.mlflow_registry import MlflowRegistry
+
+    info = MlflowRegistry(workdir / "registry.db").get(model_name, summary.run_id)
+    if info is not None:
+        summary.registered = f"{info.name}:{info.version} -> {info.uri}"
+    runs = sorted((workdir / "pipeline_root").glob("*/train/run"), key=lambda p: p.stat().st_mtime)
+    if runs:
+        summary.tensorboard_logdir = str(runs[-1])

@@ -1,0 +1,287 @@
+"""The library functions the KFP component bodies call: one short function per pipeline step.
+
+Each step reads local inputs (KFP artifact paths), runs the same ``python -m stream_r1 ...`` CLI a
+person would run, publishes its outputs to the S3 store under ``runs/<run-id>/<step>/`` (bucket layout:
+docs/pipeline.md) and returns what the component records as artifact metadata. Store credentials come
+from the environment (``credentials_from_env``), never from parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from stream_r1.ops.fetch import FetchResult, fetch_checkpoints
+from stream_r1.ops.jobs.base import JobBackend, JobResult, TrainJobRequest
+from stream_r1.ops.registry.base import ModelVersionInfo, Registry
+from stream_r1.ops.store import ArtifactStore, credentials_from_env
+from stream_r1.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+BACKENDS = ("local", "pytorchjob", "trainjob")
+REGISTRIES = ("mlflow", "kubeflow")
+
+
+def resolve_run_id(run_id: str, job_id: str = "") -> str:
+    """A DNS-1035-safe run id: ``run_id`` if given, else the KFP job id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``).
+
+    Raises:
+        ValueError: both are empty.
+    """
+    raw = (run_id or job_id).strip().lower()
+    if not raw:
+        raise ValueError("no run id: pass run_id or the KFP job id placeholder")
+    safe = re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")
+    if not safe[:1].isalpha():
+        safe = "r-" + safe
+    return safe[:48].rstrip("-")
+
+
+def run_prefix(run_id: str, step: str) -> str:
+    """``runs/<run-id>/<step>``: where a step's outputs live in the bucket."""
+    return f"runs/{run_id}/{step}"
+
+
+def open_store(bucket: str) -> ArtifactStore:
+    """The artifact store for ``bucket`` with credentials from the environment (bucket created if missing)."""
+    store = ArtifactStore(credentials_from_env(), bucket)
+    store.ensure_bucket()
+    return store
+
+
+def run_cli(args: list[str], log_file: Path | None = None) -> None:
+    """Run ``python -m stream_r1 ARGS`` with this interpreter, streaming output into the step log.
+
+    Raises:
+        RuntimeError: the command failed (its last lines included).
+    """
+    cmd = [sys.executable, "-m", "stream_r1", *args]
+    log.info("running: %s", " ".join(cmd))
+    tail: list[str] = []
+    logf = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115 - closed below
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.info("[%s] %s", args[0], line.rstrip())
+            if logf:
+                logf.write(line)
+            tail = [*tail, line.rstrip()][-15:]
+        code = proc.wait()
+    finally:
+        if logf:
+            logf.close()
+    if code != 0:
+        raise RuntimeError(f"`stream-r1 {args[0]}` exited with code {code}:\n" + "\n".join(tail))
+
+
+def fetch(source: str, bucket: str, run_id: str, out_dir: str) -> FetchResult:
+    """Step 1: checkpoints from ``source`` into ``runs/<run-id>/checkpoints`` and ``out_dir``."""
+    store = open_store(bucket)
+    return fetch_checkpoints(source, store, run_prefix(run_id, "checkpoints"), out_dir)
+
+
+def ode_init(checkpoints_dir: str, supplied: str, out_file: str, bucket: str, run_id: str) -> dict[str, Any]:
+    """Step 2: the student's ODE-initialised weights.
+
+    With ``supplied`` (a path, or a name inside ``checkpoints_dir`` such as ``ode_init.pt``) the
+    regression is skipped and that file is used.
+
+    Raises:
+        FileNotFoundError: the supplied file does not exist.
+        ValueError: nothing supplied and the ``ode-pairs``/``ode-init`` commands are not in this build.
+    """
+    if not supplied:
+        raise ValueError("ode_init: pass ode_init_path (e.g. ode_init.pt from the fetched checkpoints); "
+                         "running ode-pairs + ode-init inside the pipeline is not wired in this build")
+    src = Path(supplied) if Path(supplied).is_absolute() else Path(checkpoints_dir) / supplied
+    if not src.is_file():
+        raise FileNotFoundError(f"ode_init_path {supplied!r} not found (looked at {src}); pass a path or a file "
+                                f"name inside the fetched checkpoints")
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, out_file)
+    store = open_store(bucket)
+    key = f"{run_prefix(run_id, 'ode_init')}/ode_init.pt"
+    store.upload_file(out_file, key)
+    return {"skipped_regression": True, "source": str(src), "s3_uri": store.uri(key)}
+
+
+def make_backend(name: str, **kwargs: Any) -> JobBackend:
+    """The job backend ``name`` (``local | pytorchjob | trainjob``); cluster backends are imported lazily.
+
+    Raises:
+        ValueError: unknown backend name.
+    """
+    if name == "local":
+        from stream_r1.ops.jobs.local import LocalJobBackend
+
+        return LocalJobBackend(**kwargs)
+    if name in ("pytorchjob", "trainjob"):
+        from stream_r1.ops.jobs import launcher  # the Kubernetes issue's backends (H8)
+
+        return launcher.make_backend(name, **kwargs)
+    raise ValueError(f"unknown job backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def train(request: TrainJobRequest, backend: str, bucket: str) -> JobResult:
+    """Step 3: run the trainer through a job backend, then publish its run directory.
+
+    Raises:
+        RuntimeError: the job did not succeed (its message included).
+    """
+    result = make_backend(backend).run(request)
+    if result.state != "Succeeded":
+        raise RuntimeError(f"training job {request.run_id} ended {result.state}: {result.message}")
+    open_store(bucket).upload_dir(request.output_dir, run_prefix(request.run_id, "train"))
+    return result
+
+
+def make_registry(kind: str, uri: str) -> Registry:
+    """The registry backend ``kind`` (``mlflow`` embedded default, ``kubeflow`` in a cluster).
+
+    Raises:
+        ValueError: unknown kind.
+    """
+    if kind == "mlflow":
+        from stream_r1.ops.registry.mlflow_registry import MlflowRegistry
+
+        return MlflowRegistry(uri)
+    if kind == "kubeflow":
+        from stream_r1.ops.registry import kubeflow  # the Kubernetes issue's backend (H8)
+
+        return kubeflow.KubeflowModelRegistry.from_uri(uri)
+    raise ValueError(f"unknown registry {kind!r}; choose one of {', '.join(REGISTRIES)}")
+
+
+def gate(metrics: dict[str, float], metric: str, min_value: float, registry: Registry | None,
+         model_name: str) -> tuple[bool, str]:
+    """Step 4b: does this run deserve registration?
+
+    Passes when ``metrics[metric] >= min_value`` and it is not worse than the latest registered
+    version's value of the same metric (when there is one that recorded it).
+
+    Raises:
+        ValueError: ``metric`` is not among ``metrics``.
+    """
+    if metric not in metrics:
+        raise ValueError(f"gate metric {metric!r} is not in the evaluation metrics; available: "
+                         f"{', '.join(sorted(metrics))}")
+    value = float(metrics[metric])
+    if value < min_value:
+        return False, f"{metric}={value:.6g} < threshold {min_value:.6g}"
+    current = registry.latest(model_name) if registry is not None else None
+    if current is not None and metric in current.metrics and value < current.metrics[metric]:
+        return False, (f"{metric}={value:.6g} is worse than registered {model_name} "
+                       f"{current.version} ({current.metrics[metric]:.6g})")
+    return True, f"{metric}={value:.6g} passes (threshold {min_value:.6g}" + (
+        f", registered {current.version}: {current.metrics.get(metric, float('nan')):.6g})" if current else ")")
+
+
+def register(registry: Registry, info: ModelVersionInfo) -> ModelVersionInfo:
+    """Step 5: register the exported student with its lineage (idempotent)."""
+    return registry.register(info)
+
+
+def record_exit(status: dict[str, Any], run_id: str, bucket: str, backend: str) -> dict[str, Any]:
+    """Exit handler: write ``runs/<run-id>/status.json``; on failure cancel an orphan cluster job.
+
+    Never raises for a store/cluster problem (it runs after failures); problems go into the record.
+    """
+    record: dict[str, Any] = {"run_id": run_id, "backend": backend, **status}
+    failed = str(status.get("state", "")).upper() not in ("SUCCEEDED", "")
+    if failed and backend != "local":
+        try:
+            make_backend(backend).cancel(run_id)
+            record["cancelled_job"] = run_id
+        except Exception as e:  # cleanup must not mask the pipeline's own failure
+            record["cancel_error"] = repr(e)
+    try:
+        store = open_store(bucket)
+        store.put_json(f"runs/{run_id}/status.json", record)
+        record["status_uri"] = store.uri(f"runs/{run_id}/status.json")
+    except Exception as e:  # same reason
+        record["store_error"] = repr(e)
+    log.info("pipeline exit: %s", json.dumps(record, sort_keys=True))
+    return record
+
+
+def read_metrics(path: str, metadata: dict[str, Any] | None = None) -> dict[str, float]:
+    """Numeric metrics from a ``metrics.json`` file at ``path`` (else from KFP artifact ``metadata``)."""
+    source: dict[str, Any] = dict(metadata or {})
+    if Path(path).is_file():
+        source = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {k: float(v) for k, v in source.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def find_export(run_dir: str | Path) -> Path:
+    """The exported student (diffusers layout) inside a trainer run directory.
+
+    Raises:
+        FileNotFoundError: the trainer wrote no export.
+    """
+    run_dir = Path(run_dir)
+    for cand in ("export/generator_ema", "export/generator", "export"):
+        if (run_dir / cand / "config.json").is_file():
+            return run_dir / cand
+    raise FileNotFoundError(f"no exported student (config.json under export/) in {run_dir}; "
+                            "did `stream-r1 train` finish its final export?")
+
+
+def train_from_artifacts(checkpoints_dir: str, student_init: str, config: str, overrides: list[str], backend: str,
+                         nproc_per_node: int, bucket: str, run_id: str, out_dir: str) -> dict[str, Any]:
+    """The ``train`` component's body: config checked first, then ``train`` on the fetched checkpoints.
+
+    Returns:
+        Artifact metadata: ``s3_uri``, ``config_hash``, ``export_subdir``, ``tensorboard_logdir``.
+    """
+    from stream_r1.config import config_hash, load_config
+
+    full = [f"checkpoints.root={checkpoints_dir}", f"checkpoints.student_init={student_init}", *overrides]
+    cfg = load_config(config, full)  # a bad preset/override fails here, before any job starts
+    request = TrainJobRequest(run_id=run_id, config=config, output_dir=out_dir, overrides=tuple(full),
+                              nproc_per_node=nproc_per_node)
+    train(request, backend, bucket)
+    export = find_export(out_dir).relative_to(out_dir).as_posix()
+    prefix = run_prefix(run_id, "train")
+    return {"s3_uri": f"s3://{bucket}/{prefix}", "export_uri": f"s3://{bucket}/{prefix}/{export}",
+            "export_subdir": export, "config_hash": config_hash(cfg), "config": config,
+            "tensorboard_logdir": out_dir}
+
+
+def evaluate_from_artifacts(checkpoints_dir: str, run_dir: str, config: str, prompts: str, bucket: str, run_id: str,
+                            metrics_path: str, report_path: str) -> dict[str, float]:
+    """The ``evaluate`` component's body: ``stream-r1 evaluate`` on the run's export; publish the outputs.
+
+    Returns:
+        The numeric entries of ``metrics.json`` (also copied to ``metrics_path``; the report to ``report_path``).
+    """
+    out = Path(run_dir).parent / f"{Path(run_dir).name}-evaluate"
+    args = ["evaluate", "--config", config, "--set", f"checkpoints.root={checkpoints_dir}",
+            "--checkpoint", str(find_export(run_dir)), "--prompts", prompts, "--output", str(out)]
+    run_cli(args)
+    for name in ("metrics.json", "report.html"):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"`stream-r1 evaluate` wrote no {name} in {out}")
+    shutil.copyfile(out / "metrics.json", metrics_path)
+    shutil.copyfile(out / "report.html", report_path)
+    open_store(bucket).upload_dir(out, run_prefix(run_id, "evaluate"))
+    return read_metrics(metrics_path)
+
+
+def register_from_artifacts(run_dir: str, run_metadata: dict[str, Any], metrics_path: str, registry: str,
+                            registry_uri: str, model_name: str, data_revision: str, run_id: str) -> ModelVersionInfo:
+    """The ``register_model`` component's body: lineage from the train artifact's metadata + metrics."""
+    uri = str(run_metadata.get("export_uri") or "")
+    if not uri:
+        raise ValueError(f"the train artifact at {run_dir} has no export_uri in its metadata; it must come from "
+                         "the train component")
+    info = ModelVersionInfo(name=model_name, version=run_id, uri=uri, run_id=run_id,
+                            config_hash=str(run_metadata.get("config_hash", "")), data_revision=data_revision,
+                            metrics=read_metrics(metrics_path), description=f"stream-r1 run {run_id}")
+    return register(make_registry(registry, registry_uri), info)

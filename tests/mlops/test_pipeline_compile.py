@@ -1,0 +1,49 @@
+"""The DAG compiles, matches the checked-in YAML (golden), and carries the policies it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from stream_r1.ops.pipeline import COMPILED_FILE, compile_pipeline, parse_params, validate_cron
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_compiled_yaml_is_up_to_date(tmp_path):
+    fresh = compile_pipeline(tmp_path / "stream_r1.yaml").read_text()
+    golden = (REPO / COMPILED_FILE).read_text()
+    assert fresh == golden, "pipelines/compiled/stream_r1.yaml is stale: run `stream-r1 pipeline compile`"
+
+
+def test_dag_policies():
+    spec = yaml.safe_load((REPO / COMPILED_FILE).read_text())
+    root = spec["root"]["dag"]["tasks"]
+    handler = root["exit-handler-1"]
+    assert root["on-exit"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert "exit-handler-1" in root["on-exit"]["dependentTasks"]
+    inner = spec["components"][handler["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == {"fetch-checkpoints", "ode-init", "train", "evaluate", "gate", "condition-2"}
+    assert inner["fetch-checkpoints"]["retryPolicy"]["maxRetryCount"] == 3
+    for name, task in inner.items():
+        if name != "condition-2":  # every step has side effects (S3 publish, job launch, registry)
+            assert task["cachingOptions"] == {}, name
+    cond = inner["condition-2"]["triggerPolicy"]["condition"]
+    assert "gate-Output" in cond and "true" in cond
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    from components._shared.images import STREAM_R1_OPS_IMAGE
+
+    assert images == {STREAM_R1_OPS_IMAGE}
+
+
+def test_param_and_cron_parsing():
+    assert parse_params(["nproc_per_node=2", "backend=pytorchjob", 'overrides=["train.seed=1"]']) == {
+        "nproc_per_node": 2, "backend": "pytorchjob", "overrides": ["train.seed=1"]}
+    import pytest
+
+    with pytest.raises(ValueError, match="name=value"):
+        parse_params(["oops"])
+    with pytest.raises(ValueError, match="needs 6"):
+        validate_cron("0 3 * * 1")
+    assert validate_cron("0 0 3 * * 1") == "0 0 3 * * 1"
