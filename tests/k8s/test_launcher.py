@@ -171,8 +171,10 @@ def test_cancel_is_idempotent_and_validation_precedes_api_calls():
     backend.cancel("run-a")
     assert api.deleted == [("PyTorchJob", "stream-r1", "stream-r1-run-a")]
     bad = TrainJobRequest(run_id="run-a", config="c", output_dir="/tmp/x")
-    with pytest.raises(ValueError, match="PVC"):
-        backend.run(bad)
+    with pytest.raises(FileNotFoundError, match="not mounted in the launcher pod"):
+        backend.run(bad)  # a KFP artifact path needs the PVC mounted here to be staged
+    with pytest.raises(ValueError, match="resume"):
+        backend.run(TrainJobRequest(run_id="run-a", config="c", output_dir="/mnt/runs/a", resume="/x/ckpt"))
     assert api.create_calls == 0
     with pytest.raises(ValueError, match="backend name"):
         KubernetesJobBackend("mpijob", api, {"image": TRAIN_IMAGE})
@@ -232,3 +234,36 @@ def test_make_backend_and_env_settings(monkeypatch):
 
     monkeypatch.setattr(api_mod.KubernetesClientApi, "from_environment", classmethod(lambda cls: api))
     assert steps.make_backend("pytorchjob").kind == "PyTorchJob"
+
+
+def test_kfp_artifact_paths_are_staged_on_the_pvc_and_copied_back(tmp_path):
+    mount = tmp_path / "pvc"
+    mount.mkdir()
+    ckpt = tmp_path / "artifacts" / "checkpoints"
+    (ckpt / "base").mkdir(parents=True)
+    (ckpt / "base" / "config.json").write_text("{}")
+    init = tmp_path / "artifacts" / "student_init"
+    init.write_bytes(b"pt")
+    out = tmp_path / "artifacts" / "run"
+    request = TrainJobRequest(run_id="run-a", config="tiny_cpu", output_dir=str(out),
+                              overrides=(f"checkpoints.root={ckpt}", f"checkpoints.student_init={init}", "train.x=1"))
+    clock = FakeClock()
+    api = RecordedApiFake("pytorchjob_success", clock)
+    job_dir = mount / "stream-r1-run-a" / "train"
+
+    def trainer_writes_export():  # what the training pod would leave on the PVC
+        (job_dir / "export").mkdir(parents=True, exist_ok=True)
+        (job_dir / "export" / "model.safetensors").write_bytes(b"w")
+
+    clock.on_sleep.append(trainer_writes_export)
+    backend = KubernetesJobBackend("pytorchjob", api, {"image": TRAIN_IMAGE, "pvc_mount_path": str(mount)},
+                                   poll_seconds=POLL, clock=clock, sleep=clock.sleep, log_sink=lambda _: None)
+    result = backend.run(request)
+    assert result.state == "Succeeded" and result.output_dir == str(out)
+    cmd = api.created[0]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    staged = mount / "stream-r1-run-a" / "inputs"
+    assert f"checkpoints.root={staged / 'root' / 'checkpoints'}" in cmd
+    assert f"checkpoints.student_init={staged / 'student_init' / 'student_init'}" in cmd and "train.x=1" in cmd
+    assert cmd[cmd.index("--output") + 1] == str(job_dir)
+    assert (staged / "root" / "checkpoints" / "base" / "config.json").read_text() == "{}"
+    assert (out / "export" / "model.safetensors").read_bytes() == b"w"  # copied back for the KFP artifact

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Literal
 
 from stream_r1.ops.jobs.base import JobResult, TrainJobRequest
@@ -20,6 +21,7 @@ from stream_r1.ops.k8s import pytorchjob, trainjob, webhook_rules
 from stream_r1.ops.k8s.api import ApiError, JobKind, KubeApi
 from stream_r1.ops.k8s.logs import LogFollower
 from stream_r1.ops.k8s.spec import ClusterJobSpec, job_name_for
+from stream_r1.ops.k8s.staging import copy_back, stage_request
 from stream_r1.ops.k8s.waiter import Observation, Phase, WaitPolicy, WaitState, advance, job_status
 from stream_r1.utils.logging import get_logger
 
@@ -88,19 +90,30 @@ class KubernetesJobBackend:
         return body
 
     def run(self, request: TrainJobRequest) -> JobResult:
-        """Create (or re-attach to) the run's job and wait until it ends, is cancelled or times out."""
-        spec = self.spec_for(request)
+        """Create (or re-attach to) the run's job and wait until it ends, is cancelled or times out.
+
+        Paths not on the runs PVC (KFP artifact paths) are staged onto it first and the finished run
+        directory is copied back to ``request.output_dir`` (:mod:`stream_r1.ops.k8s.staging`).
+        """
+        mount = str(self._cluster.get("pvc_mount_path", "/mnt/runs"))
+        name = job_name_for(self._cluster.get("name_prefix", "stream-r1"), request.run_id)
+        self.build(self.spec_for(replace(request, output_dir=f"{mount}/{name}/train")))  # settings fail fast
+        staged = stage_request(request, mount, name)
+        spec = self.spec_for(staged.request)
         body = self.build(spec)
         failed = self._preflight(spec) or self._create_or_attach(spec, body)
         if failed:
             return JobResult(state="Failed", output_dir=request.output_dir, message=failed)
         try:
             with self._sigterm_cancels():
-                return self._wait(spec)
+                result = self._wait(spec)
         except (_Cancelled, KeyboardInterrupt):
             _log.warning("cancelled: deleting %s %s/%s", self.kind, spec.namespace, spec.job_name)
             self._delete(spec.namespace, spec.job_name)
             return JobResult(state="Cancelled", output_dir=request.output_dir, message="cancelled by the pipeline")
+        if result.state == "Succeeded":
+            copy_back(staged)
+        return replace(result, output_dir=request.output_dir)
 
     def cancel(self, run_id: str) -> None:
         """Delete the job of ``run_id`` (idempotent: an absent job is fine)."""
