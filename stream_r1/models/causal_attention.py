@@ -61,13 +61,25 @@ def _rms_norm_fp32(norm: torch.nn.Module, x: Tensor) -> Tensor:
     return F.rms_norm(x.float(), norm.normalized_shape, weight, eps).to(x.dtype)
 
 
+_COMPILED_FLEX: dict[str, Any] = {}
+
+
+def _flex_fn(device_type: str) -> Any:
+    """flex_attention, compiled once per process on CUDA (uncompiled it materialises the full score matrix)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device_type != "cuda":
+        return flex_attention  # eager reference path (CPU tests); no CPU backward in torch 2.13
+    if "cuda" not in _COMPILED_FLEX:
+        _COMPILED_FLEX["cuda"] = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED_FLEX["cuda"]
+
+
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Any, backend: AttentionBackend) -> Tensor:
     """Multi-head attention on ``[B, N, heads, head_dim]`` tensors; returns ``[B, Nq, heads*head_dim]``."""
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     if backend == "flex":
-        from torch.nn.attention.flex_attention import flex_attention
-
-        out = flex_attention(q, k, v, block_mask=mask)
+        out = _flex_fn(q.device.type)(q, k, v, block_mask=mask)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
     return out.transpose(1, 2).flatten(2, 3)

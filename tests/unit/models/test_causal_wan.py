@@ -164,3 +164,33 @@ def test_bad_inputs_raise_clear_errors(causal_wan: CausalWanTransformer, text_em
         causal_wan(_latent(3), torch.zeros(1, 3), text_emb, frame_offset=63)
     with pytest.raises(RuntimeError, match="no_grad"):
         causal_wan(_latent(3), torch.zeros(1, 3), text_emb, kv_cache=cache, write_cache=True)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_flex_block_mask_forward_matches_dense_sdpa(causal_wan: CausalWanTransformer, text_emb: torch.Tensor) -> None:
+    x, t = _latent(6, seed=8), torch.tensor([[900.0] * 3 + [200.0] * 3])
+    with torch.no_grad():
+        dense = causal_wan(x, t, text_emb, frames_per_block=3, return_dict=False)[0]
+        flex = causal_wan(x, t, text_emb, frames_per_block=3, attention_backend="flex", return_dict=False)[0]
+    assert (dense - flex).abs().max().item() <= 1e-5
+
+
+def test_checkpointed_cached_step_gives_the_same_gradients(
+    causal_wan: CausalWanTransformer, text_emb: torch.Tensor
+) -> None:
+    """Recomputation reads the same (unchanged) cache rows, so checkpointing is exact (§5 item 7)."""
+    cache = _full_cache(6)
+    x = _latent(6, seed=9)
+    with torch.no_grad():
+        causal_wan(x[:, :, :3], torch.zeros(1, 3), text_emb, kv_cache=cache, write_cache=True)
+    grads = []
+    for ckpt in (False, True):
+        causal_wan.zero_grad()
+        if ckpt:
+            causal_wan.enable_gradient_checkpointing()
+        out = causal_wan(x[:, :, 3:], torch.full((1, 3), 700.0), text_emb, frame_offset=3, kv_cache=cache)[0]
+        out.square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in causal_wan.named_parameters()})
+    causal_wan.disable_gradient_checkpointing()
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-6), name

@@ -109,3 +109,21 @@ def test_bad_arguments_fail_before_model_work(student: CausalWanTransformer, tex
         stream_chunks(den, text, num_frames=6, **{**kw, "timesteps": []})
     with pytest.raises(ValueError, match="rolling=True"):
         stream_chunks(den, text, num_frames=6, **{**kw, "rolling": True})
+
+
+def test_bfloat16_stream_runs(student: CausalWanTransformer, text: torch.Tensor) -> None:
+    bf16 = CausalWanTransformer(**TINY).eval()
+    bf16.load_state_dict(student.state_dict())
+    den = CausalDenoiser(bf16.to(torch.bfloat16), frames_per_block=3, local_attn_frames=6, sink_frames=3)
+    gen = torch.Generator().manual_seed(0)
+    chunks = list(
+        stream_chunks(
+            den, text, num_frames=9, latent_shape=SHAPE, timesteps=STEPS[:2], generator=gen, rolling=True
+        )
+    )
+    assert [c.x0.dtype for c in chunks] == [torch.bfloat16] * 3  # run dtype follows the model
+    assert all(torch.isfinite(c.x0).all() for c in chunks)
+    ref = _run(CausalDenoiser(student, frames_per_block=3, local_attn_frames=6, sink_frames=3), text, 9, 0, True,
+               STEPS[:2])
+    for a, b in zip(chunks, ref, strict=True):
+        assert (a.x0.float() - b.x0).abs().max().item() < 0.1  # bf16 rounding only
