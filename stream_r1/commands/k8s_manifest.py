@@ -1,6 +1,6 @@
 """``stream-r1 k8s-manifest``: print the PyTorchJob/TrainJob the launcher would submit, as YAML.
 
-Regenerates ``manifests/overlays/<profile>/pytorchjob.yaml`` (kubectl-deployable training outside KFP)
+Regenerates ``manifests/overlays/<profile>/train/pytorchjob.yaml`` (kubectl-deployable training outside KFP)
 from the same builder the KFP launcher uses, validated against the admission rules first.
 """
 

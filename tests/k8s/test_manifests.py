@@ -35,7 +35,8 @@ def _render(overlay: str) -> list[dict]:
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request):
-    return request.param, _render(request.param)
+    """An overlay's install objects plus its ``train/`` PyTorchJob, as one list."""
+    return request.param, _render(request.param) + _render(f"{request.param}/train")
 
 
 def _images(obj):
@@ -48,6 +49,11 @@ def _images(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _images(v)
+
+
+def test_install_overlay_starts_no_training():
+    for overlay in OVERLAYS:
+        assert "PyTorchJob" not in {o["kind"] for o in _render(overlay)}
 
 
 def test_core_objects_validate_strictly(rendered):
@@ -84,7 +90,7 @@ def test_generated_files_are_current(tmp_path):
         args = argparse.Namespace(profile=overlay, kind="pytorchjob", image=None, run_id="manual", namespace=None,
                                   output=str(out))
         assert k8s_manifest.run(args) == 0
-        checked_in = MANIFESTS / "overlays" / overlay / "pytorchjob.yaml"
+        checked_in = MANIFESTS / "overlays" / overlay / "train" / "pytorchjob.yaml"
         assert out.read_text() == checked_in.read_text(), (
             f"{checked_in} is stale: run `stream-r1 k8s-manifest --profile {overlay} -o {checked_in}`")
 

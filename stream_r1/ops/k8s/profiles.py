@@ -1,7 +1,8 @@
-"""Named cluster profiles: the settings behind ``manifests/overlays/<profile>/pytorchjob.yaml``.
+"""Named cluster profiles: the settings behind the kubectl-deployable training manifests.
 
-The kubectl-deployable manifests are generated from these with ``stream-r1 k8s-manifest`` so they are
-byte-for-byte what the launcher builds for the same preset (a test re-renders and compares).
+``manifests/overlays/<profile>/train/pytorchjob.yaml`` is generated from these with
+``stream-r1 k8s-manifest``, so it is exactly what the launcher builds for the same preset (a test
+re-renders and compares).
 """
 
 from __future__ import annotations
