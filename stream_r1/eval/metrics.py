@@ -37,6 +37,26 @@ def _check_frames(frames: np.ndarray, min_frames: int = 1) -> np.ndarray:
     return frames
 
 
+def _absdiff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``|a - b|`` elementwise: exact and without widening for uint8 (as ``cv2.absdiff``)."""
+    if a.dtype == np.uint8 and b.dtype == np.uint8:
+        return np.maximum(a, b) - np.minimum(a, b)
+    return np.abs(a.astype(np.float32) - b.astype(np.float32))
+
+
+def _pair_stats(frames: np.ndarray, threshold: float = MOVING_PIXEL_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over consecutive frame pairs: (MAE in [0, 255] units, moving-pixel fraction), each ``[T - 1]``."""
+    frames = _check_frames(frames, 2)
+    mae = np.empty(frames.shape[0] - 1, dtype=np.float64)
+    moving = np.empty(frames.shape[0] - 1, dtype=np.float64)
+    for t in range(1, frames.shape[0]):
+        d = _absdiff(frames[t], frames[t - 1])
+        mae[t - 1] = float(d.sum(dtype=np.uint64 if d.dtype == np.uint8 else np.float64)) / d.size
+        largest = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])
+        moving[t - 1] = float(np.count_nonzero(largest > threshold)) / largest.size
+    return mae, moving
+
+
 def consecutive_frame_mae(frames: np.ndarray) -> np.ndarray:
     """Mean absolute difference of each consecutive frame pair, in [0, 255] units.
 
@@ -46,14 +66,7 @@ def consecutive_frame_mae(frames: np.ndarray) -> np.ndarray:
     Returns:
         ``[T - 1]`` float64: ``mean |f_{t+1} - f_t|`` over all pixels and channels.
     """
-    frames = _check_frames(frames, 2)
-    out = np.empty(frames.shape[0] - 1, dtype=np.float64)
-    prev = frames[0].astype(np.float32)
-    for t in range(1, frames.shape[0]):
-        cur = frames[t].astype(np.float32)
-        out[t - 1] = float(np.abs(cur - prev).mean(dtype=np.float64))
-        prev = cur
-    return out
+    return _pair_stats(frames)[0]
 
 
 def temporal_flickering(frames: np.ndarray) -> float:
@@ -75,14 +88,7 @@ def moving_pixel_fraction(frames: np.ndarray, threshold: float = MOVING_PIXEL_TH
     A dynamics measure that ignores low-amplitude noise (a cheap stand-in for VBench's RAFT-based
     dynamic degree, which needs downloaded weights). Averaged over the frame pairs; in [0, 1].
     """
-    frames = _check_frames(frames, 2)
-    fractions = []
-    prev = frames[0].astype(np.float32)
-    for t in range(1, frames.shape[0]):
-        cur = frames[t].astype(np.float32)
-        fractions.append(float((np.abs(cur - prev).max(axis=-1) > threshold).mean()))
-        prev = cur
-    return float(np.mean(fractions))
+    return float(_pair_stats(frames, threshold)[1].mean())
 
 
 def chunk_bounds(num_frames: int, chunk_frames: int, first_chunk_frames: int | None = None) -> list[tuple[int, int]]:
@@ -118,17 +124,24 @@ def laplacian_variance(gray: np.ndarray) -> float:
 
 
 def frame_stats(frame: np.ndarray) -> dict[str, float]:
-    """Brightness (luma/255), mean R/G/B (/255), HSV saturation and Laplacian sharpness of one frame."""
-    f = frame.astype(np.float32)
-    gray = f @ _LUMA
-    cmax, cmin = f.max(axis=-1), f.min(axis=-1)
-    sat = np.where(cmax > 0, (cmax - cmin) / np.maximum(cmax, 1e-6), 0.0)
-    rgb = f.reshape(-1, 3).mean(axis=0, dtype=np.float64) / 255.0
+    """Brightness (luma/255), mean R/G/B (/255), HSV saturation and Laplacian sharpness of one frame.
+
+    Channel-sliced arithmetic on uint8 where exact (max/min/sums): ~4x faster than one float32 copy
+    of the frame, which matters for 60 s videos (961 frames of 832x480).
+    """
+    r, g, b = frame[..., 0], frame[..., 1], frame[..., 2]
+    gray = _LUMA[0] * r.astype(np.float32) + _LUMA[1] * g.astype(np.float32) + _LUMA[2] * b.astype(np.float32)
+    cmax = np.maximum(np.maximum(r, g), b)
+    cmin = np.minimum(np.minimum(r, g), b)
+    # HSV saturation (max - min) / max, 0 for black pixels (max = 0 implies max - min = 0).
+    sat = (cmax - cmin).astype(np.float32) / np.maximum(cmax, 1).astype(np.float32)
+    acc = np.uint64 if frame.dtype == np.uint8 else np.float64
+    n = r.size
     return {
         "brightness": float(gray.mean(dtype=np.float64)) / 255.0,
-        "red": float(rgb[0]),
-        "green": float(rgb[1]),
-        "blue": float(rgb[2]),
+        "red": float(r.sum(dtype=acc)) / n / 255.0,
+        "green": float(g.sum(dtype=acc)) / n / 255.0,
+        "blue": float(b.sum(dtype=acc)) / n / 255.0,
         "saturation": float(sat.mean(dtype=np.float64)),
         "sharpness": laplacian_variance(gray),
     }
@@ -221,7 +234,7 @@ def video_metrics(
         first_chunk_frames: pixel frames of the first chunk (``1 + 4 (frames_per_block - 1)``).
     """
     frames = _check_frames(frames, 2)
-    mae = consecutive_frame_mae(frames)
+    mae, moving = _pair_stats(frames)
     stats = chunk_stats(frames, chunk_bounds(frames.shape[0], chunk_frames, first_chunk_frames))
     d = drift(stats)
     return VideoMetrics(
@@ -230,7 +243,7 @@ def video_metrics(
         duration_s=float(frames.shape[0] / fps) if fps > 0 else 0.0,
         temporal_flickering=(255.0 - float(mae.mean())) / 255.0,
         motion_score=float(mae.mean()) / 255.0,
-        moving_pixel_fraction=moving_pixel_fraction(frames),
+        moving_pixel_fraction=float(moving.mean()),
         frame_mae=[float(x) for x in mae],
         chunks=stats,
         **d,
