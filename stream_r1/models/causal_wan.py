@@ -213,11 +213,7 @@ class CausalWanTransformer(WanTransformer3DModel):
         )
         cross_cache = None
         if kv_cache is not None and not torch.is_grad_enabled():
-            fp = KVCache.fingerprint(encoder_hidden_states)
-            if kv_cache.cross_fingerprint != fp:
-                kv_cache.cross_keys = [None] * kv_cache.num_layers
-                kv_cache.cross_values = [None] * kv_cache.num_layers
-                kv_cache.cross_fingerprint = fp
+            kv_cache.bind_text(encoder_hidden_states)  # text K/V reused only for this very tensor
             cross_cache = kv_cache
 
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, F*T, dim]

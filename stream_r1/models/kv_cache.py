@@ -54,7 +54,8 @@ class KVCache:
         frames_written: frames appended since creation (stream position of the next chunk).
         cross_keys: per layer text keys ``[B, L, heads, head_dim]`` or None (filled only without grad).
         cross_values: per layer text values, same.
-        cross_fingerprint: identity of the text embedding the cross cache was computed from.
+        cross_source: the text embedding tensor the cross cache was computed from (held, so its identity
+            cannot be taken over by a new tensor; the cache is valid only for that very tensor).
     """
 
     keys: list[Tensor]
@@ -69,7 +70,8 @@ class KVCache:
     frames_written: int = 0
     cross_keys: list[Tensor | None] = field(default_factory=list)
     cross_values: list[Tensor | None] = field(default_factory=list)
-    cross_fingerprint: tuple | None = None
+    cross_source: Tensor | None = None
+    _cross_version: int | None = None
 
     @classmethod
     def allocate(
@@ -250,15 +252,16 @@ class KVCache:
         """Forget every stored frame and the text cache (buffers are kept for reuse)."""
         self.length_frames = 0
         self.frames_written = 0
+        self.bind_text(None)
+
+    def bind_text(self, text: Tensor | None) -> None:
+        """Make the cross-attention cache belong to ``text`` (clears it unless it already does)."""
+        if text is not None and self.cross_source is text and self._cross_version == text._version:
+            return
         self.cross_keys = [None] * self.num_layers
         self.cross_values = [None] * self.num_layers
-        self.cross_fingerprint = None
-
-    # ------------------------------------------------------------------ cross-attention cache
-    @staticmethod
-    def fingerprint(text: Tensor) -> tuple:
-        """Identity of a text embedding tensor (storage, shape, in-place version)."""
-        return (text.data_ptr(), tuple(text.shape), text.dtype, text._version)
+        self.cross_source = text
+        self._cross_version = None if text is None else text._version
 
     def _frames_of(self, new_k: Tensor) -> int:
         if new_k.shape[1] % self.tokens_per_frame:

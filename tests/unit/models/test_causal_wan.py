@@ -194,3 +194,18 @@ def test_checkpointed_cached_step_gives_the_same_gradients(
     causal_wan.disable_gradient_checkpointing()
     for name, g in grads[0].items():
         assert torch.allclose(g, grads[1][name], atol=1e-6), name
+
+
+def test_text_kv_cache_is_bound_to_one_text_tensor(causal_wan: CausalWanTransformer, text_emb: torch.Tensor) -> None:
+    cache = _full_cache(6)
+    x = _latent(3, seed=10)
+    with torch.no_grad():
+        causal_wan(x, torch.zeros(1, 3), text_emb, kv_cache=cache)
+        cached_k = cache.cross_keys[1]
+        causal_wan(x, torch.zeros(1, 3), text_emb, kv_cache=cache)
+        assert cache.cross_keys[1] is cached_k  # same tensor -> reused
+        other = text_emb.flip(1).clone()
+        got = causal_wan(x, torch.zeros(1, 3), other, kv_cache=cache, return_dict=False)[0]
+        ref = causal_wan(x, torch.zeros(1, 3), other, kv_cache=_full_cache(6), return_dict=False)[0]
+    assert cache.cross_keys[1] is not cached_k
+    assert torch.equal(got, ref)
