@@ -17,7 +17,7 @@ import numpy as np
 from stream_r1.config import RunConfig, config_hash
 from stream_r1.eval.matching import VideoEntry, match_videos
 from stream_r1.eval.metrics import VideoMetrics, video_metrics
-from stream_r1.eval.report import frame_strip_png, write_report
+from stream_r1.eval.report import MAX_STRIPS, frame_strip_png, write_report
 from stream_r1.eval.reward_scores import REWARD_AXES, reward_checkpoint_path
 from stream_r1.eval.speed import read_generation, speed_metrics
 from stream_r1.eval.suites import PromptSuite, resolve_suite
@@ -195,7 +195,8 @@ def evaluate(
 
             row.update(score_video(reward_model, frames, fps, entry.prompt, cfg))
         per_video.append(row)
-        strips[entry.name] = frame_strip_png(frames)
+        if len(strips) < MAX_STRIPS:
+            strips[entry.name] = frame_strip_png(frames)
         log.info("scored %s: flickering %.4f motion %.4f", entry.name, m.temporal_flickering, m.motion_score)
 
     metrics = _aggregate(per_video, with_reward)

@@ -20,6 +20,9 @@ from stream_r1.utils.io import atomic_write_text
 
 STRIP_FRAMES = 8
 STRIP_HEIGHT = 96
+MAX_STRIPS = 48
+"""Frame strips embedded at most (~50 KB each): a 946-video VBench run must not make a 50 MB page."""
+MAX_PLOT_LINES = 8
 
 
 def _png_data_uri(png: bytes) -> str:
@@ -57,10 +60,14 @@ def chunk_plots_png(per_video: Sequence[dict]) -> bytes:
         ("saturation", "HSV saturation"),
         ("sharpness", "sharpness (Laplacian variance)"),
     )
+    many = len(per_video) > MAX_PLOT_LINES
     for ax, (key, title) in zip(axes.flat, panels, strict=False):
-        for v in per_video:
-            series = v.get("chunks", {}).get(key, [])
-            ax.plot(range(len(series)), series, marker="o", markersize=2, label=v.get("name", ""))
+        all_series = [v.get("chunks", {}).get(key, []) for v in per_video]
+        for v, series in zip(per_video, all_series, strict=True):
+            ax.plot(range(len(series)), series, marker="o", markersize=2, label=v.get("name", ""),
+                    linewidth=0.5 if many else 1.0, alpha=0.3 if many else 1.0)
+        if len(per_video) > 1 and len({len(x) for x in all_series}) == 1 and all_series[0]:
+            ax.plot(np.mean(all_series, axis=0), color="black", linewidth=2.0, label="mean")
         ax.set_title(title)
         ax.set_xlabel("chunk")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -69,7 +76,7 @@ def chunk_plots_png(per_video: Sequence[dict]) -> bytes:
         ax.plot(v.get("frame_mae", []), linewidth=0.8)
     ax.set_title("consecutive-frame MAE (0-255)")
     ax.set_xlabel("frame")
-    if 0 < len(per_video) <= 8:
+    if 0 < len(per_video) <= MAX_PLOT_LINES:
         axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -134,6 +141,7 @@ def render_report(
     title: str = "stream-r1 evaluation",
     info: dict | None = None,
     notes: Sequence[str] = (),
+    max_strips: int = MAX_STRIPS,
 ) -> str:
     """The report as one HTML string.
 
@@ -143,6 +151,7 @@ def render_report(
         strips: ``{video name: PNG bytes}`` frame strips (see :func:`frame_strip_png`).
         info: run facts shown at the top (checkpoint, suite, config hash, ...).
         notes: warnings such as "VideoReward skipped (eval.reward_scores=false)".
+        max_strips: embed frame strips of at most this many videos (the tables list all).
     """
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -162,7 +171,9 @@ def render_report(
         parts.append("<h2>Per-chunk statistics</h2>")
         parts.append(f"<img alt='per-chunk plots' src='{_png_data_uri(chunk_plots_png(per_video))}'>")
         parts.append("<h2>Frame strips</h2>")
-        for v in per_video:
+        if len(per_video) > max_strips:
+            parts.append(f"<p class='note'>Frame strips of the first {max_strips} of {len(per_video)} videos.</p>")
+        for v in per_video[:max_strips]:
             name = str(v.get("name", ""))
             parts.append(f"<div class='video'><b>{html.escape(name)}</b> — {html.escape(v.get('prompt', ''))}")
             if name in strips:

@@ -91,3 +91,13 @@ def test_frame_strip_shape() -> None:
     img = Image.open(BytesIO(frame_strip_png(frames, num=4, height=24)))
     assert img.size == (4 * 32 + 3 * 2, 24)
     assert "<h2>Scores</h2>" in render_report({}, [], {})
+
+
+def test_report_caps_frame_strips() -> None:
+    frames = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    per_video = [{"name": f"v{i}", "prompt": "p", "chunks": {"brightness": [0.1, 0.2]}, "frame_mae": [1.0]}
+                 for i in range(5)]
+    strips = {v["name"]: frame_strip_png(frames) for v in per_video}
+    html = render_report({}, per_video, strips, max_strips=2)
+    assert html.count("alt='frames of") == 2 and "first 2 of 5 videos" in html
+    assert html.count("<tr><td>v") == 5  # the per-video table still lists every video
