@@ -89,6 +89,19 @@ def _first_prompts(entries: list[VideoEntry], n: int) -> list[VideoEntry]:
     return [e for e in entries if e.prompt in keep]
 
 
+def _restrict_generation(generation: dict[str, Any], entries: list[VideoEntry]) -> dict[str, Any]:
+    """generation.json limited to the scored videos (``eval.max_prompts`` may drop some)."""
+    videos = generation.get("videos")
+    if not isinstance(videos, list) or not all(isinstance(v, dict) and "path" in v for v in videos):
+        return generation
+    names = {e.path.name for e in entries}
+    kept = [v for v in videos if Path(str(v["path"])).name in names]
+    if len(kept) == len(videos) or not kept:
+        return generation
+    # The run-level fps covers every video; recompute it from the kept ones.
+    return {k: v for k, v in generation.items() if k != "fps"} | {"videos": kept}
+
+
 def _aggregate(per_video: list[dict[str, Any]], with_reward: bool) -> dict[str, float]:
     out: dict[str, float] = {"num_videos": float(len(per_video))}
     for key in ("num_frames", "duration_s", *VideoMetrics.SCALARS):
@@ -201,7 +214,7 @@ def evaluate(
 
     metrics = _aggregate(per_video, with_reward)
     if generation is not None:
-        metrics.update(speed_metrics(generation))
+        metrics.update(speed_metrics(_restrict_generation(generation, entries)))
     info = {
         "checkpoint": str(checkpoint) if checkpoint is not None else "",
         "videos": str(gen_dir),

@@ -80,3 +80,17 @@ def test_generation_json_is_an_index(tmp_path: Path) -> None:
     ]}))
     entries = match_videos(tmp_path, _suite())
     assert [(e.name, e.prompt_index) for e in entries] == [("video_001", 0), ("video_000", 1)]
+
+
+def test_restrict_generation_to_scored_videos(tmp_path: Path) -> None:
+    from stream_r1.eval.evaluate import _restrict_generation
+    from stream_r1.eval.matching import VideoEntry
+
+    gen = {"fps": 99.0, "videos": [{"path": "a.mp4", "fps": 10.0, "chunk_latency_ms": [5.0]},
+                                   {"path": "b.mp4", "fps": 30.0, "chunk_latency_ms": [7.0]}]}
+    kept = _restrict_generation(gen, [VideoEntry(tmp_path / "b.mp4", "p", None, "b")])
+    assert speed_metrics(kept) == {"fps": 30.0, "chunk_latency_ms_mean": 7.0, "chunk_latency_ms_p50": 7.0,
+                                   "chunk_latency_ms_p90": 7.0, "chunk_latency_ms_max": 7.0,
+                                   "first_chunk_latency_ms": 7.0}
+    both = [VideoEntry(tmp_path / n, "p", None, n) for n in ("a.mp4", "b.mp4")]
+    assert _restrict_generation(gen, both) is gen
