@@ -240,3 +240,100 @@ class FakeModelRegistryServer:
                      if a["name"] == q.get("name") and a["_version"] == q.get("parentResourceId")]
             return (200, {k: v for k, v in found[0].items() if k != "_version"}) if found else missing("artifact")
         return 404, {"code": "404", "message": f"the fake does not implement {method} {path}"}
+
+
+# ----------------------------------------------------------------------------------------------
+# FAKE Kubernetes API server: just the REST paths KubernetesClientApi calls, so the adapter over the
+# real `kubernetes` client (URL building, errors, JSON, watch streaming) is exercised over HTTP.
+# ----------------------------------------------------------------------------------------------
+
+
+class FakeKubeApiServer:
+    """In-memory custom objects + recorded pods/logs on 127.0.0.1 (a FAKE, not an API server)."""
+
+    def __init__(self, pods: list[dict[str, Any]] | None = None, log: str = "",
+                 installed: tuple[str, ...] = ("pytorchjobs", "trainjobs")) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.pods = pods or []
+        self.log = log
+        self.installed = installed
+        self.requests: list[tuple[str, str]] = []
+        self.watch_events: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                fake._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._handle(self, "POST")
+
+            def do_DELETE(self) -> None:
+                fake._handle(self, "DELETE")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    def __enter__(self) -> FakeKubeApiServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @staticmethod
+    def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason,
+                "code": code}
+
+    def _send(self, h: BaseHTTPRequestHandler, code: int, payload: Any, content_type: str = "application/json") -> None:
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        h.send_response(code)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlparse(h.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.requests.append((method, h.path))
+        parts = url.path.strip("/").split("/")
+        # /apis/<group>/<version>/namespaces/<ns>/<plural>[/<name>]
+        if parts[0] == "apis" and len(parts) >= 6:
+            ns, plural = parts[4], parts[5]
+            if plural not in self.installed:
+                return self._send(h, 404, self._status(404, "NotFound", "the server could not find the requested resource"))
+            if method == "POST":
+                body = json.loads(h.rfile.read(int(h.headers["Content-Length"])))
+                key = (ns, plural, body["metadata"]["name"])
+                if key in self.objects:
+                    return self._send(h, 409, self._status(409, "AlreadyExists", f"{plural} {key[2]!r} already exists"))
+                self.objects[key] = {**body, "metadata": {**body["metadata"], "uid": "u-1", "resourceVersion": "1"}}
+                return self._send(h, 201, self.objects[key])
+            if len(parts) == 7:
+                key = (ns, plural, parts[6])
+                if key not in self.objects:
+                    return self._send(h, 404, self._status(404, "NotFound", f"{plural} {parts[6]!r} not found"))
+                if method == "DELETE":
+                    self.objects.pop(key)
+                    return self._send(h, 200, self._status(200, "", "deleted") | {"status": "Success"})
+                return self._send(h, 200, self.objects[key])
+            if q.get("watch") in ("true", "True", "1"):
+                lines = "".join(json.dumps(e) + "\n" for e in self.watch_events)
+                return self._send(h, 200, lines)
+            items = [o for (n, p, _), o in self.objects.items() if n == ns and p == plural]
+            return self._send(h, 200, {"apiVersion": "v1", "kind": "List", "items": items[: int(q.get("limit", 500))],
+                                       "metadata": {"resourceVersion": "1"}})
+        # /api/v1/namespaces/<ns>/pods[/<name>/log]
+        if parts[:2] == ["api", "v1"] and parts[4] == "pods":
+            if len(parts) == 7 and parts[6] == "log":
+                return self._send(h, 200, self.log, "text/plain")
+            return self._send(h, 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": self.pods})
+        return self._send(h, 404, self._status(404, "NotFound", f"fake has no {method} {url.path}"))
