@@ -200,6 +200,8 @@ class CausalWanTransformer(WanTransformer3DModel):
             raise ValueError("CausalWanTransformer is text-to-video only: no image embeddings or attention_kwargs")
         if write_cache and kv_cache is None:
             raise ValueError("write_cache=True needs a kv_cache")
+        if write_cache and torch.is_grad_enabled():
+            raise RuntimeError("KV cache writes must run under torch.no_grad() (the context pass, method.md §5 item 7)")
         if attention_backend not in ("sdpa", "flex"):
             raise ValueError(f"attention_backend={attention_backend!r}; use 'sdpa' or 'flex'")
         t = self._check_inputs(hidden_states, timestep, encoder_hidden_states)

@@ -76,6 +76,12 @@ def _validate(
         )
     if rolling and denoiser.local_attn_frames == -1:
         raise ValueError("rolling=True needs a denoiser with local_attn_frames != -1 (model.local_attn_frames=9)")
+    rope_len = int(denoiser.transformer.config.rope_max_seq_len)
+    if not rolling and denoiser.local_attn_frames == -1 and num_frames > rope_len:
+        raise ValueError(
+            f"num_frames={num_frames} exceeds the model's absolute RoPE table ({rope_len} frames) with a full "
+            "cache; use rolling=True (windowed cache, relative positions) or fewer frames"
+        )
 
 
 def stream_chunks(

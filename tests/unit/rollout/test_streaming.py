@@ -109,6 +109,8 @@ def test_bad_arguments_fail_before_model_work(student: CausalWanTransformer, tex
         stream_chunks(den, text, num_frames=6, **{**kw, "timesteps": []})
     with pytest.raises(ValueError, match="rolling=True"):
         stream_chunks(den, text, num_frames=6, **{**kw, "rolling": True})
+    with pytest.raises(ValueError, match="absolute RoPE table"):
+        stream_chunks(den, text, num_frames=66, **kw)
 
 
 def test_bfloat16_stream_runs(student: CausalWanTransformer, text: torch.Tensor) -> None:
