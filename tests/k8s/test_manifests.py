@@ -151,3 +151,16 @@ def test_pvc_dev_patch_and_recurring_run_example(rendered):
     out = subprocess.run([sys.executable, str(MANIFESTS / "examples" / "recurring_run.py"), "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--cron" in out.stdout
+
+
+def test_cluster_training_runtime_validates(schema_dir):
+    objs = _render("../cluster")
+    assert [o["kind"] for o in objs] == ["ClusterTrainingRuntime"]
+    rt = objs[0]
+    assert validate.crd_errors(rt, schema_dir) == []
+    assert "namespace" not in rt["metadata"]  # cluster-scoped
+    job = rt["spec"]["template"]["spec"]["replicatedJobs"][0]
+    assert job["name"] == "node" and rt["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] == 3
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": job["template"]["spec"]["template"]["spec"]}
+    assert validate.core_errors(pod) == []
+    assert set(_images(objs)) == {DEFAULT_TRAIN_IMAGE}
