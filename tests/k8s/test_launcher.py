@@ -102,6 +102,18 @@ def test_trainjob_success_and_master_logs():
     assert lines and all(ln.startswith("[stream-r1-run-a-node-0-0-7hx2k] ") for ln in lines) and len(lines) == 4
 
 
+def test_trainjob_jobset_restart_counts_the_replacement_pod():
+    rec = json.loads((RECORDED / "trainjob_success.json").read_text())
+    replaced = json.loads(json.dumps(rec["polls"][2]["pods"][0]))
+    replaced["metadata"]["name"] = "stream-r1-run-a-node-0-0-q9z4m"  # new pod after a JobSet restart
+    replaced["metadata"]["creationTimestamp"] = "2026-11-22T03:30:00Z"
+    rec["polls"][2]["pods"] = [replaced]
+    backend, _, _, lines = _backend(rec, kind="trainjob")
+    result = backend.run(REQUEST)
+    assert result.state == "Succeeded" and result.restarts == 1
+    assert any(ln.startswith("[stream-r1-run-a-node-0-0-q9z4m] ") for ln in lines)
+
+
 def test_trainjob_deadline_exceeded():
     backend, api, _, _ = _backend("trainjob_deadline", kind="trainjob")
     result = backend.run(REQUEST)

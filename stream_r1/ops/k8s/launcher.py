@@ -22,7 +22,7 @@ from stream_r1.ops.k8s.api import ApiError, JobKind, KubeApi
 from stream_r1.ops.k8s.logs import LogFollower
 from stream_r1.ops.k8s.spec import ClusterJobSpec, job_name_for
 from stream_r1.ops.k8s.staging import copy_back, stage_request
-from stream_r1.ops.k8s.waiter import Observation, Phase, WaitPolicy, WaitState, advance, job_status
+from stream_r1.ops.k8s.waiter import Observation, Phase, WaitPolicy, WaitState, advance, job_status, master_pod
 from stream_r1.utils.logging import get_logger
 
 _log = get_logger(__name__)
@@ -208,7 +208,7 @@ class KubernetesJobBackend:
         return Observation(job=job, pods=pods)
 
     def _stream_logs(self, spec: ClusterJobSpec, obs: Observation, follower: LogFollower) -> None:
-        master = _master_pod(self.kind, obs.pods)
+        master = master_pod(self.kind, obs.pods)
         if master is not None:
             container = pytorchjob.CONTAINER if self.kind == "PyTorchJob" else trainjob.NODE
             follower.poll(self._api, spec.namespace, master["metadata"]["name"], container)
@@ -258,20 +258,6 @@ def _transient(e: ApiError) -> bool:
 
 
 _WAKE_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.RESTARTING})
-
-
-def _master_pod(kind: JobKind, pods: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
-    """The newest rank-0 pod (v1 replica-type master; v2 JobSet completion index 0)."""
-
-    def is_master(p: dict[str, Any]) -> bool:
-        labels = (p.get("metadata") or {}).get("labels") or {}
-        if kind == "PyTorchJob":
-            return labels.get("training.kubeflow.org/replica-type", "").lower() == "master"
-        return (labels.get("batch.kubernetes.io/job-completion-index") == "0"
-                and labels.get("jobset.sigs.k8s.io/replicatedjob-name") == trainjob.NODE)
-
-    masters = [p for p in pods if is_master(p)]
-    return max(masters, key=lambda p: p["metadata"].get("creationTimestamp", "")) if masters else None
 
 
 DEFAULT_TRAIN_IMAGE = "ghcr.io/stream-r1/stream-r1-train:0.1.0"

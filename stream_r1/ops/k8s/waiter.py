@@ -82,11 +82,13 @@ class WaitState:
     pod_restarts: int = 0
     api_errors: int = 0
     last_pod_error: str = ""
+    masters_seen: frozenset[str] = frozenset()
 
     @property
     def restarts(self) -> int:
-        """Restarts seen so far (operator Restarting transitions or container restart counts)."""
-        return max(self.job_restarts, self.pod_restarts)
+        """Restarts seen so far: operator Restarting transitions, container restart counts, or
+        replacement rank-0 pods (a JobSet restart of a TrainJob creates new pods)."""
+        return max(self.job_restarts, self.pod_restarts, len(self.masters_seen) - 1)
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,25 @@ def pod_report(pods: tuple[dict[str, Any], ...] | list[dict[str, Any]], fatal_re
     return PodReport(restarts, error, fatal.rstrip(": "))
 
 
+def master_pod(kind: str, pods: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest rank-0 pod: v1 replica-type master; v2 JobSet ``node`` job, completion index 0."""
+
+    def is_master(p: dict[str, Any]) -> bool:
+        labels = (p.get("metadata") or {}).get("labels") or {}
+        if kind == "PyTorchJob":
+            return labels.get("training.kubeflow.org/replica-type", "").lower() == "master"
+        return (labels.get("batch.kubernetes.io/job-completion-index") == "0"
+                and labels.get("jobset.sigs.k8s.io/replicatedjob-name") == "node")
+
+    masters = [p for p in pods if is_master(p)]
+    return max(masters, key=lambda p: p["metadata"].get("creationTimestamp", "")) if masters else None
+
+
+def _pod_key(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("uid") or meta.get("name"))
+
+
 def _failure(message: str, pod_error: str) -> str:
     return f"{message} | {pod_error}" if pod_error and pod_error not in message else message or pod_error
 
@@ -200,6 +221,7 @@ def advance(
     st = job_status(kind, obs.job)
     pods = pod_report(obs.pods, policy.fatal_waiting_reasons)
     entered_restart = st.phase is Phase.RESTARTING and state.phase is not Phase.RESTARTING
+    master = master_pod(kind, obs.pods)
     state = replace(
         state,
         phase=st.phase,
@@ -208,6 +230,7 @@ def advance(
         job_restarts=state.job_restarts + int(entered_restart),
         pod_restarts=max(state.pod_restarts, pods.restarts),
         last_pod_error=pods.error or state.last_pod_error,
+        masters_seen=state.masters_seen | ({_pod_key(master)} if master is not None else set()),
     )
     if st.phase is Phase.SUCCEEDED:
         return state, Verdict(True, "Succeeded", "")
