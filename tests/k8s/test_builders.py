@@ -57,6 +57,9 @@ def test_trainjob_validates_against_crd_and_cel_rules(schema_dir):
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["containers"][0]["name"] == "node"
     assert {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]} == {"/dev/shm", "/mnt/runs"}
+    (effective,) = validate.pod_templates(job)  # the node pod, strictly validated inside job_errors
+    assert effective["spec"]["containers"][0]["image"] == TRAIN_IMAGE
+    assert effective["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
 
 
 def test_schema_rejects_bad_field_types(schema_dir):

@@ -8,6 +8,7 @@ kinds and pod templates (strict catches misspelled keys).
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,23 @@ def core_errors(obj: dict[str, Any]) -> list[str]:
 
 
 def pod_templates(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every pod template inside a PyTorchJob (per replica type); TrainJobs carry only patches."""
+    """Every pod template of a job: per replica type (PyTorchJob), or per patched replicated job
+    (TrainJob: the runtime patch with the trainer's image, command, env and resources merged into
+    container ``node``, i.e. the pod the Trainer would create apart from the runtime's own fields)."""
     if job.get("kind") == "PyTorchJob":
         return [r["template"] for r in job["spec"]["pytorchReplicaSpecs"].values()]
-    return []
+    trainer = job["spec"].get("trainer") or {}
+    templates = []
+    for patch in job["spec"].get("runtimePatches") or []:
+        for rj in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            template = copy.deepcopy(rj["template"]["spec"]["template"])
+            for c in template["spec"].get("containers", []):
+                if c["name"] == "node":
+                    c.update({k: trainer[k] for k in ("image", "command", "args", "env") if k in trainer})
+                    if "resourcesPerNode" in trainer:
+                        c["resources"] = trainer["resourcesPerNode"]
+            templates.append(template)
+    return templates
 
 
 def job_errors(job: dict[str, Any], schema_dir: str | Path) -> list[str]:
