@@ -218,8 +218,11 @@ def _read_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _cast_like_diffusers(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Cast to ``dtype`` but keep diffusers' ``_keep_in_fp32_modules`` in fp32, as ``from_pretrained`` does."""
+def cast_keeping_fp32_modules(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast parameters to ``dtype`` in place but keep diffusers' ``_keep_in_fp32_modules`` in fp32.
+
+    The same dtype policy as ``from_pretrained(torch_dtype=...)``, for models built or loaded another way.
+    """
     keep = tuple(getattr(type(model), "_keep_in_fp32_modules", None) or ())
     for name, p in model.named_parameters():
         target = torch.float32 if any(m in name for m in keep) else dtype
@@ -282,7 +285,7 @@ def load_wan_transformer(
     sd = {original_to_diffusers_key(k): v for k, v in _read_safetensors_dir(path).items()}
     check_state_dict_keys(model, sd, f"original Wan weights in {path}")
     model.load_state_dict(sd, strict=True, assign=True)
-    _cast_like_diffusers(model, dtype)
+    cast_keeping_fp32_modules(model, dtype)
     return model.eval()
 
 
@@ -312,7 +315,7 @@ def load_student(
         sd = load_generator_state_dict(ckpt, use_ema=use_ema)
     check_state_dict_keys(model, sd, f"generator checkpoint {ckpt}")
     model.load_state_dict(sd, strict=True)
-    _cast_like_diffusers(model, dtype)
+    cast_keeping_fp32_modules(model, dtype)
     return model
 
 

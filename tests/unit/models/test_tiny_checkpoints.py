@@ -68,3 +68,16 @@ def test_idempotent_and_cli(tmp_path: Path, capsys) -> None:
     assert main(["make-tiny-checkpoints", str(root), "--no-reward"]) == 0
     assert "tiny checkpoints in" in capsys.readouterr().out
     assert (root / MANIFEST).read_text() == manifest  # same seed -> identical bytes
+
+
+def test_export_command_writes_a_stock_diffusers_dir(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    rc = main(["export", "--base", str(tiny_checkpoints / "base"), "--checkpoint", str(tiny_checkpoints / "ode_init.pt"),
+               "--output", str(out)])
+    assert rc == 0
+    model = WanTransformer3DModel.from_pretrained(str(out), local_files_only=True)
+    sd = load_generator_state_dict(tiny_checkpoints / "ode_init.pt", use_ema=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    assert main(["export", "--base", str(tiny_checkpoints / "base"), "--checkpoint",
+                 str(tiny_checkpoints / "ode_init.pt"), "--output", str(out), "--use-ema"]) == 2
