@@ -30,7 +30,7 @@ def stream_r1_pipeline(
     backend: str = "local",
     nproc_per_node: int = 1,
     eval_prompts: str = "tests/assets/prompts/tiny.txt",
-    gate_metric: str = "reward_overall",
+    gate_metric: str = "reward_overall_mean",
     gate_min_value: float = -1.0e9,
     registry: str = "mlflow",
     registry_uri: str = ".stream-r1/registry.db",

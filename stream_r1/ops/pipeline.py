@@ -91,10 +91,14 @@ def pipeline_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
     """
     from stream_r1.config import load_config
 
-    known = set(load_pipeline().component_spec.inputs or {})
-    unknown = sorted(set(params) - known)
+    inputs = load_pipeline().component_spec.inputs or {}
+    unknown = sorted(set(params) - set(inputs))
     if unknown:
-        raise ValueError(f"unknown pipeline parameter(s) {unknown}; known: {', '.join(sorted(known))}")
+        raise ValueError(f"unknown pipeline parameter(s) {unknown}; known: {', '.join(sorted(inputs))}")
+    missing = sorted(k for k, spec in inputs.items() if not spec.optional and k not in params and k != "config")
+    if missing:
+        raise ValueError(f"missing required pipeline parameter(s) {missing}; pass them as --param NAME=VALUE "
+                         "(e.g. --param checkpoint_source=s3://bucket/checkpoints/wan2.1)")
     load_config(config, list(params.get("overrides", [])))
     return {"config": config, **params}
 
@@ -226,8 +230,12 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
 
 def _fill_summary(summary: LocalRunSummary, store: ArtifactStore, workdir: Path, model_name: str) -> None:
     prefix = f"runs/{summary.run_id}"
-    summary.artifacts = [store.uri(k) for k in store.list_keys(prefix + "/") if k.endswith(".json")
-                         and ("MANIFEST" in k or k.endswith(("status.json", "metrics.json")))]
+    counts: dict[str, int] = {}
+    for key in store.list_keys(prefix + "/"):
+        step = "/".join(key.split("/")[:3]) + ("/" if key.count("/") > 2 else "")
+        counts[step] = counts.get(step, 0) + 1
+    summary.artifacts = [f"{store.uri(k)}  ({n} objects)" if k.endswith("/") else store.uri(k)
+                         for k, n in sorted(counts.items())]
     if store.exists(f"{prefix}/status.json"):
         summary.state = str(store.get_json(f"{prefix}/status.json").get("state", summary.state))
     if store.exists(f"{prefix}/evaluate/metrics.json"):

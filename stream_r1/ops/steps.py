@@ -123,7 +123,7 @@ def make_backend(name: str, **kwargs: Any) -> JobBackend:
 
         return LocalJobBackend(**kwargs)
     if name in ("pytorchjob", "trainjob"):
-        from stream_r1.ops.jobs import launcher  # the Kubernetes issue's backends (H8)
+        from stream_r1.ops.k8s import launcher  # the Kubernetes issue's backends
 
         return launcher.make_backend(name, **kwargs)
     raise ValueError(f"unknown job backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -220,16 +220,15 @@ def read_metrics(path: str, metadata: dict[str, Any] | None = None) -> dict[str,
 
 
 def find_export(run_dir: str | Path) -> Path:
-    """The exported student (diffusers layout) inside a trainer run directory.
+    """The trainer's export directory (``final/`` with ``generator/``, ``generator_ema/``, ``model.pt``).
 
     Raises:
         FileNotFoundError: the trainer wrote no export.
     """
-    run_dir = Path(run_dir)
-    for cand in ("export/generator_ema", "export/generator", "export"):
-        if (run_dir / cand / "config.json").is_file():
-            return run_dir / cand
-    raise FileNotFoundError(f"no exported student (config.json under export/) in {run_dir}; "
+    final = Path(run_dir) / "final"
+    if (final / "generator" / "config.json").is_file():
+        return final
+    raise FileNotFoundError(f"no exported student (final/generator/config.json) in {run_dir}; "
                             "did `stream-r1 train` finish its final export?")
 
 
@@ -262,8 +261,10 @@ def evaluate_from_artifacts(checkpoints_dir: str, run_dir: str, config: str, pro
         The numeric entries of ``metrics.json`` (also copied to ``metrics_path``; the report to ``report_path``).
     """
     out = Path(run_dir).parent / f"{Path(run_dir).name}-evaluate"
+    export = find_export(run_dir)
+    student = export / "generator_ema" if (export / "generator_ema" / "config.json").is_file() else export / "generator"
     args = ["evaluate", "--config", config, "--set", f"checkpoints.root={checkpoints_dir}",
-            "--checkpoint", str(find_export(run_dir)), "--prompts", prompts, "--output", str(out)]
+            "--checkpoint", str(student), "--prompts", prompts, "--output", str(out)]
     run_cli(args)
     for name in ("metrics.json", "report.html"):
         if not (out / name).is_file():

@@ -1,0 +1,93 @@
+"""``stream-r1 pipeline compile | run-local | submit | schedule``: the Kubeflow pipeline from the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "pipeline"
+HELP = "compile, run locally (tiny, real S3), submit or schedule the Kubeflow pipeline"
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    p.add_argument("--namespace", default="kubeflow", help="Kubernetes namespace (profile) of the run")
+    p.add_argument("--token-file", help="file holding a bearer token (default: env KFP_TOKEN, else none)")
+    p.add_argument("--experiment", default="stream-r1", help="KFP experiment name")
+    p.add_argument("--package", help="compiled pipeline YAML (default: compile the checkout's DAG)")
+
+
+def _run_args(p: argparse.ArgumentParser, default_config: str) -> None:
+    p.add_argument("--config", default=default_config, help="training preset or YAML (checked before submitting)")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   help="pipeline parameter (JSON-parsed when possible), e.g. --param backend=pytorchjob; repeatable")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = sub.add_parser("compile", help="compile pipelines/stream_r1.py to IR YAML")
+    c.add_argument("--output", help="output YAML (default pipelines/compiled/stream_r1.yaml)")
+
+    r = sub.add_parser("run-local", help="run the whole DAG here on tiny checkpoints with a loopback S3 server")
+    _run_args(r, "tiny_cpu")
+    r.add_argument("--workdir", default=".stream-r1/local",
+                   help="persistent state: bucket data, registry.db, pipeline_root, tiny checkpoints")
+    r.add_argument("--endpoint", help="use this S3 URL (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) "
+                                      "instead of starting SeaweedFS")
+    r.add_argument("--bucket", default="stream-r1", help="bucket for runs/<run-id>/...")
+
+    s = sub.add_parser("submit", help="submit one run to a Kubeflow Pipelines cluster")
+    _cluster_args(s)
+    _run_args(s, "wan2.1_t2v_1.3b_stream_r1")
+    s.add_argument("--run-name", required=True, help="display name of the run")
+
+    k = sub.add_parser("schedule", help="create a recurring run (scheduled retraining)")
+    _cluster_args(k)
+    _run_args(k, "wan2.1_t2v_1.3b_stream_r1")
+    k.add_argument("--job-name", required=True, help="name of the recurring run")
+    k.add_argument("--cron", required=True, help="6-field cron (sec min hour dom month dow), e.g. '0 0 3 * * 1'")
+
+
+def _print_summary(s: object) -> None:
+    from stream_r1.ops.pipeline import LocalRunSummary
+
+    assert isinstance(s, LocalRunSummary)
+    print(f"\nrun {s.run_id}: {s.state} in {s.wall_seconds:.0f} s (S3 {s.endpoint}, bucket {s.bucket})")
+    if s.error:
+        print(f"error: {s.error.splitlines()[0] if s.error else ''}")
+    print("artifacts:")
+    for uri in s.artifacts:
+        print(f"  {uri}")
+    if s.metrics:
+        print("metrics:")
+        for k, v in sorted(s.metrics.items()):
+            print(f"  {k} = {v:.6g}")
+    print(f"registered model: {s.registered or '(none: gate not passed or run failed)'}")
+    if s.tensorboard_logdir:
+        print(f"TensorBoard: .venv/bin/tensorboard --logdir {s.tensorboard_logdir} --host 127.0.0.1")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream_r1.ops import pipeline as pl
+
+    if args.action == "compile":
+        print(pl.compile_pipeline(args.output))
+        return 0
+    params = pl.parse_params(args.params)
+    if args.action == "run-local":
+        summary = pl.run_local(workdir=args.workdir, endpoint=args.endpoint, bucket=args.bucket, config=args.config,
+                               params=params)
+        _print_summary(summary)
+        return 0 if summary.state == "SUCCEEDED" else 1
+    arguments = pl.pipeline_arguments(args.config, params)
+    if args.action == "schedule":
+        pl.validate_cron(args.cron)  # before any cluster call
+    client = pl.kfp_client(args.host, args.namespace, args.token_file)
+    if args.action == "submit":
+        run_id = pl.submit(client, arguments, experiment=args.experiment, run_name=args.run_name,
+                           namespace=args.namespace, package=args.package)
+        print(f"submitted run {run_id} ({args.run_name}) to {args.host}")
+    else:
+        rec = pl.schedule(client, arguments, experiment=args.experiment, job_name=args.job_name, cron=args.cron,
+                          namespace=args.namespace, package=args.package)
+        print(f"recurring run {rec} ({args.job_name}, cron '{args.cron}', max_concurrency=1, no catch-up)")
+    return 0
