@@ -15,6 +15,12 @@ _LAZY = {
     "CausalDenoiser": "stream_r1.models.denoiser",
     "BidirectionalDenoiser": "stream_r1.models.denoiser",
     "dense_block_causal_mask": "stream_r1.models.block_mask",
+    "load_wan_transformer": "stream_r1.models.loading",
+    "load_student": "stream_r1.models.loading",
+    "load_generator_state_dict": "stream_r1.models.loading",
+    "export_diffusers": "stream_r1.models.loading",
+    "TextEncoder": "stream_r1.models.text_encoder",
+    "WanVAE": "stream_r1.models.vae",
 }
 
 __all__ = sorted(_LAZY)
