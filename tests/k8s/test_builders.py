@@ -142,3 +142,19 @@ def test_cpu_only_spec_has_no_gpu_limit(schema_dir):
     c = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in c["resources"]["limits"] and job["spec"]["nprocPerNode"] == "1"
     assert "nodeSelector" not in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+
+
+def test_pytorchjob_round_trips_through_the_typed_sdk_models():
+    """kubeflow-training 1.9.4's typed models drop unknown keys, so a lossless round trip means every
+    field name of the manifest is one the v1 API knows (works without the CRD files)."""
+    from kubeflow.training.api_client import ApiClient
+
+    job = build_pytorchjob(make_spec(num_nodes=2))
+
+    class _Response:
+        data = json.dumps(job)
+
+    client = ApiClient()
+    typed = client.deserialize(_Response(), "KubeflowOrgV1PyTorchJob")
+    assert typed.spec.pytorch_replica_specs["Worker"].replicas == 1 and typed.spec.nproc_per_node == "8"
+    assert client.sanitize_for_serialization(typed) == job
