@@ -88,10 +88,20 @@ class VideoRewardModel(torch.nn.Module):
         device: str | torch.device = "cpu",
         *,
         base_dir: str | Path | None = None,
+        gradient_checkpointing: bool | None = None,
     ) -> VideoRewardModel:
-        """Load the official VideoReward layout (see :mod:`stream_r1.reward.loading`)."""
+        """Load the official VideoReward layout (see :mod:`stream_r1.reward.loading`).
+
+        Args:
+            path: VideoReward directory.
+            dtype: Parameter dtype (bfloat16 on GPU).
+            device: Target device.
+            base_dir: Base Qwen2-VL directory (default: found from ``model_config.json``).
+            gradient_checkpointing: Checkpoint ViT/LLM blocks for the saliency passes; None = on for CUDA
+                devices (the 80-frame ViT activations do not fit otherwise, method.md §6.2), off elsewhere.
+        """
         parts = load_video_reward(path, dtype=dtype, device=device, base_dir=base_dir)
-        return cls(
+        model = cls(
             parts.backbone,
             parts.rm_head,
             parts.tokenizer,
@@ -99,6 +109,11 @@ class VideoRewardModel(torch.nn.Module):
             parts.layout.means,
             parts.layout.stds,
         )
+        if gradient_checkpointing is None:
+            gradient_checkpointing = torch.device(device).type == "cuda"
+        if gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        return model
 
     @property
     def device(self) -> torch.device:
@@ -111,7 +126,7 @@ class VideoRewardModel(torch.nn.Module):
         transformers only checkpoints in training mode; Qwen2-VL has no dropout, so training mode
         computes exactly the same function.
         """
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.backbone.activation_checkpointing_enable({"use_reentrant": False})
         self.backbone.train()
 
     # ----------------------------------------------------------------------------- token side

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,3 +103,17 @@ def test_patch_reference_is_l2_aggregate_of_pixel_saliency(tiny_reward: VideoRew
     torch.testing.assert_close(patch.saliency["TA"], agg, rtol=1e-4, atol=1e-7)
     emb = tiny_reward.score_with_saliency(frames, PROMPT, metrics=("VQ", "TA"), space="embeds", opts=OPTS)
     assert emb.saliency["VQ"].shape == (t, h // 2, w // 2)
+
+
+def test_gradient_checkpointing_recomputes_and_matches(tiny_reward_dir: Path, frames: torch.Tensor) -> None:
+    plain = VideoRewardModel.from_checkpoint(tiny_reward_dir)
+    ckpt = VideoRewardModel.from_checkpoint(tiny_reward_dir, gradient_checkpointing=True)
+    calls = []
+    # A pre-hook: checkpoint's early-stopping recompute halts inside the last module, before forward hooks.
+    ckpt.backbone.model.visual.blocks[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+    a = plain.score_with_saliency(frames, PROMPT, metrics=("MQ", "TA"), opts=OPTS)
+    b = ckpt.score_with_saliency(frames, PROMPT, metrics=("MQ", "TA"), opts=OPTS)
+    assert len(calls) > 1  # the block ran again during backward (recomputation)
+    assert b.logits == pytest.approx(a.logits, abs=1e-6)
+    for axis in ("MQ", "TA"):
+        torch.testing.assert_close(b.saliency[axis], a.saliency[axis], rtol=1e-5, atol=1e-8)
