@@ -92,7 +92,8 @@ def intra_perplexity_weights(
         temporal_strength: s_t (0 disables the temporal factor: tau = 1).
 
     Returns:
-        Detached float32 ``[F, H, W]`` with mean 1 (computed in float64).
+        Detached ``[F, H, W]`` with mean 1, computed in float64 and returned in float64 for float64 input,
+        float32 otherwise.
 
     Raises:
         ValueError: Wrong rank, non-finite values, or floors/strengths out of [0, 1].
@@ -112,7 +113,8 @@ def intra_perplexity_weights(
     tau = temporal_factor(saliency, temporal_min=temporal_min, temporal_strength=temporal_strength)
     sigma = spatial_factor(saliency, spatial_min=spatial_min, spatial_strength=spatial_strength)
     w = tau.view(-1, 1, 1) * sigma
-    return (w / w.mean()).to(torch.float32)
+    out_dtype = saliency.dtype if saliency.dtype in (torch.float32, torch.float64) else torch.float32
+    return (w / w.mean()).to(out_dtype)
 
 
 def fusion_weights(rewards: dict[str, float], axes: list[str], temperature: float = 1.0) -> dict[str, float]:

@@ -39,6 +39,9 @@ def test_intra_hand_worked_example() -> None:
     w = intra_perplexity_weights(s)
     expected = torch.tensor([[[0.15 / 0.575 / 3, 1 / 0.575 / 3]], [[5 / 3, 5 / 3]]])
     torch.testing.assert_close(w, expected, rtol=0, atol=1e-6)
+    w64 = intra_perplexity_weights(s.double())
+    assert w64.dtype == torch.float64
+    torch.testing.assert_close(w64, expected.double(), rtol=0, atol=1e-7)
     torch.testing.assert_close(temporal_factor(s, normalise=False), torch.tensor([0.2, 1.0], dtype=torch.float64))
 
 
