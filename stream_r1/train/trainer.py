@@ -286,7 +286,9 @@ class Trainer:
         if self.world.is_main:
             ema = self.ema.shadow if self.ema is not None else None
             export_generator(self.options.output_dir / "final", resolve_checkpoint_path(self.cfg, "base"), gen, ema)
-            last = self.history[-1] if self.history else {}
+            last: dict[str, float] = {}
+            for row in self.history:
+                last.update(row)
             flat = {f"{sec}.{k}": v for sec, d in config_to_dict(self.cfg).items() if isinstance(d, dict)
                     for k, v in d.items() if isinstance(v, int | float | str | bool)}
             hp_metrics = {f"hparam/{k}": float(last[k]) for k in ("loss/critic", "loss/generator") if k in last}
