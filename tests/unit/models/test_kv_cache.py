@@ -124,18 +124,21 @@ def test_long_rolling_stream_keeps_memory_and_rope_positions_bounded(
         den_full.predict_x0(x0, torch.full((1, 3), 500.0), text_emb, full, 63)
 
 
-def test_rolling_chunk_attends_sink_plus_window_with_relative_rope(text_emb: torch.Tensor) -> None:
+@pytest.mark.parametrize(("alpha", "sink_chunk"), [(1.0, 0), (0.0, 1)])
+def test_rolling_chunk_attends_sink_plus_window_with_relative_rope(
+    text_emb: torch.Tensor, alpha: float, sink_chunk: int
+) -> None:
     """Exact geometry check on a 1-layer model (its K/V depend only on each token's own input).
 
-    After 3 chunks in a 9-frame rolling cache (sink 3, alpha 1 so the sink stays chunk 0), chunk 3 must
-    see exactly [chunk 0, chunk 2, chunk 3] at RoPE positions 0..8, i.e. the masked full-sequence forward
-    over that concatenation.
+    After 3 chunks in a 9-frame rolling cache (sink 3), chunk 3 evicts chunk 1: with alpha = 1 the sink
+    stays chunk 0, with alpha = 0 it becomes chunk 1. Chunk 3 must see exactly [sink, chunk 2, chunk 3]
+    at RoPE positions 0..8, i.e. the masked full-sequence forward over that concatenation.
     """
     from .conftest import TINY_WAN
 
     torch.manual_seed(3)
     one = CausalWanTransformer(**{**TINY_WAN, "num_layers": 1}).eval()
-    roll = CausalDenoiser(one, frames_per_block=3, local_attn_frames=9, sink_frames=3, sink_ema_alpha=1.0)
+    roll = CausalDenoiser(one, frames_per_block=3, local_attn_frames=9, sink_frames=3, sink_ema_alpha=alpha)
     gen = torch.Generator().manual_seed(4)
     clean = [torch.randn(1, 3, 16, 8, 8, generator=gen) for _ in range(3)]
     x_t = torch.randn(1, 3, 16, 8, 8, generator=gen)
@@ -146,7 +149,7 @@ def test_rolling_chunk_attends_sink_plus_window_with_relative_rope(text_emb: tor
             roll.write_context(x0, text_emb, cache, 3 * c)
         got = roll.predict_x0(x_t, t, text_emb, cache, 9)
         ref = roll.forward_full(
-            torch.cat([clean[0], clean[2], x_t], dim=1), torch.cat([torch.zeros(1, 6), t], dim=1), text_emb
+            torch.cat([clean[sink_chunk], clean[2], x_t], dim=1), torch.cat([torch.zeros(1, 6), t], dim=1), text_emb
         )[:, 6:]
         # and it is not the full-history answer
         full = roll.forward_full(torch.cat([*clean, x_t], dim=1), torch.cat([torch.zeros(1, 9), t], dim=1), text_emb)
