@@ -117,3 +117,37 @@ def test_gradient_checkpointing_recomputes_and_matches(tiny_reward_dir: Path, fr
     assert b.logits == pytest.approx(a.logits, abs=1e-6)
     for axis in ("MQ", "TA"):
         torch.testing.assert_close(b.saliency[axis], a.saliency[axis], rtol=1e-5, atol=1e-8)
+
+
+# The chat template shipped in Qwen2-VL-2B-Instruct's tokenizer/processor config.
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_chat_text_equals_rendered_qwen2vl_template(tiny_reward: VideoRewardModel) -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video", "video": "file://x.mp4"},
+                {"type": "text", "text": build_reward_text(PROMPT)},
+            ],
+        }
+    ]
+    rendered = tiny_reward.tokenizer.apply_chat_template(
+        messages, chat_template=QWEN2_VL_CHAT_TEMPLATE, tokenize=False, add_generation_prompt=True
+    )
+    # The processor then expands the single <|video_pad|> into one token per merged patch.
+    assert build_chat_text(PROMPT, 5) == rendered.replace("<|video_pad|>", "<|video_pad|>" * 5)
