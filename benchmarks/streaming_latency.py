@@ -13,6 +13,8 @@ Check (issue 2 §8): with the window, median(last 10 chunks) / median(chunks 2-1
 largest frame count; the script prints the ratio and exits 1 when it is violated. Each case runs
 ``--repeats`` times and the per-chunk minimum is kept (load on a shared machine only ever slows a chunk). Chunk latency is the
 transformer part (4 denoising steps + context pass) plus, with ``--with-vae``, the streaming VAE decode.
+On CPU it is the thread's CPU time per chunk (``--clock cpu``, one torch thread): on a shared machine
+wall time mostly measures the neighbours; on a GPU it is synchronised wall time.
 """
 
 from __future__ import annotations
@@ -117,18 +119,23 @@ def run_case(
     stream = vae.new_stream() if vae is not None else None
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
+    cpu_mark = time.thread_time()
     with torch.no_grad():
         for chunk in stream_chunks(
             den, text.to(device), num_frames=num_frames, latent_shape=(16, h, w), timesteps=args.steps,
             generator=gen, rolling=windowed, dtype=dtype, device=device,
         ):
-            ms = chunk.latency_ms
+            wall_ms = chunk.latency_ms
             if stream is not None:
                 t0 = time.perf_counter()
                 stream.push(chunk.x0)
                 sync()
-                ms += 1000.0 * (time.perf_counter() - t0)
-            res.chunk_ms.append(ms)
+                wall_ms += 1000.0 * (time.perf_counter() - t0)
+            now = time.thread_time()
+            # CPU time of this thread between yields = the chunk's own compute (+ its decode), immune to
+            # other processes on a shared CPU (single-threaded torch); wall time on GPUs.
+            res.chunk_ms.append(1000.0 * (now - cpu_mark) if args.clock == "cpu" else wall_ms)
+            cpu_mark = time.thread_time()
     sync()
     res.seconds = time.perf_counter() - start
     return res
@@ -143,6 +150,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--with-vae", action="store_true", help="also decode every chunk (default on with --full-size)")
     p.add_argument("--dtype", default=None, help="float32 (tiny default) or bfloat16 (full-size default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", choices=["cpu", "wall"], default=None,
+                   help="chunk timing: thread CPU time (default on CPU, needs --threads 1) or wall time (GPU default)")
     p.add_argument("--repeats", type=int, default=3, help="runs per case; the per-chunk minimum is reported")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (1: stable timings on a shared CPU)")
     p.add_argument("--latent-hw", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -157,6 +166,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.shift = cfg.rollout.timestep_shift
     args.steps = warped_timesteps(list(cfg.rollout.denoising_steps), cfg.rollout.timestep_shift)
     args.with_vae = args.with_vae or args.full_size
+    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        p.error("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
     return args
 
 
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"window ratio at {window[-1]['num_latent_frames']} frames: {ratio:.3f} "
               f"({'OK' if ok else 'FAIL'}, limit {RATIO_LIMIT})")
     if args.output:
-        meta = {"device": str(device), "repeats": args.repeats, "dtype": args.dtype, "full_size": args.full_size, "with_vae": args.with_vae,
+        meta = {"device": str(device), "repeats": args.repeats, "clock": args.clock, "dtype": args.dtype, "full_size": args.full_size, "with_vae": args.with_vae,
                 "latent_hw": list(args.latent_hw), "torch": torch.__version__, "threads": torch.get_num_threads()}
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump({"meta": meta, "results": results}, f, indent=2)

@@ -52,13 +52,13 @@ def write_tiny_checkpoints(root: str | Path, *, seed: int = 0, with_reward: bool
     Raises:
         RuntimeError: ``with_reward`` but the VideoReward writer is not available in this checkout.
     """
-    from stream_r1.models.tiny import write_tiny_models
     from stream_r1.utils.io import atomic_write_json, sha256_file
 
     root = Path(root)
     parts = MODEL_PARTS + ((REWARD_PART,) if with_reward else ())
     if not force and _manifest_ok(root, parts):
         return root
+    from stream_r1.models.tiny import write_tiny_models  # heavy (diffusers, transformers): only when writing
     if with_reward and not reward_writer_available():
         raise RuntimeError(
             "stream_r1.reward.tiny.write_tiny_videoreward is not available in this checkout, so VideoReward/ "

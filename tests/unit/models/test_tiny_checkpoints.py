@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
@@ -81,3 +82,16 @@ def test_export_command_writes_a_stock_diffusers_dir(tiny_checkpoints: Path, tmp
         assert torch.equal(v, sd[k]), k
     assert main(["export", "--base", str(tiny_checkpoints / "base"), "--checkpoint",
                  str(tiny_checkpoints / "ode_init.pt"), "--output", str(out), "--use-ema"]) == 2
+
+
+def test_videoreward_part_loads(tiny_checkpoints: Path) -> None:
+    from stream_r1.commands.make_tiny_checkpoints import REWARD_PART, reward_writer_available
+
+    if not reward_writer_available():
+        pytest.skip("stream_r1.reward.tiny is not in this checkout yet")
+    from stream_r1.reward.model import VideoRewardModel
+
+    files = json.loads((tiny_checkpoints / MANIFEST).read_text())["files"]
+    assert any(f.startswith(f"{REWARD_PART}/") for f in files)
+    model = VideoRewardModel.from_checkpoint(tiny_checkpoints / REWARD_PART)
+    assert isinstance(model, VideoRewardModel)
