@@ -113,3 +113,16 @@ def test_missing_pieces(tiny_reward_dir: Path, tmp_path: Path) -> None:
     shutil.rmtree(dst / f"checkpoint-{TINY_STEP}")
     with pytest.raises(FileNotFoundError, match="checkpoint-"):
         read_layout(dst)
+
+
+def test_tiny_writer_is_deterministic_and_refuses_non_empty_dir(tiny_reward_dir: Path, tmp_path: Path) -> None:
+    from stream_r1.reward.tiny import write_tiny_videoreward
+    from stream_r1.utils.io import sha256_file
+
+    def digests(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+    again = write_tiny_videoreward(tmp_path / "again")
+    assert digests(again) == digests(tiny_reward_dir)
+    with pytest.raises(ValueError, match="not an empty directory"):
+        write_tiny_videoreward(again)
