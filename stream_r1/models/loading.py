@@ -120,6 +120,15 @@ def _naming_of(path: Path, obj: Any, sd: dict[str, Any]) -> KeyNaming:
     return naming
 
 
+def _generator_holder(path: Path) -> tuple[CheckpointInfo, dict[str, Any]]:
+    obj = _read_raw(path)
+    layout, holder = _classify(path, obj)
+    sd = holder.get("generator_ema", holder.get("generator")) if layout == "nested" else holder
+    info = CheckpointInfo(path, layout, "generator_ema" in holder if layout == "nested" else False,
+                          _naming_of(path, obj, sd), len(sd))
+    return info, sd
+
+
 def inspect_generator_checkpoint(path: str | Path) -> CheckpointInfo:
     """Peek at a generator checkpoint cheaply (memory-mapped) to validate it before any model loads.
 
@@ -127,12 +136,7 @@ def inspect_generator_checkpoint(path: str | Path) -> CheckpointInfo:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the layout or key naming is not recognised (the message lists the layouts tried).
     """
-    path = Path(path)
-    obj = _read_raw(path)
-    layout, holder = _classify(path, obj)
-    sd = holder.get("generator_ema", holder.get("generator")) if layout == "nested" else holder
-    return CheckpointInfo(path, layout, "generator_ema" in holder if layout == "nested" else False,
-                          _naming_of(path, obj, sd), len(sd))
+    return _generator_holder(Path(path))[0]
 
 
 def to_diffusers_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -192,6 +196,16 @@ def load_generator_state_dict(path: str | Path, *, use_ema: bool) -> dict[str, t
 # ------------------------------------------------------------------------------------------- directories
 
 
+def read_transformer_config(directory: str | Path) -> dict[str, Any]:
+    """A transformer directory's config in diffusers terms (original Wan configs are translated).
+
+    Raises:
+        FileNotFoundError: no ``config.json``.
+    """
+    cfg = _read_config(Path(directory))
+    return original_to_diffusers_config(cfg) if is_original_config(cfg) else cfg
+
+
 def _read_config(directory: Path) -> dict[str, Any]:
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
@@ -216,6 +230,50 @@ def _read_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
     for f in files:
         sd.update(load_file(str(f)))
     return sd
+
+
+def transformer_dir_shapes(directory: str | Path) -> dict[str, tuple[int, ...]]:
+    """Diffusers key -> shape of a transformer directory's weights, read from safetensors headers only."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    cfg = _read_config(directory)
+    index = directory / WEIGHTS_INDEX_NAME
+    if index.is_file():
+        files = sorted({directory / s for s in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
+    else:
+        files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{directory} has no *.safetensors weights")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as handle:
+            for k in handle.keys():  # noqa: SIM118 -- safe_open handles are not iterable
+                shapes[k] = tuple(handle.get_slice(k).get_shape())
+    if is_original_config(cfg):
+        return {original_to_diffusers_key(k): v for k, v in shapes.items()}
+    return shapes
+
+
+def check_checkpoint_matches_base(base_dir: str | Path, checkpoint: str | Path) -> CheckpointInfo:
+    """Cheaply check a generator checkpoint against the base architecture (headers / memory-mapped tensors).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: unknown layout, or keys/shapes that do not match the base transformer.
+    """
+    info, sd = _generator_holder(Path(checkpoint))
+    want = transformer_dir_shapes(base_dir)
+    have = {k: tuple(v.shape) for k, v in to_diffusers_state_dict(sd).items()}
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    bad = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if missing or unexpected or bad:
+        raise ValueError(
+            f"generator checkpoint {checkpoint} does not fit the base architecture in {base_dir} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {bad[:3]}); pass the checkpoint "
+            "of a student trained from this base, or point checkpoints.base at its architecture"
+        )
+    return info
 
 
 def cast_keeping_fp32_modules(model: torch.nn.Module, dtype: torch.dtype) -> None:

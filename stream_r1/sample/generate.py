@@ -20,7 +20,7 @@ import torch
 
 from stream_r1.config import config_hash, write_resolved_config
 from stream_r1.config.schema import RunConfig
-from stream_r1.models.loading import CheckpointInfo, inspect_generator_checkpoint
+from stream_r1.models.loading import CheckpointInfo, check_checkpoint_matches_base, read_transformer_config
 from stream_r1.utils.io import atomic_write_json
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.progress import progress
@@ -68,6 +68,18 @@ def read_prompts(path: str | Path) -> list[str]:
     if not prompts:
         raise ValueError(f"prompt file {path} is empty; write one prompt per line")
     return prompts
+
+
+def _check_rope_length(cfg: RunConfig, base_dir: Path, num_frames: int) -> None:
+    """A full cache uses absolute frame positions: the stream must fit the model's RoPE table."""
+    if cfg.model.local_attn_frames != -1:
+        return  # rolling window: relative positions over [sink ++ window] (§2.4), any length
+    rope = int(read_transformer_config(base_dir).get("rope_max_seq_len", 1024))
+    if num_frames > rope:
+        raise ValueError(
+            f"--num-frames={num_frames} with a full KV cache (model.local_attn_frames=-1) exceeds the model's "
+            f"rope_max_seq_len={rope}; use at most {rope} frames or a rolling window (model.local_attn_frames=9)"
+        )
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,8 @@ def plan_generation(
             if not (ckpt / "config.json").is_file():
                 raise ValueError(f"checkpoint directory {ckpt} has no config.json; expected a Wan transformer directory")
         else:
-            info = inspect_generator_checkpoint(ckpt)
+            info = check_checkpoint_matches_base(paths["base"], ckpt)
+    _check_rope_length(cfg, paths["base"], num_frames)
     has_ema = info is not None and info.has_ema
     if use_ema and not has_ema:
         what = "a directory" if ckpt is not None and ckpt.is_dir() else f"{ckpt} ({info.layout if info else 'base'})"

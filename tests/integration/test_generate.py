@@ -70,7 +70,12 @@ def _bad_cases(root: Path, tmp: Path, prompts: Path) -> list[tuple[list[str], st
     empty = tmp / "empty.txt"
     empty.write_text("\n \n")
     ode = str(root / "ode_init.pt")
+    teacher = tmp / "teacher.pt"
+    torch.save({"generator": load_generator_state_dict(ode, use_ema=False) | {"extra.weight": torch.zeros(1)}}, teacher)
     return [
+        (["--prompts", str(prompts), "--checkpoint", str(teacher)], "does not fit the base architecture"),
+        (["--prompts", str(prompts), "--checkpoint", ode, "--num-frames", "66", "--set", "model.local_attn_frames=-1"],
+         "exceeds the model's rope_max_seq_len=64"),
         (["--prompts", str(tmp / "missing.txt"), "--checkpoint", ode], "prompt file .* does not exist"),
         (["--prompts", str(empty), "--checkpoint", ode], "is empty"),
         (["--prompts", str(prompts), "--checkpoint", ode, "--num-frames", "7"], "use 6 or 9"),

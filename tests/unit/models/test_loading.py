@@ -262,3 +262,14 @@ def _teacher_ckpt(tmp_path: Path) -> Path:
     path = tmp_path / "teacher.pt"
     torch.save(build_tiny_transformer(0, teacher=True).state_dict(), path)
     return path
+
+
+def test_check_checkpoint_matches_base_reads_headers_only(student: WanTransformer3DModel, tmp_path: Path) -> None:
+    from stream_r1.models.loading import check_checkpoint_matches_base, read_transformer_config
+
+    export_original(student, tmp_path / "base")
+    assert read_transformer_config(tmp_path / "base")["num_attention_heads"] == 2
+    torch.save({"generator": original_state_dict(student, prefix="model.")}, tmp_path / "ok.pt")
+    assert check_checkpoint_matches_base(tmp_path / "base", tmp_path / "ok.pt").naming == "original"
+    with pytest.raises(ValueError, match="does not fit the base architecture"):
+        check_checkpoint_matches_base(tmp_path / "base", _teacher_ckpt(tmp_path))
