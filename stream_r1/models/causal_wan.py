@@ -28,7 +28,7 @@ import functools
 import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from stream_r1.models.block_mask import dense_block_causal_mask, flex_block_causal_mask
@@ -50,44 +50,52 @@ def _frame_gate(x: Tensor, y: Tensor, gate: Tensor, num_frames: int) -> Tensor:
     return (x.float().view(b, num_frames, t, d) + y.float().view(b, num_frames, t, d) * gate).view(b, n, d)
 
 
-def causal_block_forward(
-    block: WanTransformerBlock,
-    hidden_states: Tensor,
-    text: Tensor,
-    modulation: Tensor,
-    inputs: SelfAttentionInputs,
-    layer_idx: int,
-    cross_cache: KVCache | None,
-) -> Tensor:
-    """One Wan block with per-frame modulation (same math as ``WanTransformerBlock.forward``).
+class CausalWanTransformerBlock(WanTransformerBlock):
+    """``WanTransformerBlock`` (same modules and keys) whose forward applies per-frame modulation and
+    routes attention through the causal processor.
 
-    Args:
-        block: a stock ``WanTransformerBlock`` (its modules are used, its forward is not).
-        hidden_states: ``[B, F*T, dim]`` tokens (frame-major).
-        text: projected text ``[B, L, dim]``.
-        modulation: ``[B, F, 6, dim]`` time projection per latent frame.
-        inputs: self-attention inputs (RoPE, mask, cache).
-        layer_idx: block index (cache layer).
-        cross_cache: cache holding text K/V (used only without grad), or None.
-
-    Returns:
-        ``[B, F*T, dim]`` in ``hidden_states.dtype``.
+    The transformer calls each block as a module (``block(...)``), so FSDP / activation-checkpoint
+    wrappers hooked on the block see every call.
     """
-    num_frames = modulation.shape[1]
-    mods = (block.scale_shift_table.unsqueeze(0) + modulation.float()).chunk(6, dim=2)
-    shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = mods  # each [B, F, 1, dim]
-    dtype = hidden_states.dtype
 
-    normed = _frame_modulate(block.norm1(hidden_states.float()), scale_msa, shift_msa, num_frames).to(dtype)
-    attn_out = block.attn1(normed, None, None, None, inputs=inputs, layer_idx=layer_idx)
-    hidden_states = _frame_gate(hidden_states, attn_out, gate_msa, num_frames).to(dtype)
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor,
+        modulation: Tensor,
+        inputs: SelfAttentionInputs,
+        layer_idx: int = 0,
+        cross_cache: KVCache | None = None,
+    ) -> Tensor:
+        """One Wan block (same math as the stock forward, modulation per latent frame).
 
-    normed = block.norm2(hidden_states.float()).to(dtype)
-    hidden_states = hidden_states + block.attn2(normed, text, None, None, layer_idx=layer_idx, cross_cache=cross_cache)
+        Args:
+            hidden_states: ``[B, F*T, dim]`` tokens (frame-major).
+            encoder_hidden_states: projected text ``[B, L, dim]``.
+            modulation: ``[B, F, 6, dim]`` time projection per latent frame.
+            inputs: self-attention inputs (RoPE, mask, cache).
+            layer_idx: block index (cache layer).
+            cross_cache: cache holding text K/V (used only without grad), or None.
 
-    normed = _frame_modulate(block.norm3(hidden_states.float()), c_scale, c_shift, num_frames).to(dtype)
-    ff_out = block.ffn(normed)
-    return _frame_gate(hidden_states, ff_out, c_gate, num_frames).to(dtype)
+        Returns:
+            ``[B, F*T, dim]`` in ``hidden_states.dtype``.
+        """
+        num_frames = modulation.shape[1]
+        mods = (self.scale_shift_table.unsqueeze(0) + modulation.float()).chunk(6, dim=2)
+        shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = mods  # each [B, F, 1, dim]
+        dtype = hidden_states.dtype
+
+        normed = _frame_modulate(self.norm1(hidden_states.float()), scale_msa, shift_msa, num_frames).to(dtype)
+        attn_out = self.attn1(normed, None, None, None, inputs=inputs, layer_idx=layer_idx)
+        hidden_states = _frame_gate(hidden_states, attn_out, gate_msa, num_frames).to(dtype)
+
+        normed = self.norm2(hidden_states.float()).to(dtype)
+        cross = self.attn2(normed, encoder_hidden_states, None, None, layer_idx=layer_idx, cross_cache=cross_cache)
+        hidden_states = hidden_states + cross
+
+        normed = _frame_modulate(self.norm3(hidden_states.float()), c_scale, c_shift, num_frames).to(dtype)
+        ff_out = self.ffn(normed)
+        return _frame_gate(hidden_states, ff_out, c_gate, num_frames).to(dtype)
 
 
 class CausalWanTransformer(WanTransformer3DModel):
@@ -95,6 +103,9 @@ class CausalWanTransformer(WanTransformer3DModel):
 
     Construct exactly like ``WanTransformer3DModel`` (same arguments, config and weights).
     """
+
+    _no_split_modules = ["WanTransformerBlock", "CausalWanTransformerBlock"]
+    _repeated_blocks = ["WanTransformerBlock", "CausalWanTransformerBlock"]
 
     def __init__(
         self,
@@ -132,6 +143,21 @@ class CausalWanTransformer(WanTransformer3DModel):
             added_kv_proj_dim=added_kv_proj_dim,
             rope_max_seq_len=rope_max_seq_len,
             pos_embed_seq_len=pos_embed_seq_len,
+        )
+        # Same constructor arguments as the stock blocks -> identical parameters and state-dict keys.
+        self.blocks = nn.ModuleList(
+            [
+                CausalWanTransformerBlock(
+                    num_attention_heads * attention_head_dim,
+                    ffn_dim,
+                    num_attention_heads,
+                    qk_norm,
+                    cross_attn_norm,
+                    eps,
+                    added_kv_proj_dim,
+                )
+                for _ in range(num_layers)
+            ]
         )
         self.frame_rope = FrameRope(attention_head_dim, rope_max_seq_len)
         self.set_attn_processor(CausalWanAttnProcessor())
@@ -223,7 +249,7 @@ class CausalWanTransformer(WanTransformer3DModel):
         proj = proj.unflatten(2, (6, -1))  # [B, F, 6, dim]
 
         for i, block in enumerate(self.blocks):
-            fn = functools.partial(causal_block_forward, block, inputs=inputs, layer_idx=i, cross_cache=cross_cache)
+            fn = functools.partial(block, inputs=inputs, layer_idx=i, cross_cache=cross_cache)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 x = checkpoint(fn, x, text, proj, use_reentrant=False)
             else:

@@ -209,3 +209,19 @@ def test_text_kv_cache_is_bound_to_one_text_tensor(causal_wan: CausalWanTransfor
         ref = causal_wan(x, torch.zeros(1, 3), other, kv_cache=_full_cache(6), return_dict=False)[0]
     assert cache.cross_keys[1] is not cached_k
     assert torch.equal(got, ref)
+
+
+def test_blocks_are_called_as_modules_so_wrappers_see_them(
+    causal_wan: CausalWanTransformer, text_emb: torch.Tensor
+) -> None:
+    """FSDP / checkpoint wrappers hook a block's ``__call__``; the causal forward must go through it."""
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+
+    calls: list[int] = []
+    handles = [b.register_forward_pre_hook(lambda m, a, i=i: calls.append(i)) for i, b in enumerate(causal_wan.blocks)]
+    with torch.no_grad():
+        causal_wan(_latent(3), torch.zeros(1, 3), text_emb, frames_per_block=3)
+    for h in handles:
+        h.remove()
+    assert calls == [0, 1]
+    assert all(isinstance(b, WanTransformerBlock) for b in causal_wan.blocks)
