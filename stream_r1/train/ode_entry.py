@@ -1,0 +1,127 @@
+"""Runners of ``stream-r1 ode-pairs`` and ``stream-r1 ode-init`` (method.md §1.9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from stream_r1.config import config_hash
+from stream_r1.config.schema import RunConfig
+from stream_r1.distributed.collectives import barrier
+from stream_r1.distributed.env import init_distributed, shutdown_distributed, world_size_from_env
+from stream_r1.distributed.fsdp import make_strategy
+from stream_r1.distributed.state_dicts import full_model_state_dict
+from stream_r1.models.denoiser import BidirectionalDenoiser, CausalDenoiser
+from stream_r1.models.loading import load_wan_transformer
+from stream_r1.train.build import DTYPES, build_text_pipeline, master_dtype
+from stream_r1.train.data import PromptSampler, read_prompts
+from stream_r1.train.export import write_reference_pt
+from stream_r1.train.metrics import JsonlSink, MultiSink, NullSink, TensorBoardSink
+from stream_r1.train.ode_pairs import OdePairs, generate_pairs, plan_shards, write_index
+from stream_r1.train.ode_regression import regression_inputs, regression_loss
+from stream_r1.train.optim import build_adamw
+from stream_r1.train.preflight import resolve_checkpoint_path
+from stream_r1.utils.logging import get_logger
+from stream_r1.utils.seeding import make_generator
+
+log = get_logger(__name__)
+
+
+def _require(cfg: RunConfig, names: tuple[str, ...]) -> None:
+    missing = [f"checkpoints.{n}={str(resolve_checkpoint_path(cfg, n))!r}" for n in names
+               if not resolve_checkpoint_path(cfg, n).exists()]
+    if missing:
+        raise FileNotFoundError(f"missing weights: {', '.join(missing)}; set checkpoints.root or the paths with --set")
+
+
+def run_ode_pairs(cfg: RunConfig, output_dir: str | Path, prompts_file: str | None = None,
+                  teacher: str = "base") -> Path:
+    """Generate (or complete) an ODE-pairs directory; returns its ``index.json``.
+
+    Args:
+        cfg: Run config (``ode`` and ``rollout`` sections; ``train.seed``).
+        output_dir: Pairs directory (resumable).
+        prompts_file: Prompt file (default ``data.prompts``).
+        teacher: ``base`` (the 1.3B, as the reference ODE stage) or ``teacher`` (``checkpoints.teacher``).
+    """
+    if teacher not in ("base", "teacher"):
+        raise ValueError(f"--teacher {teacher!r} must be 'base' or 'teacher'")
+    prompts = read_prompts(prompts_file or cfg.data.prompts)
+    _require(cfg, (teacher, "text_encoder", "tokenizer"))
+    out = Path(output_dir)
+    world = init_distributed()
+    try:
+        dtype = DTYPES[cfg.model.dtype]
+        net = load_wan_transformer(resolve_checkpoint_path(cfg, teacher), causal=False, dtype=dtype).to(world.device)
+        net.requires_grad_(False)
+        den = BidirectionalDenoiser(net, shift=cfg.ode.shift)
+        cache, negative = build_text_pipeline(cfg, out / "text_cache", world.device)
+        generate_pairs(den, prompts, cache.get, negative.get(), out, cfg.ode, cfg.rollout, seed=cfg.train.seed,
+                       rank=world.rank, world_size=world.world_size, device=world.device, dtype=dtype)
+        barrier()
+        r = cfg.rollout
+        shape = [len(cfg.ode.stored_indices), r.num_frames, r.latent_channels, r.latent_height, r.latent_width]
+        index = out / "index.json"
+        if world.is_main:
+            write_index(out, prompts, plan_shards(len(prompts), cfg.ode.prompts_per_shard), shape, cfg.ode,
+                        config_hash(cfg))
+        barrier()
+        return index
+    finally:
+        shutdown_distributed()
+
+
+def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path) -> list[float]:
+    """Regress the student (from ``checkpoints.base``) on ODE pairs; writes ``output/ode_init.pt``.
+
+    Returns:
+        The per-step regression losses of this rank.
+    """
+    pairs = OdePairs(pairs_dir)
+    _require(cfg, ("base", "text_encoder", "tokenizer"))
+    world_size = world_size_from_env()
+    bs = cfg.ode.batch_size_per_rank
+    if len(pairs) < bs * world_size:
+        raise ValueError(f"{len(pairs)} ODE pairs cannot fill ode.batch_size_per_rank={bs} on {world_size} ranks")
+    out = Path(output_dir)
+    world = init_distributed()
+    try:
+        p = cfg.parallel
+        strategy = make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
+                                 reshard_after_forward=p.reshard_after_forward)
+        net = load_wan_transformer(resolve_checkpoint_path(cfg, "base"), causal=True, dtype=master_dtype(cfg))
+        net = strategy.prepare_trainable(net.to(world.device).train(), checkpointing=cfg.model.gradient_checkpointing)
+        student = CausalDenoiser(net, shift=cfg.rollout.timestep_shift,  # type: ignore[arg-type]
+                                 frames_per_block=cfg.model.frames_per_block,
+                                 attention_backend=cfg.model.attention_backend)
+        opt = build_adamw(net, cfg.ode.lr, cfg.optim)
+        sampler = PromptSampler(len(pairs), world.world_size, world.rank, bs, cfg.train.seed, cfg.data.shuffle)
+        cache, _ = build_text_pipeline(cfg, out / "text_cache", world.device)
+        compute = DTYPES[cfg.model.dtype]
+        sink = (MultiSink(TensorBoardSink(out / "tensorboard"), JsonlSink(out / "tensorboard" / "metrics.jsonl"))
+                if world.is_main else NullSink())
+        losses = []
+        for step in range(cfg.ode.num_steps):
+            items = [pairs[i] for i in sampler.next_indices()]
+            states = torch.stack([s for _, s in items]).to(world.device, compute)
+            emb = cache.get([pr for pr, _ in items]).to(world.device, compute)
+            gen = make_generator(cfg.train.seed, "ode-index", world.rank, step)
+            x_t, t, target = regression_inputs(states, pairs.timesteps, cfg.model.frames_per_block, gen)
+            opt.zero_grad(set_to_none=True)
+            loss = regression_loss(student, x_t, t, emb, target)
+            loss.backward()
+            strategy.reduce_gradients(net)
+            norm = strategy.clip_grad_norm(net, cfg.optim.grad_clip_norm)
+            opt.step()
+            losses.append(float(loss.detach()))
+            sink.scalars(step + 1, {"loss/ode": losses[-1], "grad_norm/generator": norm})
+        state = full_model_state_dict(net)
+        if world.is_main:
+            write_reference_pt(out / "ode_init.pt", state, None)
+            log.info("wrote %s", out / "ode_init.pt")
+        sink.close()
+        barrier()
+        return losses
+    finally:
+        shutdown_distributed()

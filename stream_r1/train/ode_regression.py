@@ -1,0 +1,52 @@
+"""Block-causal ODE regression of the student on teacher trajectories (method.md §1.9).
+
+The student sees the *whole* sequence at once through ``CausalDenoiser.forward_full`` (block mask,
+no KV cache). Each block of each sample takes a random one of the non-clean stored states (and its
+timestep); the target is the clean latent; plain MSE over frames whose t != 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stream_r1.models.denoiser import CausalDenoiser
+
+
+def regression_inputs(
+    states: Tensor, timesteps: list[float], frames_per_block: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Draw per-block noise levels from stored trajectories.
+
+    Args:
+        states: ``[B, S, F, C, H, W]`` stored states (noise first, clean last).
+        timesteps: ``S`` timesteps of the states (the last is 0).
+        frames_per_block: Latent frames per causal block.
+        gen: RNG for the per-block state index (on ``states``' device or CPU).
+
+    Returns:
+        ``(x_t [B, F, C, H, W], t [B, F], target [B, F, C, H, W])``.
+
+    Raises:
+        ValueError: ``F`` not a multiple of ``frames_per_block`` or a timestep count mismatch.
+    """
+    b, s, f = states.shape[:3]
+    if f % frames_per_block:
+        raise ValueError(f"{f} latent frames are not a multiple of frames_per_block={frames_per_block}")
+    if len(timesteps) != s:
+        raise ValueError(f"{len(timesteps)} timesteps for {s} stored states")
+    idx = torch.randint(0, s - 1, (b, f // frames_per_block), generator=gen, device=gen.device)
+    idx = idx.to(states.device).repeat_interleave(frames_per_block, dim=1)  # [B, F]
+    gather = idx[:, None, :, None, None, None].expand(b, 1, f, *states.shape[3:])
+    x_t = torch.gather(states, 1, gather)[:, 0]
+    t = torch.as_tensor(timesteps, dtype=torch.float32, device=states.device)[idx]
+    return x_t, t, states[:, -1]
+
+
+def regression_loss(student: CausalDenoiser, x_t: Tensor, t: Tensor, text_emb: Tensor, target: Tensor) -> Tensor:
+    """MSE between the block-causal x0 prediction and the clean latent over frames with ``t != 0``."""
+    pred = student.forward_full(x_t, t, text_emb)
+    mask = (t != 0).to(pred.dtype)[:, :, None, None, None]  # [B, F, 1, 1, 1]
+    err = (pred.float() - target.float()) ** 2 * mask
+    denom = mask.sum() * pred[0, 0].numel()
+    return err.sum() / denom.clamp_min(1.0)
