@@ -23,13 +23,10 @@ the library layout ``[B, F, C, H, W]`` is converted in :mod:`stream_r1.models.de
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from stream_r1.models.block_mask import dense_block_causal_mask, flex_block_causal_mask
 from stream_r1.models.causal_attention import AttentionBackend, CausalWanAttnProcessor, SelfAttentionInputs
@@ -249,11 +246,12 @@ class CausalWanTransformer(WanTransformer3DModel):
         proj = proj.unflatten(2, (6, -1))  # [B, F, 6, dim]
 
         for i, block in enumerate(self.blocks):
-            fn = functools.partial(block, inputs=inputs, layer_idx=i, cross_cache=cross_cache)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = checkpoint(fn, x, text, proj, use_reentrant=False)
+                # diffusers' checkpoint function (non-reentrant by default, or the one the trainer passed to
+                # enable_gradient_checkpointing); replays only read the cache, so recomputation is exact.
+                x = self._gradient_checkpointing_func(block, x, text, proj, inputs, i, cross_cache)
             else:
-                x = fn(x, text, proj)
+                x = block(x, text, proj, inputs, i, cross_cache)
 
         shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)  # [B, F, 1, dim]
         x = _frame_modulate(self.norm_out(x.float()), scale, shift, f).type_as(x)
