@@ -155,3 +155,23 @@ def test_rolling_chunk_attends_sink_plus_window_with_relative_rope(
         full = roll.forward_full(torch.cat([*clean, x_t], dim=1), torch.cat([torch.zeros(1, 9), t], dim=1), text_emb)
     assert (got - ref).abs().max().item() <= 1e-5
     assert (got - full[:, 9:]).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize(("rolling", "gib"), [(False, 6.03), (True, 2.59)])
+def test_full_size_cache_memory_matches_the_spec(rolling: bool, gib: float) -> None:
+    """1.3B student at 480x832 (60x104 latents, 1560 tokens/frame): 30 layers x K,V x 21 frames bf16
+    = 6.0 GB full cache (method.md §1.7); the rolling inference cache holds 9 frames. Allocated on meta."""
+    cache = KVCache.allocate(
+        num_layers=30,
+        batch_size=1,
+        capacity_frames=9 if rolling else 21,
+        tokens_per_frame=30 * 52,
+        heads=12,
+        head_dim=128,
+        window_frames=9 if rolling else -1,
+        sink_frames=3 if rolling else 0,
+        rolling=rolling,
+        dtype=torch.bfloat16,
+        device="meta",
+    )
+    assert cache.nbytes() / 1e9 == pytest.approx(gib, abs=0.01)
