@@ -112,3 +112,27 @@ def test_stream_r1_mode_weights_dmd_by_inter_and_intra(
 def test_balanced_overall_requires_a_balancer(causal_student, critic, teacher, vae, reward_model) -> None:
     with pytest.raises(ValueError, match="needs a RewardBalancer"):
         _distiller(causal_student, critic, teacher, vae, reward_model, RewardConfig(mode="BalancedOverall"))
+
+
+def test_batch_of_two_weights_each_rollout_by_its_own_reward(
+    causal_student, critic, teacher, vae, reward_model, text_emb, negative_emb
+) -> None:
+    from stream_r1.reward.preprocess import PreprocessOptions
+
+    cfg = RewardConfig(mode="Overall", intra=False, **TINY_REWARD)
+    distiller = _distiller(causal_student, critic, teacher, vae, reward_model, cfg)
+    prompts = ["a red fox in the snow", "a boat on the ocean at sunset"]
+    batch = DistillBatch(prompts, torch.cat([text_emb, negative_emb]), negative_emb)
+    loss, m = distiller.generator_loss(batch, 0, torch.Generator().manual_seed(8))
+    media = distiller.last_media
+    assert media is not None and media.rollout.shape == (2, 6, 16, 4, 4)
+    with torch.no_grad():
+        pixels = vae.decode(media.rollout)
+    opts = PreprocessOptions.from_config(cfg)
+    r = [sum(reward_model.score(pixels[b], p, opts).z.values()) / 3 for b, p in enumerate(prompts)]
+    assert r[0] != pytest.approx(r[1])
+    assert m["reward/r"] == pytest.approx(sum(r) / 2, rel=1e-5)
+    g = _replay_g(distiller, batch, 0, 8)
+    per_sample = 0.5 * (g**2).mean(dim=(1, 2, 3, 4))
+    expected = sum(math.exp(2.0 * r[b]) * float(per_sample[b]) for b in range(2)) / 2
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
