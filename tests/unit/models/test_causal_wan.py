@@ -41,6 +41,11 @@ def test_save_and_from_pretrained(tmp_path, stock_wan: WanTransformer3DModel) ->
     assert isinstance(causal, CausalWanTransformer)
     for k, v in causal.state_dict().items():
         assert torch.equal(v, stock_wan.state_dict()[k]), k
+    causal.save_pretrained(tmp_path / "causal")  # and back: the student loads as a stock critic/teacher
+    stock = WanTransformer3DModel.from_pretrained(tmp_path / "causal")
+    assert type(stock) is WanTransformer3DModel
+    for k, v in stock.state_dict().items():
+        assert torch.equal(v, stock_wan.state_dict()[k]), k
 
 
 @pytest.mark.parametrize("frames", [1, 3])
