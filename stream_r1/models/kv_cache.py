@@ -71,7 +71,7 @@ class KVCache:
     cross_keys: list[Tensor | None] = field(default_factory=list)
     cross_values: list[Tensor | None] = field(default_factory=list)
     cross_source: Tensor | None = None
-    _cross_version: int | None = None
+    _cross_version: int | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def allocate(
