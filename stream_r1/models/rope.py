@@ -38,6 +38,8 @@ class FrameRope:
         self._cos = torch.cat(cos, dim=1)
         self._sin = torch.cat(sin, dim=1)
         self._per_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        # (start, frames, h, w, device) -> (cos, sin); a stream reuses a handful of geometries every step.
+        self._grids: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def _tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
         device = torch.device(device)
@@ -69,6 +71,9 @@ class FrameRope:
                 f"RoPE positions frames [{frame_start}, {end}) x {height} x {width} exceed rope_max_seq_len="
                 f"{self.max_seq_len}; use a rolling cache (relative positions) or a model with a longer table"
             )
+        key = (frame_start, num_frames, height, width, torch.device(device))
+        if key in self._grids:
+            return self._grids[key]
         cos_all, sin_all = self._tables(device)
         out = []
         for table in (cos_all, sin_all):
@@ -78,6 +83,9 @@ class FrameRope:
             fh = h_part[:height].view(1, height, 1, -1).expand(*shape, -1)
             fw = w_part[:width].view(1, 1, width, -1).expand(*shape, -1)
             out.append(torch.cat([ft, fh, fw], dim=-1).reshape(1, num_frames * height * width, 1, -1))
+        if len(self._grids) >= 16:  # bounded: a few hundred MB at most at 1.3B scale
+            self._grids.clear()
+        self._grids[key] = (out[0], out[1])
         return out[0], out[1]
 
 
