@@ -48,8 +48,8 @@ def stream_r1_pipeline(
         fetch.set_caching_options(False)
         rid = fetch.outputs["Output"]
 
-        init = ode_init(checkpoints=fetch.outputs["checkpoints"], ode_init_path=ode_init_path, bucket=bucket,
-                        run_id=rid)
+        init = ode_init(checkpoints=fetch.outputs["checkpoints"], ode_init_path=ode_init_path, config=config,
+                        overrides=overrides, bucket=bucket, run_id=rid)
         init.set_caching_options(False)
 
         trained = train(checkpoints=fetch.outputs["checkpoints"], student_init=init.outputs["student_init"],

@@ -14,6 +14,7 @@ import secrets
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,7 +221,10 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "pipeline_root"),
                    workspace_root=str(workspace), raise_on_error=True)
         try:
-            pipeline(**args)
+            with warnings.catch_warnings():
+                # kfp.local warns when an image name lacks "python"; ours is pinned on purpose and unused locally.
+                warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
+                pipeline(**args)
         except RuntimeError as e:
             summary.error = str(e)
         _fill_summary(summary, ArtifactStore(creds, bucket), workdir, str(args.get("model_name", "stream-r1-student")))

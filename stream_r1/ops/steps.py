@@ -87,29 +87,39 @@ def fetch(source: str, bucket: str, run_id: str, out_dir: str) -> FetchResult:
     return fetch_checkpoints(source, store, run_prefix(run_id, "checkpoints"), out_dir)
 
 
-def ode_init(checkpoints_dir: str, supplied: str, out_file: str, bucket: str, run_id: str) -> dict[str, Any]:
-    """Step 2: the student's ODE-initialised weights.
+def ode_init(checkpoints_dir: str, supplied: str, out_file: str, bucket: str, run_id: str, config: str = "tiny_cpu",
+             overrides: list[str] | None = None) -> dict[str, Any]:
+    """Step 2: the student's ODE-initialised weights (Self-Forcing ``ode_init.pt`` layout).
 
     With ``supplied`` (a path, or a name inside ``checkpoints_dir`` such as ``ode_init.pt``) the
-    regression is skipped and that file is used.
+    regression is skipped and that file is used; otherwise ``stream-r1 ode-pairs`` (teacher trajectories)
+    then ``stream-r1 ode-init`` (block-causal regression) run on the fetched checkpoints.
 
     Raises:
         FileNotFoundError: the supplied file does not exist.
-        ValueError: nothing supplied and the ``ode-pairs``/``ode-init`` commands are not in this build.
     """
-    if not supplied:
-        raise ValueError("ode_init: pass ode_init_path (e.g. ode_init.pt from the fetched checkpoints); "
-                         "running ode-pairs + ode-init inside the pipeline is not wired in this build")
-    src = Path(supplied) if Path(supplied).is_absolute() else Path(checkpoints_dir) / supplied
-    if not src.is_file():
-        raise FileNotFoundError(f"ode_init_path {supplied!r} not found (looked at {src}); pass a path or a file "
-                                f"name inside the fetched checkpoints")
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, out_file)
+    info: dict[str, Any]
+    if supplied:
+        src = Path(supplied) if Path(supplied).is_absolute() else Path(checkpoints_dir) / supplied
+        if not src.is_file():
+            raise FileNotFoundError(f"ode_init_path {supplied!r} not found (looked at {src}); pass a path, a file "
+                                    "name inside the fetched checkpoints, or '' to run the ODE regression")
+        shutil.copyfile(src, out_file)
+        info = {"skipped_regression": True, "source": str(src)}
+    else:
+        work = Path(out_file).parent / f"{Path(out_file).name}-work"
+        common = ["--config", config, "--set", f"checkpoints.root={checkpoints_dir}"]
+        for o in overrides or []:
+            common += ["--set", o]
+        run_cli(["ode-pairs", *common, "--output", str(work / "pairs")])
+        run_cli(["ode-init", *common, "--pairs", str(work / "pairs"), "--output", str(work / "init")])
+        shutil.copyfile(work / "init" / "ode_init.pt", out_file)
+        info = {"skipped_regression": False, "pairs": str(work / "pairs")}
     store = open_store(bucket)
     key = f"{run_prefix(run_id, 'ode_init')}/ode_init.pt"
     store.upload_file(out_file, key)
-    return {"skipped_regression": True, "source": str(src), "s3_uri": store.uri(key)}
+    return {**info, "s3_uri": store.uri(key)}
 
 
 def make_backend(name: str, **kwargs: Any) -> JobBackend:

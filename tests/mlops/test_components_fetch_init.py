@@ -60,13 +60,13 @@ def test_ode_init_python_func_uses_supplied_file(s3_env, bucket_name, tiny_check
 
     out = dsl.Model(uri=str(tmp_path / "ode_init.pt"))
     ode_init.python_func(checkpoints=dsl.Model(uri=str(tiny_checkpoints)), ode_init_path="ode_init.pt",
-                         bucket=bucket_name, run_id="r1", student_init=out)
+                         config="tiny_cpu", overrides=[], bucket=bucket_name, run_id="r1", student_init=out)
     assert sha256_file(tmp_path / "ode_init.pt") == sha256_file(tiny_checkpoints / "ode_init.pt")
     assert out.metadata["skipped_regression"] is True
     assert ArtifactStore(s3_env, bucket_name).exists("runs/r1/ode_init/ode_init.pt")
     with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         ode_init.python_func(checkpoints=dsl.Model(uri=str(tiny_checkpoints)), ode_init_path="nope.pt",
-                             bucket=bucket_name, run_id="r1", student_init=out)
+                             config="tiny_cpu", overrides=[], bucket=bucket_name, run_id="r1", student_init=out)
 
 
 def test_fetch_then_ode_init_kfp_local(s3_env, bucket_name, tiny_checkpoints, kfp_local):
@@ -77,11 +77,29 @@ def test_fetch_then_ode_init_kfp_local(s3_env, bucket_name, tiny_checkpoints, kf
     @dsl.pipeline(name="fetch-init")
     def chain(source: str, bucket: str) -> dsl.Model:
         fetched = fetch_checkpoints(source=source, bucket=bucket, run_id="local-1", job_id="")
-        return ode_init(checkpoints=fetched.outputs["checkpoints"], ode_init_path="ode_init.pt", bucket=bucket,
-                        run_id=fetched.outputs["Output"]).outputs["student_init"]
+        return ode_init(checkpoints=fetched.outputs["checkpoints"], ode_init_path="ode_init.pt", config="tiny_cpu",
+                        overrides=[], bucket=bucket, run_id=fetched.outputs["Output"]).outputs["student_init"]
 
     result = chain(source=str(tiny_checkpoints), bucket=bucket_name)
     assert sha256_file(result.output.path) == sha256_file(tiny_checkpoints / "ode_init.pt")
     store = ArtifactStore(s3_env, bucket_name)
     assert store.exists("runs/local-1/checkpoints/MANIFEST.sha256.json")
     assert store.exists("runs/local-1/ode_init/ode_init.pt")
+
+
+@pytest.mark.slow
+def test_ode_init_python_func_runs_the_regression(s3_env, bucket_name, tiny_checkpoints, tmp_path, repo_root_path,
+                                                  monkeypatch):
+    """No supplied file: ode-pairs + ode-init run for real on the tiny teacher and produce a loadable ode_init.pt."""
+    import torch
+
+    from components.ode_init.component import ode_init
+
+    monkeypatch.chdir(repo_root_path)  # the preset's prompt file is repo-relative
+    out = dsl.Model(uri=str(tmp_path / "ode_init.pt"))
+    ode_init.python_func(checkpoints=dsl.Model(uri=str(tiny_checkpoints)), ode_init_path="", config="tiny_cpu",
+                         overrides=["ode.num_steps=1"], bucket=bucket_name, run_id="r2", student_init=out)
+    assert out.metadata["skipped_regression"] is False
+    state = torch.load(tmp_path / "ode_init.pt", map_location="cpu", weights_only=True)
+    assert "generator" in state and any(k.startswith("model.") for k in state["generator"])
+    assert ArtifactStore(s3_env, bucket_name).exists("runs/r2/ode_init/ode_init.pt")
