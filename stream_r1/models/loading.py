@@ -15,6 +15,7 @@ Loading is strict: a missing or unexpected key is an error, never silently skipp
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -389,8 +390,6 @@ def export_diffusers(model: WanTransformer3DModel, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     if staging.exists():
-        import shutil
-
         shutil.rmtree(staging)
     model.save_pretrained(str(staging), safe_serialization=True)
     cfg = json.loads((staging / "config.json").read_text(encoding="utf-8"))
