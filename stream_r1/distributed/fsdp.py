@@ -76,6 +76,23 @@ def _clip(model: nn.Module, max_norm: float) -> float:
     return float(norm)
 
 
+@dataclass(frozen=True)
+class _CastLatentInputs:
+    """Forward pre-hook: cast the latent (arg 0 / ``hidden_states``) and text (arg 2 /
+    ``encoder_hidden_states``) tensors to the FSDP2 compute dtype; timesteps and caches are left alone
+    (diffusers casts the time embedding itself; §5 item 12 keeps the time sinusoid precise)."""
+
+    dtype: torch.dtype
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        def cast(x: object) -> object:
+            return x.to(self.dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+        new_args = tuple(cast(a) if i in (0, 2) else a for i, a in enumerate(args))
+        new_kwargs = {k: cast(v) if k in ("hidden_states", "encoder_hidden_states") else v for k, v in kwargs.items()}
+        return new_args, new_kwargs
+
+
 @dataclass
 class NoShardStrategy:
     """Plain modules; with several ranks each holds a replica and gradients are averaged."""
@@ -126,7 +143,16 @@ class FSDP2Strategy:
         for dtype in (self.param_dtype, self.reduce_dtype):
             if dtype not in _DTYPES:
                 raise ValueError(f"parallel dtype {dtype!r} is not one of {sorted(_DTYPES)}")
-        policy = MixedPrecisionPolicy(param_dtype=_DTYPES[self.param_dtype], reduce_dtype=_DTYPES[self.reduce_dtype])
+        master = next(model.parameters()).dtype
+        compute = _DTYPES[self.param_dtype]
+        # FSDP2's own input casting rebuilds dataclass arguments (torch.distributed.utils._apply_to_tensors),
+        # which would hand the blocks a *copy* of the KV cache and lose its bookkeeping; so FSDP never
+        # touches inputs and only the latent/text tensors entering the root are cast (hook below).
+        policy = MixedPrecisionPolicy(
+            param_dtype=None if compute == master else compute,
+            reduce_dtype=_DTYPES[self.reduce_dtype],
+            cast_forward_inputs=False,
+        )
         blocks = getattr(model, "blocks", None)
         if isinstance(blocks, nn.ModuleList):
             for block in blocks:
@@ -134,6 +160,8 @@ class FSDP2Strategy:
         else:
             log.warning("%s has no .blocks ModuleList; sharding it as one unit", type(model).__name__)
         fully_shard(model, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
+        if compute != master:
+            model.register_forward_pre_hook(_CastLatentInputs(compute), with_kwargs=True)
         return model
 
     def prepare_trainable(self, model: nn.Module, *, checkpointing: bool) -> nn.Module:

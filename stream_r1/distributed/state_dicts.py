@@ -18,6 +18,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.tensor import DTensor
 
 from stream_r1.distributed.collectives import _active
 
@@ -49,3 +50,20 @@ def load_full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Opti
     """Load an FQN-keyed full optimizer state held by rank 0 into ``optimizer``."""
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=_active())
     set_optimizer_state_dict(model, optimizer, state, options=opts)
+
+
+@torch.no_grad()
+def parameter_digest(model: nn.Module) -> str:
+    """sha256 of every parameter, fully gathered on *this* rank (``DTensor.full_tensor``).
+
+    Unlike :func:`full_model_state_dict` (rank 0 only) every rank computes it, so comparing digests
+    across ranks checks that all replicas/shards agree. A collective under FSDP2.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        full = p.full_tensor() if isinstance(p, DTensor) else p
+        h.update(name.encode())
+        h.update(full.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -29,6 +29,7 @@ from stream_r1.distributed.state_dicts import (
     full_optimizer_state_dict,
     load_full_model_state_dict,
     load_full_optimizer_state_dict,
+    parameter_digest,
 )
 from stream_r1.train.build import TrainingSetup
 from stream_r1.train.checkpoint import (
@@ -44,6 +45,7 @@ from stream_r1.train.metrics import JsonlSink, MetricsSink, MultiSink, NullSink,
 from stream_r1.train.optim import build_adamw
 from stream_r1.train.schedule import MicroStep, TrainSchedule
 from stream_r1.train.window import WindowLog, system_scalars, window_ess
+from stream_r1.utils.io import atomic_write_json
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.seeding import make_generator
 
@@ -283,6 +285,9 @@ class Trainer:
         from stream_r1.train.preflight import resolve_checkpoint_path
 
         gen = full_model_state_dict(self.setup.generator)
+        # Every rank records the digest of its fully gathered generator: replicas/shards must agree.
+        atomic_write_json(self.options.output_dir / "digests" / f"rank_{self.world.rank:05d}.json",
+                          {"generator": parameter_digest(self.setup.generator), "optimizer_step": self.steps_done})
         if self.world.is_main:
             ema = self.ema.shadow if self.ema is not None else None
             export_generator(self.options.output_dir / "final", resolve_checkpoint_path(self.cfg, "base"), gen, ema)

@@ -62,3 +62,12 @@ def test_existing_run_needs_resume_flag_and_matching_hash(tmp_path):
     save_checkpoint(other, 1, CheckpointPayload(state={"optimizer_step": 1, "config_hash": "x"}), rank=0, keep_last=1)
     with pytest.raises(ValueError, match="different config"):
         plan_resume(cfg, out, str(other / "checkpoints" / "step_000001"))
+
+
+def test_fsdp2_compute_dtype_must_match_model_dtype(tmp_path):
+    (tmp_path / "p.txt").write_text("a\n", encoding="utf-8")
+    cfg = _cfg(tmp_path, "parallel.strategy=fsdp2", "parallel.param_dtype=bfloat16", f"data.prompts={tmp_path / 'p.txt'}")
+    for name in ("teacher", "base", "ode_init.pt", "text_encoder", "tokenizer", "vae", "VideoReward"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(ValueError, match=r"model\.dtype=bfloat16"):
+        preflight(cfg, tmp_path / "out", None, 1)
