@@ -209,8 +209,10 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
     run_id = steps.resolve_run_id(f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
     tiny = workdir / "tiny-checkpoints"
     steps.run_cli(["make-tiny-checkpoints", str(tiny)])
+    # ode_init_path="" runs the real ODE pairs + regression (about 50 s on the tiny config).
     args = pipeline_arguments(config, {"checkpoint_source": str(tiny), "bucket": bucket, "run_id": run_id,
-                                       "registry_uri": str(workdir / "registry.db"), **(params or {})})
+                                       "registry_uri": str(workdir / "registry.db"), "ode_init_path": "",
+                                       **(params or {})})
     pipeline = load_pipeline()
     summary = LocalRunSummary(run_id=run_id, state="FAILED", bucket=bucket, endpoint="")
     with s3_endpoint(endpoint, workdir / "seaweed") as creds, _env(creds.env()), \

@@ -62,6 +62,7 @@ def test_dvc_repro_push_pull_metrics(s3_env, bucket_name, tmp_path):
         shutil.rmtree(repo / rel)
     _dvc(repo, "pull")
     assert (repo / "data" / "checkpoints" / "MANIFEST.json").is_file()
+    assert (repo / "runs" / "dvc" / "ode_init" / "ode_init.pt").is_file()
     assert (repo / "runs" / "dvc" / "train" / "final" / "generator" / "config.json").is_file()
     shown = json.loads(_dvc(repo, "metrics", "show", "--json"))
     flat = json.dumps(shown)
