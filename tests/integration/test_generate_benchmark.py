@@ -39,3 +39,18 @@ def test_tiny_benchmark_runs_both_cache_modes(repo_root: Path, tmp_path: Path) -
     # The rolling cache holds local_attn_frames=9 frames; the full cache all 12.
     assert full["cache_bytes"] * 9 == window["cache_bytes"] * 12
     assert all(ms > 0 for ms in window["chunk_ms"] + full["chunk_ms"])
+
+
+def test_full_size_mode_is_the_1_3b_geometry(repo_root: Path) -> None:
+    import torch
+
+    bench = _bench(repo_root)
+    args = bench._parse(["--device", "cuda", "--full-size"])
+    assert args.latent_hw == (60, 104) and args.dtype == "bfloat16" and args.with_vae and args.clock == "wall"
+    assert args.text_len == 512 and args.steps == pytest.approx([1000.0, 937.5, 833.3333, 625.0], abs=1e-3)
+    model = bench.build_student(True, torch.device("meta"), torch.bfloat16, seed=0)
+    assert 1.40e9 < sum(p.numel() for p in model.parameters()) < 1.45e9  # method.md §6.2: 1.42 B
+    assert model.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assert model.blocks[0].scale_shift_table.dtype == torch.float32  # diffusers keeps modulation in fp32
+    with pytest.raises(SystemExit):
+        bench._parse(["--device", "cuda", "--clock", "cpu"])
