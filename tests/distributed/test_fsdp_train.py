@@ -55,3 +55,33 @@ def test_world_size_must_divide_batch_before_models(tiny_checkpoints, tmp_path):
     assert proc.returncode != 0
     assert "train.global_batch_size=1 must equal" in proc.stderr
     assert not (tmp_path / "run").exists()  # failed before writing anything
+
+
+def test_two_rank_fsdp2_sigkill_and_resume_matches_straight_run(tiny_checkpoints, tmp_path):
+    """Sharded resume: full model/optimizer states broadcast from rank 0 into FSDP2 modules."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    env = {**os.environ, "STREAM_R1_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+
+    def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stream_r1", "train", "--config", "tiny_cpu",
+               "--output", str(out), "--set", f"checkpoints.root={tiny_checkpoints}",
+               "--set", "parallel.strategy=fsdp2", "--set", "train.global_batch_size=2",
+               "--set", "train.num_optimizer_steps=2", "--set", "train.checkpoint_every_steps=1", *extra]
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+    straight = run(tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr[-4000:]
+    killed = run(tmp_path / "b", "--test-sigkill-after-checkpoint", "1")
+    assert killed.returncode != 0
+    assert not (tmp_path / "b" / "digests").exists()
+    resumed = run(tmp_path / "b", "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    for r in (0, 1):
+        a = json.loads((tmp_path / "a" / "digests" / f"rank_{r:05d}.json").read_text())
+        b = json.loads((tmp_path / "b" / "digests" / f"rank_{r:05d}.json").read_text())
+        assert a == b
+    rows_a = (tmp_path / "a" / "tensorboard" / "metrics.jsonl").read_text().splitlines()
+    rows_b = (tmp_path / "b" / "tensorboard" / "metrics.jsonl").read_text().splitlines()
+    for la, lb in zip(rows_a, rows_b, strict=True):
+        ja, jb = json.loads(la), json.loads(lb)
+        assert ja["loss/critic"] == jb["loss/critic"] and ja.get("loss/generator") == jb.get("loss/generator")
