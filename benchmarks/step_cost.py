@@ -6,7 +6,8 @@ tiny models of ``spec/method.md`` §6.1 in a single process (world size 1).
 
 Time: one worker builds the networks once (one distiller per mode sharing them) and runs the modes
 round-robin, so every mode sees the same machine load, exit steps (k cycles 0..3) and seeds; the
-median per mode is reported. Memory: on CUDA the peak ``torch.cuda.max_memory_allocated`` above the
+median per mode is reported as process CPU seconds (with 1 torch thread: the work done, robust to
+other processes sharing the cores) and as wall seconds. Memory: on CUDA the peak ``torch.cuda.max_memory_allocated`` above the
 pre-step allocation (from the timing worker); on CPU each mode runs again in its own fresh worker
 with glibc returning every allocation >= 64 KiB to the OS on free, and the peak resident set size
 above the pre-step RSS is sampled every 0.5 ms by a thread (coarse: compare ratios, not bytes).
@@ -162,7 +163,8 @@ def _worker(args: argparse.Namespace, modes: list[str]) -> dict[str, dict[str, o
     """Run ``args.repeats`` generator steps per mode, round-robin over modes (same load for each).
 
     Returns:
-        ``{mode: {"step_s": [...], "peak_bytes": [...]}}`` (peaks above the pre-step level).
+        ``{mode: {"step_s": [wall s], "cpu_s": [process CPU s], "peak_bytes": [...]}}`` (peaks above the
+        pre-step level; on CPU only with ``--measure-memory``).
     """
     import torch
 
@@ -183,25 +185,28 @@ def _worker(args: argparse.Namespace, modes: list[str]) -> dict[str, dict[str, o
         for i in range(args.warmup):
             for mode in modes:
                 step(mode, i)
-        out: dict[str, dict[str, list]] = {m: {"step_s": [], "peak_bytes": []} for m in modes}
+        out: dict[str, dict[str, list]] = {m: {"step_s": [], "cpu_s": [], "peak_bytes": []} for m in modes}
         for i in range(args.repeats):
             for mode in modes:
+                rec = out[mode]
                 if cuda:
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
                     base = torch.cuda.memory_allocated()
-                    t0 = time.perf_counter()
-                    step(mode, i)
-                    torch.cuda.synchronize()
-                    out[mode]["step_s"].append(time.perf_counter() - t0)
-                    out[mode]["peak_bytes"].append(torch.cuda.max_memory_allocated() - base)
-                else:
+                t0, c0 = time.perf_counter(), time.process_time()
+                if args.measure_memory and not cuda:
                     with _RssPeak() as rss:
                         base = rss.rss()
-                        t0 = time.perf_counter()
                         step(mode, i)
-                        out[mode]["step_s"].append(time.perf_counter() - t0)
-                    out[mode]["peak_bytes"].append(rss.peak - base)
+                    rec["peak_bytes"].append(rss.peak - base)
+                else:
+                    step(mode, i)
+                if cuda:
+                    torch.cuda.synchronize()
+                    rec["peak_bytes"].append(torch.cuda.max_memory_allocated() - base)
+                rec["step_s"].append(time.perf_counter() - t0)
+                # CPU seconds of this process: robust to other processes sharing the cores (wall time is not).
+                rec["cpu_s"].append(time.process_time() - c0)
     return out  # type: ignore[return-value]
 
 
@@ -209,16 +214,16 @@ def _table(results: list[dict[str, object]]) -> str:
     """Markdown table with ratios to the plain-DMD row."""
     base = next(r for r in results if r["mode"] == "dmd")
     lines = [
-        "| mode | step time (s, median) | time / DMD | peak memory (MiB) | memory / DMD |",
-        "|---|---|---|---|---|",
+        "| mode | CPU s / step | / DMD | wall s / step | / DMD | peak memory (MiB) | / DMD |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        t, m = float(r["step_s_median"]), int(r["peak_bytes"])
+        c, t, m = float(r["cpu_s_median"]), float(r["step_s_median"]), int(r["peak_bytes"])
         lines.append(
-            f"| {r['mode']} | {t:.3f} | {t / float(base['step_s_median']):.2f}x | {m / 2**20:.1f} | "
-            f"{m / max(int(base['peak_bytes']), 1):.2f}x |"
+            f"| {r['mode']} | {c:.3f} | {c / float(base['cpu_s_median']):.2f}x | {t:.3f} | "
+            f"{t / float(base['step_s_median']):.2f}x | {m / 2**20:.1f} | {m / max(int(base['peak_bytes']), 1):.2f}x |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -228,10 +233,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latent-hw", type=int, nargs=2, default=(4, 4), metavar=("H", "W"), help="latent size")
     p.add_argument("--repeats", type=int, default=4, help="timed generator steps per mode")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU seconds = work done)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="modes to run")
     p.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--measure-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.frames % 3:
         p.error(f"--frames={args.frames} must be a multiple of 3 (model.frames_per_block)")
@@ -240,12 +246,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _spawn(args: argparse.Namespace, modes: list[str], env: dict[str, str]) -> dict[str, dict[str, list]]:
+def _spawn(args: argparse.Namespace, modes: list[str], *, memory: bool) -> dict[str, dict[str, list]]:
+    """Run a worker process over ``modes``; ``memory`` = CPU peak-RSS pass (glibc returns big blocks on free)."""
     worker_argv = [
         *("--device", args.device, "--frames", str(args.frames), "--latent-hw", *map(str, args.latent_hw)),
         *("--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads)),
         *("--worker", ",".join(modes)),
+        *(("--measure-memory",) if memory else ()),
     ]
+    # Every allocation >= 64 KiB is mmap'ed and unmapped on free, so RSS follows live tensor memory.
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"} if memory else {}
     out = subprocess.run(
         [sys.executable, __file__, *worker_argv], check=True, capture_output=True, text=True, env={**os.environ, **env}
     )
@@ -253,33 +263,30 @@ def _spawn(args: argparse.Namespace, modes: list[str], env: dict[str, str]) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Time all modes round-robin in one worker; measure each mode's peak memory in its own fresh worker."""
+    """Time all modes round-robin in one worker; on CPU measure each mode's peak memory in its own fresh worker."""
     args = _parse(argv)
     if args.worker:
         print(json.dumps(_worker(args, args.worker.split(","))))
         return 0
-    timing = _spawn(args, args.modes, {})
+    timing = _spawn(args, args.modes, memory=False)
     cuda = args.device.startswith("cuda")
     results = []
     for mode in args.modes:
-        if cuda:
-            peaks = timing[mode]["peak_bytes"]
-        else:
-            # glibc returns every allocation >= 64 KiB to the OS on free, so RSS follows live tensor memory.
-            peaks = _spawn(args, [mode], {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"})[mode][
-                "peak_bytes"
-            ]
+        peaks = timing[mode]["peak_bytes"] if cuda else _spawn(args, [mode], memory=True)[mode]["peak_bytes"]
         results.append(
             {
                 "mode": mode,
+                "cpu_s_median": statistics.median(timing[mode]["cpu_s"]),
                 "step_s_median": statistics.median(timing[mode]["step_s"]),
+                "cpu_s_all": timing[mode]["cpu_s"],
                 "step_s_all": timing[mode]["step_s"],
                 "peak_bytes": max(peaks),
                 "device": args.device,
+                "config": {"frames": args.frames, "latent_hw": list(args.latent_hw), "threads": args.threads},
             }
         )
-        print(f"{mode}: {results[-1]['step_s_median']:.3f} s, {max(peaks) / 2**20:.1f} MiB", file=sys.stderr)
-    print(_table(results))
+        print(f"{mode}: {results[-1]['cpu_s_median']:.3f} CPU s, {max(peaks) / 2**20:.1f} MiB", file=sys.stderr)
+    print(_table(results), end="")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
