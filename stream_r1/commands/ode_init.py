@@ -13,13 +13,16 @@ HELP = "regress the causal student on ODE pairs: `stream-r1 ode-init --config C 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--pairs", required=True, help="directory written by `stream-r1 ode-pairs`")
-    parser.add_argument("--output", required=True, help="output directory (ode_init.pt, tensorboard/)")
+    parser.add_argument("--output", required=True, help="output directory (ode_init.pt, checkpoints/, tensorboard/)")
+    parser.add_argument("--resume", default=None, metavar="auto|PATH",
+                        help="continue from the newest valid checkpoint (auto) or a checkpoint directory")
 
 
 def run(args: argparse.Namespace) -> int:
     from stream_r1.config import load_config
     from stream_r1.train.ode_entry import run_ode_init
 
-    losses = run_ode_init(load_config(args.config, args.overrides), args.pairs, args.output)
-    print(f"ode_init.pt written to {args.output} after {len(losses)} steps (last loss {losses[-1]:.6g})")
+    losses = run_ode_init(load_config(args.config, args.overrides), args.pairs, args.output, args.resume)
+    last = f" (last loss {losses[-1]:.6g})" if losses else ""
+    print(f"ode_init.pt written to {args.output} after {len(losses)} steps{last}")
     return 0

@@ -11,10 +11,24 @@ from stream_r1.config.schema import RunConfig
 from stream_r1.distributed.collectives import barrier
 from stream_r1.distributed.env import init_distributed, shutdown_distributed, world_size_from_env
 from stream_r1.distributed.fsdp import make_strategy
-from stream_r1.distributed.state_dicts import full_model_state_dict
+from stream_r1.distributed.state_dicts import (
+    full_model_state_dict,
+    full_optimizer_state_dict,
+    load_full_model_state_dict,
+    load_full_optimizer_state_dict,
+)
 from stream_r1.models.denoiser import BidirectionalDenoiser, CausalDenoiser
 from stream_r1.models.loading import load_wan_transformer
 from stream_r1.train.build import DTYPES, build_text_pipeline, master_dtype
+from stream_r1.train.checkpoint import (
+    CheckpointPayload,
+    find_resume_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_trainer_state,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from stream_r1.train.data import PromptSampler, read_prompts
 from stream_r1.train.export import write_reference_pt
 from stream_r1.train.metrics import JsonlSink, MultiSink, NullSink, TensorBoardSink
@@ -72,14 +86,34 @@ def run_ode_pairs(cfg: RunConfig, output_dir: str | Path, prompts_file: str | No
         shutdown_distributed()
 
 
-def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path) -> list[float]:
+def _ode_resume_point(cfg: RunConfig, out: Path, resume: str | None) -> Path | None:
+    """Checkpoint to continue from (same rules as training: explicit ``--resume``, matching config)."""
+    if resume is None:
+        if list_checkpoints(out):
+            raise ValueError(f"--output {str(out)!r} already holds ode-init checkpoints; pass --resume auto "
+                             "to continue or choose another --output")
+        return None
+    path = find_resume_checkpoint(out) if resume == "auto" else Path(resume)
+    if path is None:
+        return None
+    verify_checkpoint(path)
+    if read_trainer_state(path).get("config_hash") != config_hash(cfg):
+        raise ValueError(f"checkpoint {path} was written by a different config; use that config or another --output")
+    return path
+
+
+def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, resume: str | None = None) -> list[float]:
     """Regress the student (from ``checkpoints.base``) on ODE pairs; writes ``output/ode_init.pt``.
 
+    Checkpoints (``output/checkpoints``) every ``train.checkpoint_every_steps`` regression steps,
+    keeping ``train.keep_last_checkpoints``; ``resume="auto"`` continues from the newest valid one.
+
     Returns:
-        The per-step regression losses of this rank.
+        The per-step regression losses of this rank (from the resumed step on).
     """
     pairs = OdePairs(pairs_dir)
     _require(cfg, ("base", "text_encoder", "tokenizer"))
+    resume_from = _ode_resume_point(cfg, Path(output_dir), resume)
     world_size = world_size_from_env()
     bs = cfg.ode.batch_size_per_rank
     if len(pairs) < bs * world_size:
@@ -99,10 +133,19 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path) 
         sampler = PromptSampler(len(pairs), world.world_size, world.rank, bs, cfg.train.seed, cfg.data.shuffle)
         cache, _ = build_text_pipeline(cfg, out / "text_cache", world.device)
         compute = DTYPES[cfg.model.dtype]
-        sink = (MultiSink(TensorBoardSink(out / "tensorboard"), JsonlSink(out / "tensorboard" / "metrics.jsonl"))
+        start = 0
+        if resume_from is not None:
+            ck = load_checkpoint(resume_from, world.rank)
+            load_full_model_state_dict(net, ck.models.get("generator", {}))
+            load_full_optimizer_state_dict(net, opt, ck.optimizers.get("generator", {}))
+            sampler.load_state_dict(ck.state["sampler"])
+            start = int(ck.state["optimizer_step"])
+            log.info("ode-init resumed from %s at step %d", resume_from, start)
+        tb, resume_step = out / "tensorboard", (start if resume_from is not None else None)
+        sink = (MultiSink(TensorBoardSink(tb, resume_step), JsonlSink(tb / "metrics.jsonl", resume_step))
                 if world.is_main else NullSink())
         losses = []
-        for step in range(cfg.ode.num_steps):
+        for step in range(start, cfg.ode.num_steps):
             items = [pairs[i] for i in sampler.next_indices()]
             states = torch.stack([s for _, s in items]).to(world.device, compute)
             emb = cache.get([pr for pr, _ in items]).to(world.device, compute)
@@ -116,6 +159,13 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path) 
             opt.step()
             losses.append(float(loss.detach()))
             sink.scalars(step + 1, {"loss/ode": losses[-1], "grad_norm/generator": norm})
+            if (step + 1) % cfg.train.checkpoint_every_steps == 0 and step + 1 < cfg.ode.num_steps:
+                payload = CheckpointPayload(
+                    models={"generator": full_model_state_dict(net)},
+                    optimizers={"generator": full_optimizer_state_dict(net, opt)},
+                    state={"optimizer_step": step + 1, "config_hash": config_hash(cfg), "sampler": sampler.state_dict()},
+                )
+                save_checkpoint(out, step + 1, payload, rank=world.rank, keep_last=cfg.train.keep_last_checkpoints)
         state = full_model_state_dict(net)
         if world.is_main:
             write_reference_pt(out / "ode_init.pt", state, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -44,3 +45,14 @@ def test_pairs_resume_and_regression(tiny_checkpoints, tmp_path):
     sd = load_generator_state_dict(out / "ode_init.pt", use_ema=False)
     assert all(torch.equal(student.state_dict()[k], v) for k, v in sd.items())
     assert any(not torch.equal(base.state_dict()[k], v) for k, v in sd.items())  # it trained
+
+    # interrupted after the step-2 checkpoint: resuming replays steps 3-4 bitwise
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_000002"]
+    other = tmp_path / "ode-resumed"
+    shutil.copytree(out / "checkpoints", other / "checkpoints")
+    with pytest.raises(ValueError, match="--resume auto"):
+        run_ode_init(cfg, pairs_dir, other)
+    tail = run_ode_init(cfg, pairs_dir, other, resume="auto")
+    assert tail == losses[2:]
+    again = torch.load(other / "ode_init.pt", weights_only=True)["generator"]
+    assert all(torch.equal(again[k], v) for k, v in ref["generator"].items())
