@@ -18,6 +18,7 @@ on rank 0 and broadcasts it; this module draws nothing but noise from the given 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from torch import Tensor
 from stream_r1.config.schema import RolloutConfig
 from stream_r1.diffusion import add_noise, warped_timesteps
 from stream_r1.models.denoiser import CausalDenoiser
+from stream_r1.models.kv_cache import KVCache
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ def self_forcing_rollout(
                 x = add_noise(x0, eps, _per_frame(steps[i + 1], chunk_shape, device), cfg.timestep_shift)
             num_forwards += 1
         with torch.set_grad_enabled(grad_enabled and torch.is_grad_enabled()):
-            x0 = generator.predict_x0(x, _per_frame(steps[k], chunk_shape, device), text_emb, cache, start)
+            x0 = generator.predict_x0(
+                x, _per_frame(steps[k], chunk_shape, device), text_emb, _frozen_view(cache), start
+            )
         num_forwards += 1
         num_grad += int(x0.requires_grad)
         outputs.append(x0)
@@ -158,6 +162,23 @@ def self_forcing_rollout(
         num_grad_forwards=num_grad,
     )
     return torch.cat(outputs, dim=1), info
+
+
+def _frozen_view(cache: KVCache) -> KVCache:
+    """A view of ``cache`` whose lengths stay as they are now, sharing its K/V buffers.
+
+    Gradient checkpointing replays the exit-step forward during backward, after later chunks' context
+    passes have advanced the cache; the replay must attend to exactly the frames the original forward
+    saw (§5 item 7). Later writes only fill rows past the current length (training caches are
+    non-rolling, so nothing is evicted or shifted), hence the shared buffers still hold the same rows.
+    """
+    return dataclasses.replace(
+        cache,
+        keys=list(cache.keys),
+        values=list(cache.values),
+        cross_keys=list(cache.cross_keys),
+        cross_values=list(cache.cross_values),
+    )
 
 
 def _per_frame(t: float, chunk_shape: tuple[int, ...], device: torch.device) -> Tensor:

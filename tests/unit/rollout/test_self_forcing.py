@@ -122,3 +122,28 @@ def test_grad_forward_reads_but_never_writes_the_cache(student, text_emb) -> Non
     assert cache.length_frames == length
     assert all(torch.equal(a, b) and not a.requires_grad for a, b in zip(after, before, strict=True))
     student.transformer.zero_grad(set_to_none=True)
+
+
+def test_gradient_checkpointing_replays_see_the_same_cache(text_emb) -> None:
+    # Replays run during backward, after later chunks advanced the cache: they must attend to the same
+    # frames as the original forward (method.md §5 item 7), so gradients match the plain run exactly.
+    cfg = RolloutConfig(num_frames=9, latent_height=4, latent_width=4)
+    grads = []
+    for checkpointing in (False, True):
+        stock = build_tiny_transformer(0)
+        model = CausalWanTransformer.from_config(stock.config)
+        model.load_state_dict(stock.state_dict(), strict=True)
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        model.train()
+        x, _ = self_forcing_rollout(
+            CausalDenoiser(model, shift=5.0, frames_per_block=3),
+            text_emb,
+            cfg,
+            frames_per_block=3,
+            exit_step=1,
+            rng=torch.Generator().manual_seed(1),
+        )
+        (x**2).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
