@@ -64,6 +64,7 @@ def _print_summary(s: object) -> None:
     print(f"registered model: {s.registered or '(none: gate not passed or run failed)'}")
     if s.tensorboard_logdir:
         print(f"TensorBoard: .venv/bin/tensorboard --logdir {s.tensorboard_logdir} --host 127.0.0.1")
+        print(f"  (the same event files: s3://{s.bucket}/runs/{s.run_id}/train/tensorboard/)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -252,6 +252,6 @@ def _fill_summary(summary: LocalRunSummary, store: ArtifactStore, workdir: Path,
     info = MlflowRegistry(workdir / "registry.db").get(model_name, summary.run_id)
     if info is not None:
         summary.registered = f"{info.name}:{info.version} -> {info.uri}"
-    runs = sorted((workdir / "pipeline_root").glob("*/train/run"), key=lambda p: p.stat().st_mtime)
+    runs = sorted((workdir / "pipeline_root").glob("*/train/run/tensorboard"), key=lambda p: p.stat().st_mtime)
     if runs:
         summary.tensorboard_logdir = str(runs[-1])

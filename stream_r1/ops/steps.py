@@ -260,7 +260,16 @@ def train_from_artifacts(checkpoints_dir: str, student_init: str, config: str, o
     prefix = run_prefix(run_id, "train")
     return {"s3_uri": f"s3://{bucket}/{prefix}", "export_uri": f"s3://{bucket}/{prefix}/{export}",
             "export_subdir": export, "config_hash": config_hash(cfg), "config": config,
-            "tensorboard_logdir": out_dir}
+            "tensorboard_logdir": str(Path(out_dir) / "tensorboard"),
+            "tensorboard_s3": f"s3://{bucket}/{prefix}/tensorboard/"}
+
+
+def tensorboard_markdown(s3_logdir: str, local_logdir: str) -> str:
+    """The train step's Markdown artifact: where the event files are and how to open them (mlops.md §8)."""
+    return (f"# TensorBoard\n\nEvent files and `metrics.jsonl`: `{s3_logdir}` (copy of `{local_logdir}`).\n\n"
+            f"Locally: `tensorboard --logdir {local_logdir} --host 127.0.0.1`\n\n"
+            f"From S3: `aws s3 sync {s3_logdir} ./tb && tensorboard --logdir ./tb` (set `--endpoint-url` for "
+            "MinIO/SeaweedFS), or point a Kubeflow `Tensorboard` resource's `logspath` at it.\n")
 
 
 def evaluate_from_artifacts(checkpoints_dir: str, run_dir: str, config: str, prompts: str, bucket: str, run_id: str,

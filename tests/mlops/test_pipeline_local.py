@@ -23,11 +23,14 @@ def trained(seaweed, tiny_checkpoints, tmp_path_factory):
     os.environ.update(seaweed.env())
     try:
         ArtifactStore(seaweed, "unit").ensure_bucket()
-        run = dsl.Model(uri=str(tmp_path_factory.mktemp("train") / "run"))
+        out = tmp_path_factory.mktemp("train")
+        run = dsl.Model(uri=str(out / "run"))
+        tb = dsl.Markdown(uri=str(out / "tensorboard.md"))
         train.python_func(checkpoints=dsl.Model(uri=str(tiny_checkpoints)),
                           student_init=dsl.Model(uri=str(tiny_checkpoints / "ode_init.pt")), config="tiny_cpu",
                           overrides=["train.num_optimizer_steps=2"], backend="local", nproc_per_node=1,
-                          bucket="unit", run_id="unit-1", run=run)
+                          bucket="unit", run_id="unit-1", run=run, tensorboard=tb)
+        assert "s3://unit/runs/unit-1/train/tensorboard/" in Path(tb.path).read_text()
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -75,7 +78,7 @@ def test_run_local_whole_dag(tmp_path, repo_root_path, monkeypatch):
     assert "temporal_flickering" in summary.metrics
     info = MlflowRegistry(tmp_path / "work" / "registry.db").get("stream-r1-student", summary.run_id)
     assert info is not None and info.uri.endswith(f"runs/{summary.run_id}/train/final") and info.config_hash
-    assert (Path(summary.tensorboard_logdir) / "tensorboard" / "metrics.jsonl").is_file()
+    assert (Path(summary.tensorboard_logdir) / "metrics.jsonl").is_file()
     host, port = summary.endpoint.split("//")[1].split(":")
     with socket.socket() as s:  # the server it started is gone
         assert s.connect_ex((host, int(port))) != 0
