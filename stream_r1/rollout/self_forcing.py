@@ -172,12 +172,14 @@ def _frozen_view(cache: KVCache) -> KVCache:
     saw (§5 item 7). Later writes only fill rows past the current length (training caches are
     non-rolling, so nothing is evicted or shifted), hence the shared buffers still hold the same rows.
     """
+    # No text K/V: one computed under no_grad must never stand in for a grad-enabled forward's (§5 item 7).
     return dataclasses.replace(
         cache,
         keys=list(cache.keys),
         values=list(cache.values),
-        cross_keys=list(cache.cross_keys),
-        cross_values=list(cache.cross_values),
+        cross_keys=[None] * cache.num_layers,
+        cross_values=[None] * cache.num_layers,
+        cross_source=None,
     )
 
 
