@@ -117,6 +117,9 @@ def ode_init(checkpoints_dir: str, supplied: str, out_file: str, bucket: str, ru
         shutil.copyfile(work / "init" / "ode_init.pt", out_file)
         info = {"skipped_regression": False, "pairs": str(work / "pairs")}
     store = open_store(bucket)
+    if not supplied:  # the teacher trajectories and the regression's logs are run outputs too
+        store.upload_dir(Path(out_file).parent / f"{Path(out_file).name}-work", run_prefix(run_id, "ode_init/work"))
+        info["pairs_uri"] = store.uri(run_prefix(run_id, "ode_init/work/pairs"))
     key = f"{run_prefix(run_id, 'ode_init')}/ode_init.pt"
     store.upload_file(out_file, key)
     return {**info, "s3_uri": store.uri(key)}

@@ -102,4 +102,6 @@ def test_ode_init_python_func_runs_the_regression(s3_env, bucket_name, tiny_chec
     assert out.metadata["skipped_regression"] is False
     state = torch.load(tmp_path / "ode_init.pt", map_location="cpu", weights_only=True)
     assert "generator" in state and any(k.startswith("model.") for k in state["generator"])
-    assert ArtifactStore(s3_env, bucket_name).exists("runs/r2/ode_init/ode_init.pt")
+    store = ArtifactStore(s3_env, bucket_name)
+    assert store.exists("runs/r2/ode_init/ode_init.pt")
+    assert store.exists("runs/r2/ode_init/work/pairs/index.json")
