@@ -5,7 +5,7 @@ Nothing is computed at definition time (architecture.md rule 10): the run id is 
 falling back to the KFP job-id placeholder.
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.evaluate.component import evaluate
 from components.fetch_checkpoints.component import fetch_checkpoints
@@ -16,6 +16,17 @@ from components.register_model.component import register_model
 from components.train.component import train
 
 PIPELINE_NAME = "stream-r1"
+S3_SECRET = "stream-r1-s3"
+"""Kubernetes secret with the artifact store's keys (the same one the training job mounts, manifests/)."""
+
+
+def _with_s3(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """In a cluster, the store's endpoint and keys come from ``S3_SECRET`` as env (ignored by kfp.local, where
+    ``run-local`` exports them); caching off because every step publishes to S3 (kubeflow/pipelines#13862)."""
+    kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env={
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL": "STREAM_R1_S3_ENDPOINT"})
+    return task.set_caching_options(False)
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Stream-R1: reward-weighted DMD distillation of a streaming video "
@@ -39,27 +50,27 @@ def stream_r1_pipeline(
 ):
     """Args mirror ``stream-r1 pipeline submit --set``; see docs/pipeline.md for each."""
     exit_task = on_exit(run_id=run_id, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, bucket=bucket, backend=backend)
-    exit_task.set_caching_options(False)
+    _with_s3(exit_task)
     with dsl.ExitHandler(exit_task, name="stream-r1-run"):
         fetch = fetch_checkpoints(source=checkpoint_source, bucket=bucket, run_id=run_id,
                                   job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         # Downloads fail transiently; already-verified objects are skipped on retry.
         fetch.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2, backoff_max_duration="600s")
-        fetch.set_caching_options(False)
+        _with_s3(fetch)
         rid = fetch.outputs["Output"]
 
         init = ode_init(checkpoints=fetch.outputs["checkpoints"], ode_init_path=ode_init_path, config=config,
                         overrides=overrides, bucket=bucket, run_id=rid)
-        init.set_caching_options(False)
+        _with_s3(init)
 
         trained = train(checkpoints=fetch.outputs["checkpoints"], student_init=init.outputs["student_init"],
                         config=config, overrides=overrides, backend=backend, nproc_per_node=nproc_per_node,
                         bucket=bucket, run_id=rid)
-        trained.set_caching_options(False)  # launches a job: a side effect, never served from cache
+        _with_s3(trained)  # launches a job: a side effect, never served from cache
 
         scored = evaluate(checkpoints=fetch.outputs["checkpoints"], run=trained.outputs["run"], config=config,
                           prompts=eval_prompts, bucket=bucket, run_id=rid)
-        scored.set_caching_options(False)
+        _with_s3(scored)
 
         decision = gate(metrics=scored.outputs["metrics"], metric=gate_metric, min_value=gate_min_value,
                         registry=registry, registry_uri=registry_uri, model_name=model_name)

@@ -68,19 +68,22 @@ class TransferReport:
 
 
 def credentials_from_env(env: dict[str, str] | None = None) -> S3Credentials:
-    """S3 credentials from ``STREAM_R1_S3_ENDPOINT`` (URL), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``.
+    """S3 credentials from ``STREAM_R1_S3_ENDPOINT`` (else ``AWS_ENDPOINT_URL``), ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY`` (in a cluster: the ``stream-r1-s3`` secret, mapped by the pipeline).
 
     Raises:
         ValueError: a variable is missing or the endpoint is not an http(s) URL.
     """
     env = dict(os.environ) if env is None else env
-    missing = [k for k in ("STREAM_R1_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not env.get(k)]
+    url = env.get("STREAM_R1_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or ""
+    missing = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not env.get(k)]
+    if not url:
+        missing.insert(0, "STREAM_R1_S3_ENDPOINT (or AWS_ENDPOINT_URL)")
     if missing:
         raise ValueError(f"S3 store not configured: {', '.join(missing)} unset; export them (endpoint as "
                          "http://host:port) or run `stream-r1 pipeline run-local`, which starts a server")
-    url = env["STREAM_R1_S3_ENDPOINT"]
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"STREAM_R1_S3_ENDPOINT={url!r} must be a URL like http://127.0.0.1:9000")
+        raise ValueError(f"S3 endpoint {url!r} must be a URL like http://127.0.0.1:9000")
     return S3Credentials(endpoint=url.split("://", 1)[1].rstrip("/"), access_key=env["AWS_ACCESS_KEY_ID"],
                          secret_key=env["AWS_SECRET_ACCESS_KEY"], secure=url.startswith("https://"))
 

@@ -42,7 +42,7 @@ def test_submit_and_schedule_send_compiled_package(tmp_path):
     kind, call = fake.calls[0]
     assert kind == "run"
     assert call["arguments"]["config"] == "wan2.1_t2v_1.3b_stream_r1" and call["enable_caching"] is False
-    assert yaml.safe_load(open(call["pipeline_file"]))["pipelineInfo"]["name"] == "stream-r1"
+    assert next(yaml.safe_load_all(open(call["pipeline_file"])))["pipelineInfo"]["name"] == "stream-r1"
     assert pl.schedule(fake, args, experiment="e", job_name="weekly", cron="0 0 3 * * 1", namespace="ns") == "rec-7"
     rec = fake.calls[-1][1]
     assert (rec["experiment_id"], rec["cron_expression"], rec["max_concurrency"], rec["no_catchup"]) == (

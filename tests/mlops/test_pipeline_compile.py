@@ -18,7 +18,7 @@ def test_compiled_yaml_is_up_to_date(tmp_path):
 
 
 def test_dag_policies():
-    spec = yaml.safe_load((REPO / COMPILED_FILE).read_text())
+    spec, platform = yaml.safe_load_all((REPO / COMPILED_FILE).read_text())
     root = spec["root"]["dag"]["tasks"]
     handler = root["exit-handler-1"]
     assert root["on-exit"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
@@ -35,6 +35,13 @@ def test_dag_policies():
     from components._shared.images import STREAM_R1_OPS_IMAGE
 
     assert images == {STREAM_R1_OPS_IMAGE}
+    # In a cluster every store-using step gets the S3 keys from the secret the training job also mounts.
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-fetch-checkpoints", "exec-ode-init", "exec-train", "exec-evaluate", "exec-on-exit"):
+        (secret,) = executors[name]["secretAsEnv"]
+        assert secret["secretName"] == "stream-r1-s3"
+        assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                             "STREAM_R1_S3_ENDPOINT"}
 
 
 def test_param_and_cron_parsing():

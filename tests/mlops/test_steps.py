@@ -17,6 +17,16 @@ def test_resolve_run_id_is_dns_safe():
         steps.resolve_run_id("", "")
 
 
+def test_credentials_from_env_accepts_aws_endpoint_url():
+    from stream_r1.ops.store import credentials_from_env
+
+    creds = credentials_from_env({"AWS_ENDPOINT_URL": "https://s3.example:9000", "AWS_ACCESS_KEY_ID": "a",
+                                  "AWS_SECRET_ACCESS_KEY": "b"})
+    assert (creds.endpoint, creds.secure) == ("s3.example:9000", True)
+    with pytest.raises(ValueError, match="STREAM_R1_S3_ENDPOINT"):
+        credentials_from_env({"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
+
+
 def test_backend_and_registry_selection(tmp_path):
     assert steps.make_backend("local").name == "local"
     with pytest.raises(ValueError, match="local, pytorchjob, trainjob"):
