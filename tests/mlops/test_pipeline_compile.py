@@ -54,3 +54,22 @@ def test_param_and_cron_parsing():
     with pytest.raises(ValueError, match="needs 6"):
         validate_cron("0 3 * * 1")
     assert validate_cron("0 0 3 * * 1") == "0 0 3 * * 1"
+
+
+def test_components_are_thin_and_pin_one_image():
+    """architecture.md rule 10: bodies ≤ 30 lines, imports inside, the image only from components/_shared/images.py."""
+    import ast
+
+    files = sorted((REPO / "components").glob("*/component.py"))
+    assert len(files) == 7
+    for path in files:
+        tree = ast.parse(path.read_text())
+        (func,) = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        body = func.body[1:] if isinstance(func.body[0], ast.Expr) else func.body  # skip the docstring
+        assert body[-1].end_lineno - body[0].lineno + 1 <= 30, path
+        assert any(isinstance(n, ast.ImportFrom) and n.module == "stream_r1.ops" for n in body), path
+        assert "ghcr.io" not in path.read_text(), f"{path} hard-codes an image"
+        deco = func.decorator_list[0]
+        kw = {k.arg: k.value for k in deco.keywords}
+        assert isinstance(kw["install_kfp_package"], ast.Constant) and kw["install_kfp_package"].value is False
+        assert ast.unparse(kw["base_image"]) == "STREAM_R1_OPS_IMAGE"

@@ -53,3 +53,11 @@ def test_existing_endpoint_uses_env_keys_and_record_exit(seaweed, monkeypatch, t
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     bad = steps.record_exit({"state": "FAILED"}, "r9", bucket_name, "local")
     assert "StoreAuthError" in bad["store_error"]  # the exit handler reports, never raises
+
+
+def test_record_exit_on_cluster_backend_reports_cleanup_problems(monkeypatch):
+    """Outside a cluster the PyTorchJob backend cannot reach an API: the exit record says so and does not raise."""
+    for k in ("STREAM_R1_S3_ENDPOINT", "AWS_ENDPOINT_URL", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(k, raising=False)
+    rec = steps.record_exit({"state": "FAILED"}, "r10", "b", "pytorchjob")
+    assert "cancel_error" in rec and "store_error" in rec and rec["state"] == "FAILED"
