@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                                params=params)
         _print_summary(summary)
         return 0 if summary.state == "SUCCEEDED" else 1
-    arguments = pl.pipeline_arguments(args.config, params)
+    arguments = pl.cluster_arguments(args.config, params)
     if args.action == "schedule":
         pl.validate_cron(args.cron)  # before any cluster call
     client = pl.kfp_client(args.host, args.namespace, args.token_file)

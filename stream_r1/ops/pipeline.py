@@ -104,6 +104,26 @@ def pipeline_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"config": config, **params}
 
 
+CLUSTER_DEFAULTS: dict[str, Any] = {
+    "backend": "pytorchjob",
+    "nproc_per_node": 8,
+    "registry": "kubeflow",
+    "registry_uri": "http://model-registry-service.kubeflow.svc.cluster.local:8080",
+    "eval_prompts": "vbench_extended",
+}
+"""Pipeline arguments ``submit``/``schedule`` start from (an 8-GPU node, Kubeflow Model Registry); ``--param`` wins."""
+
+
+def cluster_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Arguments for a cluster run: ``CLUSTER_DEFAULTS``, the preset's student init as ``ode_init_path``
+    (so a supplied Self-Forcing ``ode_init.pt`` skips the regression), then ``params``; checked like
+    ``pipeline_arguments``."""
+    from stream_r1.config import load_config
+
+    cfg = load_config(config, list(params.get("overrides", [])))
+    return pipeline_arguments(config, {**CLUSTER_DEFAULTS, "ode_init_path": cfg.checkpoints.student_init, **params})
+
+
 def kfp_client(host: str, namespace: str, token_file: str | None = None) -> Any:
     """``kfp.Client`` for ``host``; token from ``--token-file`` or env ``KFP_TOKEN`` (else none: in-cluster/dev)."""
     import kfp

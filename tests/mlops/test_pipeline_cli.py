@@ -35,8 +35,9 @@ class FakeKfpClient:
 
 
 def test_submit_and_schedule_send_compiled_package(tmp_path):
-    args = pl.pipeline_arguments("wan2.1_t2v_1.3b_stream_r1", {"checkpoint_source": "s3://m/wan", "backend":
-                                                               "pytorchjob", "nproc_per_node": 8})
+    args = pl.cluster_arguments("wan2.1_t2v_1.3b_stream_r1", {"checkpoint_source": "s3://m/wan", "backend": "trainjob"})
+    assert args["ode_init_path"] == "Self-Forcing/checkpoints/ode_init.pt"  # from the preset
+    assert (args["backend"], args["nproc_per_node"], args["registry"]) == ("trainjob", 8, "kubeflow")
     fake = FakeKfpClient()
     assert pl.submit(fake, args, experiment="e", run_name="r", namespace="ns") == "run-123"
     kind, call = fake.calls[0]
