@@ -1,53 +1,76 @@
-"""``stream-r1 pipeline`` glue: argument checks, compile via the CLI, submit/schedule against a fake KFP client.
-
-No KFP API server can run here, so submit/schedule are checked against ``FakeKfpClient`` (records calls; the
-method names and keywords are kfp 2.17's ``kfp.Client``); ``kfp_client`` itself builds a real ``kfp.Client``.
-"""
+"""``stream-r1 pipeline`` glue: argument checks, compile via the CLI, submit/schedule with the real ``kfp.Client``
+against ``FakeKfpApiServer`` (no KFP API server can run here; the fake answers the v2beta1 REST calls)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import yaml
 
 from stream_r1.cli import main
 from stream_r1.ops import pipeline as pl
 
 
-class FakeKfpClient:
-    """Stands in for ``kfp.Client``: records the calls and returns ids like the API would."""
+class FakeKfpApiServer(BaseHTTPRequestHandler):
+    """A fake of the KFP v2beta1 REST API (no KFP server can run here): records requests, answers with ids."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
+    calls: list[tuple[str, str, dict | None, str | None]] = []
 
-    def create_run_from_pipeline_package(self, pipeline_file, **kw):
-        self.calls.append(("run", {"pipeline_file": pipeline_file, **kw}))
-        return SimpleNamespace(run_id="run-123")
+    def _reply(self, obj: dict, code: int = 200) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-    def create_experiment(self, name, namespace=None):
-        self.calls.append(("experiment", {"name": name, "namespace": namespace}))
-        return SimpleNamespace(experiment_id="exp-9")
+    def do_GET(self):
+        self.calls.append(("GET", self.path, None, self.headers.get("Authorization")))
+        self._reply({} if self.path.startswith("/apis/v2beta1/experiments") else {"error": "nope"},
+                    200 if self.path.startswith("/apis/v2beta1/experiments") else 404)
 
-    def create_recurring_run(self, experiment_id, job_name, **kw):
-        self.calls.append(("recurring", {"experiment_id": experiment_id, "job_name": job_name, **kw}))
-        return SimpleNamespace(recurring_run_id="rec-7")
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        self.calls.append(("POST", self.path, body, self.headers.get("Authorization")))
+        ids = {"experiments": "experiment_id", "runs": "run_id", "recurringruns": "recurring_run_id"}
+        kind = self.path.split("?")[0].rsplit("/", 1)[-1]
+        self._reply({ids[kind]: f"{kind}-1", "display_name": body.get("display_name")} if kind in ids else {},
+                    200 if kind in ids else 404)
+
+    def log_message(self, *args):
+        pass
 
 
-def test_submit_and_schedule_send_compiled_package(tmp_path):
+@pytest.fixture
+def kfp_api(monkeypatch):
+    FakeKfpApiServer.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfpApiServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KFP_TOKEN", "tok-123")
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_submit_and_schedule_through_the_real_kfp_client(kfp_api):
     args = pl.cluster_arguments("wan2.1_t2v_1.3b_stream_r1", {"checkpoint_source": "s3://m/wan", "backend": "trainjob"})
     assert args["ode_init_path"] == "Self-Forcing/checkpoints/ode_init.pt"  # from the preset
     assert (args["backend"], args["nproc_per_node"], args["registry"]) == ("trainjob", 8, "kubeflow")
-    fake = FakeKfpClient()
-    assert pl.submit(fake, args, experiment="e", run_name="r", namespace="ns") == "run-123"
-    kind, call = fake.calls[0]
-    assert kind == "run"
-    assert call["arguments"]["config"] == "wan2.1_t2v_1.3b_stream_r1" and call["enable_caching"] is False
-    assert next(yaml.safe_load_all(open(call["pipeline_file"])))["pipelineInfo"]["name"] == "stream-r1"
-    assert pl.schedule(fake, args, experiment="e", job_name="weekly", cron="0 0 3 * * 1", namespace="ns") == "rec-7"
-    rec = fake.calls[-1][1]
-    assert (rec["experiment_id"], rec["cron_expression"], rec["max_concurrency"], rec["no_catchup"]) == (
-        "exp-9", "0 0 3 * * 1", 1, True)
+    client = pl.kfp_client(kfp_api, "team")
+    assert pl.submit(client, args, experiment="e", run_name="r", namespace="team") == "runs-1"
+    assert pl.schedule(client, args, experiment="e", job_name="weekly", cron="0 0 3 * * 1",
+                       namespace="team") == "recurringruns-1"
+    posts = {path: (body, auth) for method, path, body, auth in FakeKfpApiServer.calls if method == "POST"}
+    run, auth = posts["/apis/v2beta1/runs"]
+    assert auth == "Bearer tok-123"
+    assert run["experiment_id"] == "experiments-1" and run["display_name"] == "r"
+    params = run["runtime_config"]["parameters"]
+    assert params["config"] == "wan2.1_t2v_1.3b_stream_r1" and params["checkpoint_source"] == "s3://m/wan"
+    assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "stream-r1"
+    rec, _ = posts["/apis/v2beta1/recurringruns"]
+    assert rec["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert int(rec["max_concurrency"]) == 1 and rec["no_catchup"] is True
 
 
 def test_pipeline_arguments_reject_bad_input():
