@@ -77,3 +77,14 @@ def test_roundtrip_dump_and_hash(tmp_path):
     assert c2 == c and config_hash(c2) == config_hash(c)
     assert config_hash(load_config("tiny_cpu")) != config_hash(c)
     assert yaml.safe_load(dump_config(c))["train"]["seed"] == 3
+
+
+def test_compatibility_presets():
+    ref = load_config("stream_r1_reference").reward
+    assert (ref.saliency_space, ref.patch_order, ref.reward_passes) == ("patch_reference", "sr1_naive", 2)
+    assert (ref.spatial_mapping, ref.temporal_mapping) == ("trilinear_reference", "trilinear_reference")
+    rf = load_config("reward_forcing").reward
+    assert (rf.mode, rf.intra, rf.beta) == ("MQ", False, 2.0)
+    assert not load_config("plain_dmd").reward.enabled
+    # everything outside the reward section is the real recipe
+    assert load_config("reward_forcing").train == load_config("wan2.1_t2v_1.3b_stream_r1").train
