@@ -297,6 +297,12 @@ def evaluate_from_artifacts(checkpoints_dir: str, run_dir: str, config: str, pro
     return read_metrics(metrics_path)
 
 
+def metrics_markdown(metrics: dict[str, float], uri: str) -> str:
+    """The evaluate step's Markdown table of ``metrics`` (KFP renders it in the run's visualization panel)."""
+    rows = "\n".join(f"| `{k}` | {v:.6g} |" for k, v in sorted(metrics.items()))
+    return f"# Evaluation\n\nOutputs: `{uri}`\n\n| metric | value |\n|---|---|\n{rows}\n"
+
+
 def register_from_artifacts(run_dir: str, run_metadata: dict[str, Any], metrics_path: str, registry: str,
                             registry_uri: str, model_name: str, data_revision: str, run_id: str) -> ModelVersionInfo:
     """The ``register_model`` component's body: lineage from the train artifact's metadata + metrics."""

@@ -55,13 +55,15 @@ def test_evaluate_python_func_metrics_and_report(s3_env, trained, tiny_checkpoin
     monkeypatch.chdir(repo_root_path)  # the tiny prompt file is a repo-relative path in the preset
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics.json"))
     report = dsl.HTML(uri=str(tmp_path / "report.html"))
+    table = dsl.Markdown(uri=str(tmp_path / "table.md"))
     evaluate.python_func(checkpoints=dsl.Model(uri=str(tiny_checkpoints)), run=trained, config="tiny_cpu",
                          prompts="tests/assets/prompts/tiny.txt", bucket="unit", run_id="unit-1", metrics=metrics,
-                         report=report)
+                         report=report, table=table)
     values = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= values["temporal_flickering"] <= 1.0 and "reward_overall_mean" in values
     assert metrics.metadata["temporal_flickering"] == values["temporal_flickering"]
     assert "<html" in (tmp_path / "report.html").read_text().lower()
+    assert "| `temporal_flickering` |" in (tmp_path / "table.md").read_text()
     assert ArtifactStore(s3_env, "unit").exists("runs/unit-1/evaluate/report.html")
 
 
