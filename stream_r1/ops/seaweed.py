@@ -84,6 +84,10 @@ def find_weed() -> str:
     )
 
 
+class _EarlyExit(RuntimeError):
+    """``weed`` died before answering (typically a port taken in the meantime)."""
+
+
 class SeaweedServer:
     """Start/stop one loopback ``weed mini`` S3 server with generated credentials.
 
@@ -121,6 +125,17 @@ class SeaweedServer:
             RuntimeError: the server exited or did not answer within ``ready_timeout_seconds``.
         """
         weed = find_weed()
+        for attempt in range(1, 4):
+            try:
+                return self._launch(weed)
+            except _EarlyExit as e:
+                # Another process grabbed one of the free ports between probing and binding: new ports.
+                if attempt == 3:
+                    raise RuntimeError(str(e)) from None
+                log.warning("weed exited during start-up (attempt %d/3), retrying with new ports", attempt)
+        raise AssertionError("unreachable")
+
+    def _launch(self, weed: str) -> S3Credentials:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="stream-r1-seaweed-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +176,7 @@ class SeaweedServer:
         deadline = time.monotonic() + self.ready_timeout_seconds
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"weed exited with code {self._proc.returncode} before answering; "
+                raise _EarlyExit(f"weed exited with code {self._proc.returncode} before answering; "
                                    f"see {self._log_file}:\n{self.log_tail()}")
             try:
                 urllib.request.urlopen(self.credentials.url + "/", timeout=1.0)
