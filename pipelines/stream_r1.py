@@ -18,6 +18,10 @@ from components.train.component import train
 PIPELINE_NAME = "stream-r1"
 S3_SECRET = "stream-r1-s3"
 """Kubernetes secret with the artifact store's keys (the same one the training job mounts, manifests/)."""
+RUNS_PVC = "stream-r1-runs"
+RUNS_MOUNT = "/mnt/runs"
+"""The runs PVC (manifests/base) where the launcher stages inputs and the training job keeps checkpoints and
+TensorBoard logs, so a restarted pod resumes from its last checkpoint (ops/k8s/staging.py)."""
 
 
 def _with_s3(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -67,6 +71,7 @@ def stream_r1_pipeline(
                         config=config, overrides=overrides, backend=backend, nproc_per_node=nproc_per_node,
                         bucket=bucket, run_id=rid)
         _with_s3(trained)  # launches a job: a side effect, never served from cache
+        kubernetes.mount_pvc(trained, pvc_name=RUNS_PVC, mount_path=RUNS_MOUNT)
 
         scored = evaluate(checkpoints=fetch.outputs["checkpoints"], run=trained.outputs["run"], config=config,
                           prompts=eval_prompts, bucket=bucket, run_id=rid)

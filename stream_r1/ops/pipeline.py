@@ -132,13 +132,17 @@ def kfp_client(host: str, namespace: str, token_file: str | None = None) -> Any:
     return kfp.Client(host=host, namespace=namespace, existing_token=token)
 
 
+LAUNCHER_SERVICE_ACCOUNT = "stream-r1-launcher"
+"""The ServiceAccount (manifests/base/rbac.yaml) allowed to create/watch/delete the training job."""
+
+
 def submit(client: Any, arguments: dict[str, Any], *, experiment: str, run_name: str, namespace: str,
-           package: str | Path | None = None) -> str:
-    """Submit one run of the compiled package; returns the KFP run id."""
+           package: str | Path | None = None, service_account: str = LAUNCHER_SERVICE_ACCOUNT) -> str:
+    """Submit one run of the compiled package as ``service_account``; returns the KFP run id."""
     package = str(package or compile_pipeline(Path(tempfile.mkdtemp()) / "stream_r1.yaml"))
     result = client.create_run_from_pipeline_package(package, arguments=arguments, run_name=run_name,
                                                      experiment_name=experiment, namespace=namespace,
-                                                     enable_caching=False)
+                                                     enable_caching=False, service_account=service_account)
     return str(result.run_id)
 
 
@@ -155,13 +159,14 @@ def validate_cron(cron: str) -> str:
 
 
 def schedule(client: Any, arguments: dict[str, Any], *, experiment: str, job_name: str, cron: str, namespace: str,
-             package: str | Path | None = None) -> str:
+             package: str | Path | None = None, service_account: str = LAUNCHER_SERVICE_ACCOUNT) -> str:
     """Create a recurring run (one at a time, no catch-up of missed slots); returns its id."""
     package = str(package or compile_pipeline(Path(tempfile.mkdtemp()) / "stream_r1.yaml"))
     exp = client.create_experiment(experiment, namespace=namespace)
     rec = client.create_recurring_run(exp.experiment_id, job_name, cron_expression=validate_cron(cron),
                                       max_concurrency=1, no_catchup=True, params=arguments,
-                                      pipeline_package_path=package, enable_caching=False)
+                                      pipeline_package_path=package, enable_caching=False,
+                                      service_account=service_account)
     return str(rec.recurring_run_id)
 
 

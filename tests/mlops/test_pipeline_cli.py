@@ -71,6 +71,8 @@ def test_submit_and_schedule_through_the_real_kfp_client(kfp_api):
     rec, _ = posts["/apis/v2beta1/recurringruns"]
     assert rec["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
     assert int(rec["max_concurrency"]) == 1 and rec["no_catchup"] is True
+    # both run as the launcher ServiceAccount that manifests/base/rbac.yaml grants the job verbs to
+    assert run["service_account"] == rec["service_account"] == "stream-r1-launcher"
 
 
 def test_pipeline_arguments_reject_bad_input():

@@ -42,6 +42,9 @@ def test_dag_policies():
         assert secret["secretName"] == "stream-r1-s3"
         assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                                              "STREAM_R1_S3_ENDPOINT"}
+    # The launcher stages inputs on the runs PVC the training job resumes from (ops/k8s/staging.py).
+    (mount,) = executors["exec-train"]["pvcMount"]
+    assert (mount["constant"], mount["mountPath"]) == ("stream-r1-runs", "/mnt/runs")
 
 
 def test_param_and_cron_parsing():
