@@ -1,5 +1,10 @@
 """Parallelism strategies: ``none`` (plain/replicated) and FSDP2 ``fully_shard`` per block.
 
+Beyond wrapping, a strategy owns the optimizer side of a step: ``attach_optimizer`` (a DeepSpeed
+engine is built there), ``zero_grad``, ``backward``, ``optimizer_step`` (reduce, clip, step) and the
+optimizer's checkpoint state. The torch strategies here do exactly what the loop did inline before;
+:mod:`stream_r1.distributed.deepspeed_strategy` hands the same calls to ZeRO engines.
+
 The model code is single-device code; parallelism is applied from outside in torchtitan's order
 (architecture.md §2.1): activation checkpointing, then FSDP. FSDP2 shards every transformer block
 and then the root, with ``MixedPrecisionPolicy(param_dtype, reduce_dtype)`` (mlops.md §4.2); the
@@ -10,8 +15,9 @@ gradient reduce-scatter (``set_requires_gradient_sync(False)``, the FSDP2 ``no_s
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -19,6 +25,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from stream_r1.distributed.collectives import _active, all_reduce_mean_
+from stream_r1.distributed.state_dicts import full_optimizer_state_dict, load_full_optimizer_state_dict
 from stream_r1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,6 +57,83 @@ class Strategy(Protocol):
     def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
         """Clip the global gradient norm; returns the norm before clipping."""
         ...
+
+    def attach_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Bind ``optimizer`` to ``model``; returns the optimizer the loop should hold."""
+        ...
+
+    def zero_grad(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Clear gradients at the start of an accumulation window."""
+        ...
+
+    def backward(self, model: nn.Module, loss: torch.Tensor) -> None:
+        """Backpropagate an already accumulation-scaled ``loss`` into ``model``."""
+        ...
+
+    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float) -> float:
+        """Reduce, clip to ``max_norm`` and step at a window end; returns the norm before clipping."""
+        ...
+
+    def optimizer_state_dict(self, model: nn.Module,
+                             optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """``(full FQN-keyed state (rank 0's file), this rank's own state or None)``; a collective."""
+        ...
+
+    def full_parameters(self, model: nn.Module, *, modify: bool = False) -> AbstractContextManager[None]:
+        """Inside, ``model``'s parameters can be read as ordinary modules/DTensors (state dicts, EMA,
+        digests); with ``modify`` rank 0's in-place changes are kept. A no-op unless parameters are
+        partitioned outside the DTensor API (DeepSpeed ZeRO-3); a collective."""
+        ...
+
+    def load_optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                                  full: dict[str, Any], local: dict[str, Any] | None) -> None:
+        """Inverse of :meth:`optimizer_state_dict` (``full`` may be ``{}`` off rank 0); a collective."""
+        ...
+
+
+class TorchOptimizerSteps:
+    """The optimizer side shared by the torch strategies: a plain ``torch.optim`` optimizer.
+
+    ``optimizer_step`` is ``reduce_gradients`` + ``clip_grad_norm`` + ``optimizer.step()``, in
+    that order (the numerics of the loop before strategies owned the step).
+    """
+
+    def reduce_gradients(self, model: nn.Module) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
+        return _clip(model, max_norm)
+
+    def attach_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        return optimizer
+
+    def zero_grad(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, model: nn.Module, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float) -> float:
+        self.reduce_gradients(model)
+        norm = self.clip_grad_norm(model, max_norm)
+        optimizer.step()
+        return norm
+
+    def optimizer_state_dict(self, model: nn.Module,
+                             optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        return full_optimizer_state_dict(model, optimizer), None
+
+    def load_optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                                  full: dict[str, Any], local: dict[str, Any] | None) -> None:
+        if "deepspeed_zero_stage" in full:
+            raise ValueError(
+                "this checkpoint's optimizer states are DeepSpeed ZeRO partitions; resume it with "
+                f"--set parallel.strategy=deepspeed --set parallel.zero_stage={full['deepspeed_zero_stage']}"
+            )
+        load_full_optimizer_state_dict(model, optimizer, full)
+
+    def full_parameters(self, model: nn.Module, *, modify: bool = False) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 def enable_activation_checkpointing(model: nn.Module) -> bool:
@@ -94,7 +178,7 @@ class _CastLatentInputs:
 
 
 @dataclass
-class NoShardStrategy:
+class NoShardStrategy(TorchOptimizerSteps):
     """Plain modules; with several ranks each holds a replica and gradients are averaged."""
 
     name: str = "none"
@@ -117,12 +201,9 @@ class NoShardStrategy:
             if p.grad is not None:
                 all_reduce_mean_(p.grad)
 
-    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
-        return _clip(model, max_norm)
-
 
 @dataclass
-class FSDP2Strategy:
+class FSDP2Strategy(TorchOptimizerSteps):
     """``fully_shard`` per transformer block (``model.blocks``) and the root.
 
     Attributes:
@@ -181,25 +262,30 @@ class FSDP2Strategy:
         if _active() and not isinstance(model, FSDPModule):
             NoShardStrategy().reduce_gradients(model)
 
-    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
-        return _clip(model, max_norm)
-
 
 def make_strategy(name: str, *, param_dtype: str = "bfloat16", reduce_dtype: str = "float32",
-                  reshard_after_forward: bool = True, zero_stage: int = 2) -> Strategy:
+                  reshard_after_forward: bool = True, zero_stage: int = 2, grad_clip_norm: float = 10.0,
+                  grad_accum_steps: int = 1, micro_batch_size: int = 1) -> Strategy:
     """Build the strategy named by ``parallel.strategy``.
 
+    Args:
+        name: ``none`` | ``fsdp2`` | ``deepspeed``.
+        param_dtype, reduce_dtype, reshard_after_forward: FSDP2 mixed precision / resharding
+            (``param_dtype`` also selects DeepSpeed bf16).
+        zero_stage, grad_clip_norm, grad_accum_steps, micro_batch_size: DeepSpeed engine config
+            (``gradient_clipping``, ``gradient_accumulation_steps``, ``train_micro_batch_size_per_gpu``).
+
     Raises:
-        ValueError: unknown strategy name, or ``deepspeed`` (not wired in this build).
+        ValueError: unknown strategy name, or ``deepspeed`` without DeepSpeed installed / a bad stage.
     """
     if name == "none":
         return NoShardStrategy()
     if name == "fsdp2":
         return FSDP2Strategy(param_dtype, reduce_dtype, reshard_after_forward)
     if name == "deepspeed":
-        # ZeRO needs an engine that owns backward and step; not wired in this build (docs/training.md).
-        raise ValueError(
-            "parallel.strategy='deepspeed' is not available in this build; use parallel.strategy=fsdp2 "
-            "(ZeRO-3-like with parallel.reshard_after_forward=true, ZeRO-2-like with false)"
-        )
+        from stream_r1.distributed.deepspeed_strategy import DeepSpeedStrategy, check_deepspeed
+
+        check_deepspeed(zero_stage, param_dtype)
+        return DeepSpeedStrategy(zero_stage=zero_stage, param_dtype=param_dtype, grad_clip_norm=grad_clip_norm,
+                                 grad_accum_steps=grad_accum_steps, micro_batch_size=micro_batch_size)
     raise ValueError(f"parallel.strategy={name!r} is not one of ['none', 'fsdp2', 'deepspeed']")

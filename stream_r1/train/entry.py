@@ -56,7 +56,9 @@ def run_training(
         barrier()
         p = cfg.parallel
         strategy = make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
-                                 reshard_after_forward=p.reshard_after_forward, zero_stage=p.zero_stage)
+                                 reshard_after_forward=p.reshard_after_forward, zero_stage=p.zero_stage,
+                                 grad_clip_norm=cfg.optim.grad_clip_norm, grad_accum_steps=cfg.train.grad_accum_steps,
+                                 micro_batch_size=cfg.train.batch_size_per_rank)
         setup = build_training(cfg, world, strategy, output_dir)
         options = TrainerOptions(output_dir, plan.checkpoint, sigkill_after_checkpoint, sigkill_during_checkpoint)
         trainer = Trainer(cfg, setup, world, strategy, options)

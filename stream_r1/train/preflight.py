@@ -118,12 +118,15 @@ def preflight(cfg: RunConfig, output_dir: Path, resume: str | None, world_size: 
     check_world_size(cfg, world_size)
     read_prompts(cfg.data.prompts)
     check_weights_exist(cfg)
-    if cfg.parallel.strategy == "fsdp2" and cfg.parallel.param_dtype != cfg.model.dtype:
-        # FSDP2 computes in param_dtype; rollout latents and KV caches are allocated in model.dtype.
+    p = cfg.parallel
+    if p.strategy in ("fsdp2", "deepspeed") and p.param_dtype != cfg.model.dtype:
+        # FSDP2/DeepSpeed compute in param_dtype; rollout latents and KV caches are allocated in model.dtype.
         raise ValueError(
-            f"parallel.param_dtype={cfg.parallel.param_dtype!r} must equal model.dtype={cfg.model.dtype!r} under "
-            f"parallel.strategy=fsdp2 (the compute dtype); set --set model.dtype={cfg.parallel.param_dtype}"
+            f"parallel.param_dtype={p.param_dtype!r} must equal model.dtype={cfg.model.dtype!r} under "
+            f"parallel.strategy={p.strategy} (the compute dtype); set --set model.dtype={p.param_dtype}"
         )
-    if cfg.parallel.strategy == "deepspeed":
-        raise ValueError("parallel.strategy='deepspeed' is not available in this build; use parallel.strategy=fsdp2")
+    if p.strategy == "deepspeed":
+        from stream_r1.distributed.deepspeed_strategy import check_deepspeed
+
+        check_deepspeed(p.zero_stage, p.param_dtype)
     return plan_resume(cfg, output_dir, resume)

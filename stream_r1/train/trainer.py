@@ -3,9 +3,11 @@
 Per raw micro-step: on generator windows one generator micro-step (rollout with gradient at the
 exit step, reward-weighted DMD loss / accum, backward), then one critic micro-step on a fresh
 batch; at each window end reduce, clip (10) and step the critic, and the generator on its windows,
-then update the EMA. Exit steps are drawn on rank 0 from ``(seed, "exit", role, raw_step)`` and
-broadcast; noise generators come from ``(seed, "noise", role, rank, raw_step)``, so a resumed run
-replays exactly the draws of an uninterrupted one. Checkpoints are taken at window ends only.
+then update the EMA. Backward, reduce/clip/step and optimizer state go through the
+:class:`Strategy` (a DeepSpeed engine owns them under ``parallel.strategy=deepspeed``).
+Exit steps are drawn on rank 0 from ``(seed, "exit", role, raw_step)`` and broadcast; noise
+generators come from ``(seed, "noise", role, rank, raw_step)``, so a resumed run replays exactly
+the draws of an uninterrupted one. Checkpoints are taken at window ends only.
 """
 
 from __future__ import annotations
@@ -24,13 +26,7 @@ from stream_r1.config.schema import RunConfig
 from stream_r1.distributed.collectives import all_gather_object, broadcast_from_rank0
 from stream_r1.distributed.env import WorldInfo
 from stream_r1.distributed.fsdp import Strategy
-from stream_r1.distributed.state_dicts import (
-    full_model_state_dict,
-    full_optimizer_state_dict,
-    load_full_model_state_dict,
-    load_full_optimizer_state_dict,
-    parameter_digest,
-)
+from stream_r1.distributed.state_dicts import full_model_state_dict, load_full_model_state_dict, parameter_digest
 from stream_r1.train.build import TrainingSetup
 from stream_r1.train.checkpoint import (
     CheckpointPayload,
@@ -82,8 +78,10 @@ class Trainer:
         self.cfg, self.setup, self.world, self.strategy, self.options = cfg, setup, world, strategy, options
         t = cfg.train
         self.schedule = TrainSchedule(t.num_optimizer_steps, t.grad_accum_steps, t.gen_update_every, t.ema_start_raw_step)
-        self.gen_opt = build_adamw(setup.generator, cfg.optim.lr_generator, cfg.optim)
-        self.critic_opt = build_adamw(setup.critic, cfg.optim.lr_critic, cfg.optim)
+        self.gen_opt = strategy.attach_optimizer(
+            setup.generator, build_adamw(setup.generator, cfg.optim.lr_generator, cfg.optim))
+        self.critic_opt = strategy.attach_optimizer(
+            setup.critic, build_adamw(setup.critic, cfg.optim.lr_critic, cfg.optim))
         self.ema: EMA | None = None
         self.steps_done = 0
         self.generator_steps = 0
@@ -105,10 +103,13 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         ck = load_checkpoint(path, self.world.rank)
         s = ck.state
-        load_full_model_state_dict(self.setup.generator, ck.models.get("generator", {}))
-        load_full_model_state_dict(self.setup.critic, ck.models.get("critic", {}))
-        load_full_optimizer_state_dict(self.setup.generator, self.gen_opt, ck.optimizers.get("generator", {}))
-        load_full_optimizer_state_dict(self.setup.critic, self.critic_opt, ck.optimizers.get("critic", {}))
+        for role, net in (("generator", self.setup.generator), ("critic", self.setup.critic)):
+            with self.strategy.full_parameters(net, modify=True):
+                load_full_model_state_dict(net, ck.models.get(role, {}))
+        local = ck.rank_state.get("optimizers", {})
+        for role, model, opt in (("generator", self.setup.generator, self.gen_opt),
+                                 ("critic", self.setup.critic, self.critic_opt)):
+            self.strategy.load_optimizer_state_dict(model, opt, ck.optimizers.get(role, {}), local.get(role))
         if s.get("ema") is not None:
             self.ema = EMA(float(s["ema"]["decay"]), full_model_state_dict)
             ema_state = {**s["ema"], "shadow": ck.models.get("generator_ema", {})}
@@ -151,16 +152,17 @@ class Trainer:
             if m.window_end:
                 self._end_window(m, window)
             if m.create_ema and self.ema is None:
-                self.ema = EMA.create(self.setup.generator, self.cfg.train.ema_decay, full_model_state_dict)
+                with self.strategy.full_parameters(self.setup.generator):
+                    self.ema = EMA.create(self.setup.generator, self.cfg.train.ema_decay, full_model_state_dict)
             if m.window_end:
                 self._after_window(m, window)
         self._finish()
         return self.history
 
     def _start_window(self, m: MicroStep) -> WindowLog:
-        self.critic_opt.zero_grad(set_to_none=True)
+        self.strategy.zero_grad(self.setup.critic, self.critic_opt)
         if m.train_generator:
-            self.gen_opt.zero_grad(set_to_none=True)
+            self.strategy.zero_grad(self.setup.generator, self.gen_opt)
         return WindowLog()
 
     def _micro_step(self, m: MicroStep, window: WindowLog) -> None:
@@ -169,30 +171,30 @@ class Trainer:
         if m.train_generator:
             batch = self._batch()
             k = self._exit_step("generator", m.raw_step)
-            # FSDP2 no_sync: reduce-scatter only in the window's last backward (§5 item 17).
+            # FSDP2 no_sync: reduce-scatter only in the window's last backward (§5 item 17);
+            # DeepSpeed: the accumulation boundary of the engine.
             self.strategy.set_gradient_sync(self.setup.generator, m.window_end)
             loss, metrics = distiller.generator_loss(batch, k, self._noise("generator", m.raw_step))
-            (loss / accum).backward()
+            self.strategy.backward(self.setup.generator, loss / accum)
             window.add_generator(loss, metrics, k)
         batch = self._batch()
         k = self._exit_step("critic", m.raw_step)
         self.strategy.set_gradient_sync(self.setup.critic, m.window_end)
         loss, metrics = distiller.critic_loss(batch, k, self._noise("critic", m.raw_step))
-        (loss / accum).backward()
+        self.strategy.backward(self.setup.critic, loss / accum)
         window.add_critic(loss, metrics, k)
 
     def _end_window(self, m: MicroStep, window: WindowLog) -> None:
         clip = self.cfg.optim.grad_clip_norm
-        self.strategy.reduce_gradients(self.setup.critic)
-        window.critic["grad_norm/critic"].append(self.strategy.clip_grad_norm(self.setup.critic, clip))
-        self.critic_opt.step()
+        norm = self.strategy.optimizer_step(self.setup.critic, self.critic_opt, clip)
+        window.critic["grad_norm/critic"].append(norm)
         if m.train_generator:
-            self.strategy.reduce_gradients(self.setup.generator)
-            window.generator["grad_norm/generator"].append(self.strategy.clip_grad_norm(self.setup.generator, clip))
-            self.gen_opt.step()
+            norm = self.strategy.optimizer_step(self.setup.generator, self.gen_opt, clip)
+            window.generator["grad_norm/generator"].append(norm)
             self.generator_steps += 1
             if self.ema is not None:
-                self.ema.update(self.setup.generator)
+                with self.strategy.full_parameters(self.setup.generator):
+                    self.ema.update(self.setup.generator)
 
     def _after_window(self, m: MicroStep, window: WindowLog) -> None:
         self.steps_done = m.optimizer_step + 1
@@ -242,14 +244,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> CheckpointPayload:
-        models = {
-            "generator": full_model_state_dict(self.setup.generator),
-            "critic": full_model_state_dict(self.setup.critic),
-        }
-        optimizers = {
-            "generator": full_optimizer_state_dict(self.setup.generator, self.gen_opt),
-            "critic": full_optimizer_state_dict(self.setup.critic, self.critic_opt),
-        }
+        models = {}
+        for role, net in (("generator", self.setup.generator), ("critic", self.setup.critic)):
+            with self.strategy.full_parameters(net):
+                models[role] = full_model_state_dict(net)
+        optimizers, local_optimizers = {}, {}
+        for role, model, opt in (("generator", self.setup.generator, self.gen_opt),
+                                 ("critic", self.setup.critic, self.critic_opt)):
+            optimizers[role], local = self.strategy.optimizer_state_dict(model, opt)
+            if local is not None:
+                local_optimizers[role] = local
         ema_meta = None
         if self.ema is not None:
             ema_state = self.ema.state_dict()
@@ -266,6 +270,8 @@ class Trainer:
             "last_media_step": self._last_media_step,
         }
         rank_state: dict[str, object] = {"rng": capture_rng_state(), "sampler": self.setup.sampler.state_dict()}
+        if local_optimizers:  # rank-local optimizer partitions (DeepSpeed ZeRO)
+            rank_state["optimizers"] = local_optimizers
         balancer = self.setup.distiller.balancer
         if balancer is not None:
             rank_state["balancer"] = balancer.state_dict()
@@ -284,10 +290,12 @@ class Trainer:
         from stream_r1.train.export import export_generator
         from stream_r1.train.preflight import resolve_checkpoint_path
 
-        gen = full_model_state_dict(self.setup.generator)
+        with self.strategy.full_parameters(self.setup.generator):
+            gen = full_model_state_dict(self.setup.generator)
+            digest = parameter_digest(self.setup.generator)
         # Every rank records the digest of its fully gathered generator: replicas/shards must agree.
         atomic_write_json(self.options.output_dir / "digests" / f"rank_{self.world.rank:05d}.json",
-                          {"generator": parameter_digest(self.setup.generator), "optimizer_step": self.steps_done})
+                          {"generator": digest, "optimizer_step": self.steps_done})
         if self.world.is_main:
             ema = self.ema.shadow if self.ema is not None else None
             export_generator(self.options.output_dir / "final", resolve_checkpoint_path(self.cfg, "base"), gen, ema)
