@@ -143,6 +143,9 @@ class DMDConfig:
     """Upper clamp of the DMD/critic timestep (0.98 * 1000)."""
     num_train_timesteps: int = 1000
     """Entries of the sigma table."""
+    score_shift: float = 8.0
+    """Sigma-table shift of the teacher/critic x0 conversion (Self-Forcing's WanDiffusionWrapper default;
+    noising and the critic's flow target use the generator's table, rollout.timestep_shift, §1.2)."""
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     """Teacher's unconditional prompt (embedded once and cached)."""
 

@@ -153,8 +153,9 @@ def build_training(cfg: RunConfig, world: WorldInfo, strategy: Strategy, output_
     vae, reward, balancer = _reward_parts(cfg, device)
     distiller = StreamR1Distiller(
         student,
-        BidirectionalDenoiser(critic, shift=cfg.rollout.timestep_shift),  # type: ignore[arg-type]
-        BidirectionalDenoiser(teacher, shift=cfg.rollout.timestep_shift),  # type: ignore[arg-type]
+        # The score wrappers convert flow -> x0 on their own (shift 8) table, as Self-Forcing's do (§1.2).
+        BidirectionalDenoiser(critic, shift=cfg.dmd.score_shift),  # type: ignore[arg-type]
+        BidirectionalDenoiser(teacher, shift=cfg.dmd.score_shift),  # type: ignore[arg-type]
         model_cfg=m,
         rollout_cfg=cfg.rollout,
         dmd_cfg=cfg.dmd,
