@@ -37,6 +37,7 @@ from stream_r1.train.ode_regression import regression_inputs, regression_loss
 from stream_r1.train.optim import build_adamw
 from stream_r1.train.preflight import resolve_checkpoint_path
 from stream_r1.utils.logging import get_logger
+from stream_r1.utils.progress import progress
 from stream_r1.utils.seeding import make_generator
 
 log = get_logger(__name__)
@@ -145,7 +146,8 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, 
         sink = (MultiSink(TensorBoardSink(tb, resume_step), JsonlSink(tb / "metrics.jsonl", resume_step))
                 if world.is_main else NullSink())
         losses = []
-        for step in range(start, cfg.ode.num_steps):
+        for step in progress(range(start, cfg.ode.num_steps), desc="ode-init (steps)",
+                             total=cfg.ode.num_steps - start, enabled=None if world.is_main else False):
             items = [pairs[i] for i in sampler.next_indices()]
             states = torch.stack([s for _, s in items]).to(world.device, compute)
             emb = cache.get([pr for pr, _ in items]).to(world.device, compute)

@@ -30,6 +30,7 @@ from stream_r1.diffusion.flow_matching import shift_sigma
 from stream_r1.models.denoiser import BidirectionalDenoiser
 from stream_r1.utils.io import atomic_write, atomic_write_json, sha256_file
 from stream_r1.utils.logging import get_logger
+from stream_r1.utils.progress import progress
 from stream_r1.utils.seeding import make_generator
 
 log = get_logger(__name__)
@@ -165,7 +166,8 @@ def generate_pairs(
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = (rollout.num_frames, rollout.latent_channels, rollout.latent_height, rollout.latent_width)
     written = []
-    for shard in plan_shards(len(prompts), ode.prompts_per_shard):
+    shards = plan_shards(len(prompts), ode.prompts_per_shard)
+    for shard in progress(shards, desc="ode-pairs (shards)", enabled=None if rank == 0 else False):
         if shard.number % world_size != rank or shard_complete(out_dir, shard):
             continue
         states = []

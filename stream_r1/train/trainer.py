@@ -43,6 +43,7 @@ from stream_r1.train.schedule import MicroStep, TrainSchedule
 from stream_r1.train.window import WindowLog, system_scalars, window_ess
 from stream_r1.utils.io import atomic_write_json
 from stream_r1.utils.logging import get_logger
+from stream_r1.utils.progress import progress
 from stream_r1.utils.seeding import make_generator
 
 log = get_logger(__name__)
@@ -145,7 +146,10 @@ class Trainer:
         """Train to ``train.num_optimizer_steps``; returns the logged scalars per optimizer step."""
         accum = self.cfg.train.grad_accum_steps
         window = WindowLog()
-        for m in self.schedule.iter_from(self.steps_done * accum):
+        first = self.steps_done * accum
+        steps = progress(self.schedule.iter_from(first), desc="train (micro-steps)",
+                         total=self.schedule.total_raw_steps - first, enabled=None if self.world.is_main else False)
+        for m in steps:
             if m.window_start:
                 window = self._start_window(m)
             self._micro_step(m, window)
