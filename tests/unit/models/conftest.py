@@ -7,20 +7,9 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from stream_r1.models.causal_wan import CausalWanTransformer
+from stream_r1.models.tiny import TINY_STUDENT
 
-TINY_WAN = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=16,
-    in_channels=16,
-    out_channels=16,
-    text_dim=32,
-    freq_dim=32,
-    ffn_dim=64,
-    num_layers=2,
-    cross_attn_norm=True,
-    rope_max_seq_len=64,
-)
+TINY_WAN = TINY_STUDENT  # method.md §6.1, the same tiny student make-tiny-checkpoints writes
 LATENT_HW = (8, 8)  # 4x4 = 16 tokens per latent frame
 TEXT_LEN = 7
 

@@ -8,21 +8,10 @@ import torch
 from stream_r1.diffusion import add_noise, warped_timesteps
 from stream_r1.models.causal_wan import CausalWanTransformer
 from stream_r1.models.denoiser import CausalDenoiser
+from stream_r1.models.tiny import TINY_STUDENT
 from stream_r1.rollout.streaming import StreamChunk, stream_chunks
 
-TINY = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=16,
-    in_channels=16,
-    out_channels=16,
-    text_dim=32,
-    freq_dim=32,
-    ffn_dim=64,
-    num_layers=2,
-    cross_attn_norm=True,
-    rope_max_seq_len=64,
-)
+TINY = TINY_STUDENT  # method.md §6.1, the same tiny student make-tiny-checkpoints writes
 SHAPE = (16, 8, 8)
 STEPS = warped_timesteps([1000, 750, 500, 250], 5.0)
 
