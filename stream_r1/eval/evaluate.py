@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_r1.config import RunConfig, config_hash
+from stream_r1.config import RunConfig, config_hash, write_resolved_config
 from stream_r1.eval.matching import VideoEntry, match_videos
 from stream_r1.eval.metrics import VideoMetrics, video_metrics
 from stream_r1.eval.report import MAX_STRIPS, frame_strip_png, write_report
@@ -176,6 +176,7 @@ def evaluate(
 
     # ---- videos ----
     out.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, out)
     t0 = time.perf_counter()
     if videos_dir is None:
         gen_dir = out / VIDEOS_SUBDIR

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from stream_r1.config import config_hash
+from stream_r1.config import config_hash, write_resolved_config
 from stream_r1.config.schema import RunConfig
 from stream_r1.distributed.collectives import barrier
 from stream_r1.distributed.env import init_distributed, shutdown_distributed, world_size_from_env
@@ -67,6 +67,8 @@ def run_ode_pairs(cfg: RunConfig, output_dir: str | Path, prompts_file: str | No
     out = Path(output_dir)
     world = init_distributed()
     try:
+        if world.is_main:
+            write_resolved_config(cfg, out)
         dtype = DTYPES[cfg.model.dtype]
         net = load_wan_transformer(resolve_checkpoint_path(cfg, teacher), causal=False, dtype=dtype).to(world.device)
         net.requires_grad_(False)
@@ -122,6 +124,8 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, 
     out = Path(output_dir)
     world = init_distributed()
     try:
+        if world.is_main:
+            write_resolved_config(cfg, out)
         p = cfg.parallel
         strategy = make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
                                  reshard_after_forward=p.reshard_after_forward)

@@ -41,6 +41,7 @@ def test_evaluate_videos_then_compare(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["evaluate", *common, "--videos", str(vids_a), "--output", str(tmp_path / "a")]) == 0
     assert main(["evaluate", *common, "--videos", str(vids_b), "--output", str(tmp_path / "b")]) == 0
     out = tmp_path / "a"
+    assert (out / "config.yaml").is_file()  # the resolved config sits next to the evaluation
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("num_videos", "temporal_flickering", "motion_score", "moving_pixel_fraction", "drift_brightness",
                 "drift_color", "drift_sharpness", "drift_brightness_abs", "fps", "chunk_latency_ms_p50",

@@ -24,6 +24,7 @@ def test_pairs_resume_and_regression(tiny_checkpoints, tmp_path):
     meta = json.loads(index.read_text())
     assert len(meta["prompts"]) == 4 and [s["count"] for s in meta["shards"]] == [2, 2]
     assert meta["latent_shape"] == [5, 6, 16, 4, 4] and meta["timesteps"][-1] == 0.0
+    assert load_config(pairs_dir / "config.yaml") == cfg  # resolved config next to the output
     first = load_file(pairs_dir / "shard_00001.safetensors")["latents"]
     # resumable: a torn shard (no sidecar) is regenerated with identical bytes; complete ones are kept
     (pairs_dir / "shard_00001.json").unlink()
@@ -37,6 +38,7 @@ def test_pairs_resume_and_regression(tiny_checkpoints, tmp_path):
 
     out = tmp_path / "ode"
     losses = run_ode_init(cfg, pairs_dir, out)
+    assert load_config(out / "config.yaml") == cfg
     assert len(losses) == cfg.ode.num_steps and all(torch.isfinite(torch.tensor(losses)))
     ref = torch.load(out / "ode_init.pt", weights_only=True)
     assert set(ref) == {"generator"} and all(k.startswith("model.") for k in ref["generator"])
