@@ -28,7 +28,24 @@ from torch import Tensor
 from stream_r1.models.kv_cache import KVCache
 from stream_r1.models.rope import apply_rope
 
-AttentionBackend = Literal["sdpa", "flex"]
+AttentionBackend = Literal["sdpa", "flex", "flash"]
+
+
+def check_flash_available(device: torch.device) -> None:
+    """Raise a teaching error unless flash-attn can run here (CUDA + the ``gpu`` extra).
+
+    Raises:
+        ValueError: not on CUDA, or ``flash_attn`` is not installed.
+    """
+    import importlib.util
+
+    if device.type != "cuda" or importlib.util.find_spec("flash_attn") is None:
+        raise ValueError(
+            f"attention_backend='flash' needs CUDA and flash-attn (device={device.type}, flash_attn "
+            f"{'installed' if importlib.util.find_spec('flash_attn') else 'missing'}); install the gpu extra "
+            "(pip install 'stream-r1[gpu]') on a CUDA machine, or use 'sdpa' (PyTorch SDPA, which already picks "
+            "its FlashAttention kernel on CUDA) or 'flex'"
+        )
 
 
 @dataclass
@@ -41,7 +58,8 @@ class SelfAttentionInputs:
         mask: None, a bool ``[Nq, Nk]`` mask (True = attend) or a flex ``BlockMask``.
         cache: KV cache to read (and to write when ``write_cache``), or None.
         write_cache: store this forward's K/V into ``cache`` (context pass; must run without grad).
-        backend: ``"sdpa"`` (CPU and GPU) or ``"flex"`` (``mask`` is a ``BlockMask``; GPU).
+        backend: ``"sdpa"`` (CPU and GPU), ``"flex"`` (``mask`` is a ``BlockMask``; GPU) or ``"flash"``
+            (flash-attn on CUDA; only for unmasked attention — masked forwards use flex).
     """
 
     q_rope: tuple[Tensor, Tensor]
@@ -77,6 +95,13 @@ def _flex_fn(device_type: str) -> Any:
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Any, backend: AttentionBackend) -> Tensor:
     """Multi-head attention on ``[B, N, heads, head_dim]`` tensors; returns ``[B, Nq, heads*head_dim]``."""
+    if backend == "flash":
+        # flash-attn takes [B, N, heads, head_dim] directly; unmasked (the chunk attends to all it is given).
+        from flash_attn import flash_attn_func
+
+        if mask is not None:
+            raise AssertionError("flash backend got a mask; masked forwards must use flex")
+        return flash_attn_func(q, k, v, dropout_p=0.0, causal=False).flatten(2, 3)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     if backend == "flex":
         out = _flex_fn(q.device.type)(q, k, v, block_mask=mask)

@@ -29,7 +29,12 @@ from diffusers.models.transformers.transformer_wan import WanTransformer3DModel,
 from torch import Tensor, nn
 
 from stream_r1.models.block_mask import dense_block_causal_mask, flex_block_causal_mask
-from stream_r1.models.causal_attention import AttentionBackend, CausalWanAttnProcessor, SelfAttentionInputs
+from stream_r1.models.causal_attention import (
+    AttentionBackend,
+    CausalWanAttnProcessor,
+    SelfAttentionInputs,
+    check_flash_available,
+)
 from stream_r1.models.kv_cache import KVCache
 from stream_r1.models.rope import FrameRope
 
@@ -214,7 +219,8 @@ class CausalWanTransformer(WanTransformer3DModel):
             frames_per_block: chunk size for the block-causal mask (no cache); None = bidirectional.
             kv_cache: cache for chunk-by-chunk streaming (read; also written if ``write_cache``).
             write_cache: store this chunk's K/V (call under ``torch.no_grad()``).
-            attention_backend: ``"sdpa"`` (default, CPU-safe) or ``"flex"`` (block mask as a flex BlockMask).
+            attention_backend: ``"sdpa"`` (default, CPU-safe), ``"flex"`` (block mask as a flex BlockMask) or
+                ``"flash"`` (flash-attn for unmasked attention on CUDA; masked forwards use flex).
 
         Returns:
             Flow prediction ``[B, C_out, F, H, W]``.
@@ -225,8 +231,10 @@ class CausalWanTransformer(WanTransformer3DModel):
             raise ValueError("write_cache=True needs a kv_cache")
         if write_cache and torch.is_grad_enabled():
             raise RuntimeError("KV cache writes must run under torch.no_grad() (the context pass, method.md §5 item 7)")
-        if attention_backend not in ("sdpa", "flex"):
-            raise ValueError(f"attention_backend={attention_backend!r}; use 'sdpa' or 'flex'")
+        if attention_backend not in ("sdpa", "flex", "flash"):
+            raise ValueError(f"attention_backend={attention_backend!r}; use 'sdpa', 'flex' or 'flash'")
+        if attention_backend == "flash":
+            check_flash_available(hidden_states.device)
         t = self._check_inputs(hidden_states, timestep, encoder_hidden_states)
         b, _, f, h, w = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
@@ -294,15 +302,18 @@ class CausalWanTransformer(WanTransformer3DModel):
             n_k = kv_cache.attended_frames(f)
             q_rope = self.frame_rope.freqs(n_k - f, f, hp, wp, device)
             k_rope = self.frame_rope.freqs(0, n_k, hp, wp, device)
-            return SelfAttentionInputs(q_rope, k_rope, None, kv_cache, write_cache, "sdpa")
+            unmasked = "flash" if backend == "flash" else "sdpa"
+            return SelfAttentionInputs(q_rope, k_rope, None, kv_cache, write_cache, unmasked)
         rope = self.frame_rope.freqs(frame_offset, f, hp, wp, device)
         mask = None
         if frames_per_block is not None:
             if frames_per_block < 1:
                 raise ValueError(f"frames_per_block={frames_per_block} must be >= 1")
             if f > frames_per_block:
+                # flash-attn has no block masks: the masked (full-sequence) path runs on flex instead.
+                backend = "flex" if backend == "flash" else backend
                 build = flex_block_causal_mask if backend == "flex" else dense_block_causal_mask
                 mask = build(f, tokens_per_frame, frames_per_block, device)
         if mask is None:
-            backend = "sdpa"
+            backend = "flash" if backend == "flash" else "sdpa"
         return SelfAttentionInputs(rope, rope, mask, None, False, backend)

@@ -20,6 +20,7 @@ import torch
 
 from stream_r1.config import config_hash, write_resolved_config
 from stream_r1.config.schema import RunConfig
+from stream_r1.models.causal_attention import check_flash_available
 from stream_r1.models.loading import CheckpointInfo, check_checkpoint_matches_base, read_transformer_config
 from stream_r1.utils.io import atomic_write_json
 from stream_r1.utils.logging import get_logger
@@ -252,6 +253,8 @@ def generate(
     from stream_r1.sample.streaming_video import StudentStreamer
 
     dev = torch.device(device)
+    if cfg.model.attention_backend == "flash":
+        check_flash_available(dev)  # before any model loads
     start = time.perf_counter()
     streamer = StudentStreamer.load(cfg, plan, dev)
     plan.output_dir.mkdir(parents=True, exist_ok=True)

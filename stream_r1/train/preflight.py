@@ -129,4 +129,10 @@ def preflight(cfg: RunConfig, output_dir: Path, resume: str | None, world_size: 
         from stream_r1.distributed.deepspeed_strategy import check_deepspeed
 
         check_deepspeed(p.zero_stage, p.param_dtype)
+    if cfg.model.attention_backend == "flash":
+        import torch
+
+        from stream_r1.models.causal_attention import check_flash_available
+
+        check_flash_available(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return plan_resume(cfg, output_dir, resume)
