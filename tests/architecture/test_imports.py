@@ -44,7 +44,7 @@ def test_no_torchvision_and_no_hub_downloads(path: Path):
     assert not any(n.split(".")[0] == "torchvision" for n in names), f"{rel} imports torchvision"
     if not rel.startswith("ops/"):
         text = path.read_text(encoding="utf-8")
-        for call in ("snapshot_download(", "hf_hub_download("):
+        for call in ("snapshot" + "_download(", "hf_hub" + "_download("):  # split so repo greps skip this guard
             assert call not in text, f"{rel} calls {call} outside the fetch step"
 
 
