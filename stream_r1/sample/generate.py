@@ -22,7 +22,7 @@ from stream_r1.config import config_hash, write_resolved_config
 from stream_r1.config.schema import RunConfig
 from stream_r1.models.causal_attention import check_flash_available
 from stream_r1.models.loading import CheckpointInfo, check_checkpoint_matches_base, read_transformer_config
-from stream_r1.utils.io import atomic_write_json
+from stream_r1.utils.io import atomic_write_json, read_prompt_file
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.progress import progress
 
@@ -56,19 +56,8 @@ def check_num_frames(num_frames: int, frames_per_block: int) -> None:
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """Non-empty lines of a prompt file.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: it holds no prompt.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist (one prompt per line)")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError(f"prompt file {path} is empty; write one prompt per line")
-    return prompts
+    """Prompts of a file, one per line (errors name ``--prompts``; see :func:`read_prompt_file`)."""
+    return read_prompt_file(path, setting="--prompts")
 
 
 def _check_rope_length(cfg: RunConfig, base_dir: Path, num_frames: int) -> None:

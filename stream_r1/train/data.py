@@ -16,23 +16,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from stream_r1.utils.io import atomic_write
+from stream_r1.utils.io import atomic_write, read_prompt_file
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """Non-empty, stripped lines of a UTF-8 prompt file.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file holds no prompts.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist; set data.prompts to a file with one prompt per line")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError(f"prompt file {str(path)!r} has no non-empty lines; add one prompt per line")
-    return prompts
+    """Prompts of a file, one per line (errors name ``data.prompts``; see :func:`read_prompt_file`)."""
+    return read_prompt_file(path, setting="data.prompts")
 
 
 @dataclass

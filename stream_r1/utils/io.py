@@ -82,3 +82,25 @@ def atomic_publish_dir(staging: str | Path, target: str | Path) -> Path:
     if old.exists():
         shutil.rmtree(old)
     return target
+
+
+def read_prompt_file(path: str | Path, *, setting: str = "the prompt file") -> list[str]:
+    """Non-empty, stripped lines of a UTF-8 prompt file (one prompt per line).
+
+    Args:
+        path: the file.
+        setting: where the user set the path (named in the error, e.g. ``data.prompts`` or ``--prompts``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file holds no prompt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"prompt file {str(path)!r} does not exist; set {setting} to a file with one prompt per line"
+        )
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompt file {str(path)!r} is empty (no non-empty lines); add one prompt per line")
+    return prompts
