@@ -2,7 +2,7 @@
 
 One generator step = self-forcing rollout (grad at the exit step) + DMD direction (critic + guided
 teacher) + [VAE decode + VideoReward scoring/saliency + weights] + backward + AdamW step, on the
-tiny models of ``spec/method.md`` §6.1 in a single process (world size 1).
+tiny models of docs/method.md §6.1 in a single process (world size 1).
 
 Time: one worker builds the networks once (one distiller per mode sharing them) and runs the modes
 round-robin, so every mode sees the same machine load, exit steps (k cycles 0..3) and seeds; the
@@ -47,7 +47,7 @@ MODES: dict[str, dict[str, object]] = {
     # Stream-R1 (this library's default): logits and the three saliency gradients from ONE reward forward.
     "stream_r1": {"mode": "BalancedOverall", "intra": True, "reward_passes": 1},
     # Stream-R1 reference mode: SR1's separate scalar pass + saliency pass, patch-level saliency with its
-    # row order, trilinear mappings (spec/method.md §3.2 item 4).
+    # row order, trilinear mappings (docs/method.md §3.2 item 4).
     "stream_r1_reference": {
         "mode": "BalancedOverall",
         "intra": True,

@@ -9,7 +9,7 @@ included; the paper reports 23.1 FPS on one H100 with the local window):
 
     .venv/bin/python benchmarks/streaming_latency.py --device cuda --full-size --frames 21 120 480
 
-Check (issue 2 §8): with the window, median(last 10 chunks) / median(chunks 2-11) must be <= 1.10 at the
+Check (a streaming student must not slow down as the video grows): with the window, median(last 10 chunks) / median(chunks 2-11) must be <= 1.10 at the
 largest frame count; the script prints the ratio and exits 1 when it is violated. Each case runs
 ``--repeats`` times and the per-chunk minimum is kept (load on a shared machine only ever slows a chunk). Chunk latency is the
 transformer part (4 denoising steps + context pass) plus, with ``--with-vae``, the streaming VAE decode.
@@ -37,7 +37,7 @@ from stream_r1.models.tiny import TINY_STUDENT, TINY_VAE
 from stream_r1.models.vae import WanVAE
 from stream_r1.rollout.streaming import stream_chunks
 
-# Wan2.1-T2V-1.3B (method.md §4.1).
+# Wan2.1-T2V-1.3B (docs/method.md §4.1).
 FULL_1_3B = {
     "patch_size": (1, 2, 2), "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
     "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30,

@@ -1,7 +1,7 @@
 """The Stream-R1 DAG: fetch → ode_init → train → evaluate → gate → (If) register, inside an ExitHandler.
 
 Compile: ``stream-r1 pipeline compile`` (writes ``pipelines/compiled/stream_r1.yaml``, golden-tested).
-Nothing is computed at definition time (architecture.md rule 10): the run id is a runtime parameter
+Nothing is computed at definition time (so compiling is pure and the compiled YAML is reproducible): the run id is a runtime parameter
 falling back to the KFP job-id placeholder.
 """
 

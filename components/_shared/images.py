@@ -1,4 +1,4 @@
-"""The ONE place the component images are pinned (architecture.md rule 10).
+"""The ONE place the component images are pinned (so a release changes one constant, and no component hard-codes an image).
 
 ``images/`` (Dockerfiles) and ``manifests/`` must use the same tags; a test checks it. Bump the tag
 together with the package version: the KFP v2 cache key uses the image *name*, not its digest

@@ -2,7 +2,7 @@
 
 Every field carries a one-line docstring (the string literal under it) with its unit. Cross-field
 rules live in ``__post_init__`` and raise ``ValueError`` naming the dotted field, the bad value and
-the fix. Values of the real recipe come from ``spec/method.md`` §1-3 and the Stream-R1 reference
+the fix. Values of the real recipe come from docs/method.md §1-3 and the Stream-R1 reference
 ``configs/exp_stream_r1.yaml``.
 """
 

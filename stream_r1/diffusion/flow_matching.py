@@ -1,4 +1,4 @@
-"""Rectified-flow math of Self-Forcing / Wan (spec/method.md §1.2). Pure functions, no nn.Module.
+"""Rectified-flow math of Self-Forcing / Wan (docs/method.md §1.2). Pure functions, no nn.Module.
 
 Convention: ``x_t = (1 - sigma) * x0 + sigma * eps``, network output ``v ~= eps - x0``,
 ``x0 = x_t - sigma * v``, timestep ``t = 1000 * sigma``. Every t -> sigma lookup is the nearest

@@ -1,6 +1,6 @@
 """Collectives that work with or without a process group (identities at world size 1).
 
-Draws that every rank must agree on (the exit step of a rollout, §5 item 22) are made on rank 0
+Draws that every rank must agree on (the exit step of a rollout, docs/method.md §5 item 22) are made on rank 0
 and broadcast through :func:`broadcast_from_rank0`.
 """
 

@@ -1,7 +1,7 @@
 """Optional DeepSpeed ZeRO backend behind the :class:`~stream_r1.distributed.fsdp.Strategy` interface.
 
 A DeepSpeed engine owns backward, gradient reduction, clipping and the optimizer step ("one model +
-one optimizer per engine", mlops.md §4.2), so DMD gets two engines: one for the generator and one
+one optimizer per engine": DeepSpeed's engine API takes exactly one of each), so DMD gets two engines: one for the generator and one
 for the critic, each built in :meth:`DeepSpeedStrategy.attach_optimizer` around the loop's own
 ``torch.optim.AdamW`` (β1 = 0; a client optimizer, so nothing is JIT-compiled, the CPU equivalent
 of ``"torch_adam": true``). The loop keeps calling the *raw* modules for forward: under ZeRO-2 every

@@ -1,7 +1,7 @@
 """Process-group setup from the torchrun environment; a no-op at world size 1.
 
-Ranks are read from ``torch.distributed`` only after ``init_process_group`` (architecture.md
-§5 rule 9); before that only ``WORLD_SIZE`` is consulted, so that batch-size checks can fail
+Ranks are read from ``torch.distributed`` only after ``init_process_group`` (before it, the
+rank is not known reliably); before that only ``WORLD_SIZE`` is consulted, so that batch-size checks can fail
 before any model is built.
 """
 

@@ -6,10 +6,10 @@ optimizer's checkpoint state. The torch strategies here do exactly what the loop
 :mod:`stream_r1.distributed.deepspeed_strategy` hands the same calls to ZeRO engines.
 
 The model code is single-device code; parallelism is applied from outside in torchtitan's order
-(architecture.md §2.1): activation checkpointing, then FSDP. FSDP2 shards every transformer block
-and then the root, with ``MixedPrecisionPolicy(param_dtype, reduce_dtype)`` (mlops.md §4.2); the
+(the order torchtitan's parallelize functions use: checkpoint wrappers must sit inside the FSDP units): activation checkpointing, then FSDP. FSDP2 shards every transformer block
+and then the root, with ``MixedPrecisionPolicy(param_dtype, reduce_dtype)``; the
 frozen teacher is sharded the same way. Non-final micro-steps of an accumulation window skip the
-gradient reduce-scatter (``set_requires_gradient_sync(False)``, the FSDP2 ``no_sync``; method.md
+gradient reduce-scatter (``set_requires_gradient_sync(False)``, the FSDP2 ``no_sync``; docs/method.md
 §5 item 17).
 """
 

@@ -1,7 +1,7 @@
 """Full (gathered) model and optimizer state dicts that are the same with or without FSDP2.
 
 Checkpoints store full, FQN-keyed state dicts so they load at any world size and strategy
-(mlops.md §4.2: export ``get_model_state_dict(full_state_dict=True, cpu_offload=True)``).
+(export with ``get_model_state_dict(full_state_dict=True, cpu_offload=True)``).
 Every function here is a collective under a process group: call it on all ranks.
 """
 

@@ -1,4 +1,4 @@
-"""In-house video metrics that need no downloaded weights (spec mlops.md §7, issue 5 item 1).
+"""In-house video metrics that need no downloaded weights (VBench's model-based dimensions download weights at run time).
 
 All functions take decoded videos ``frames [T, H, W, 3]`` uint8 RGB in [0, 255] (what
 ``stream_r1.eval.video_io.read_video`` returns) and work pair-by-pair or chunk-by-chunk so a 60 s

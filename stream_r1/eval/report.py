@@ -1,4 +1,4 @@
-"""Self-contained HTML evaluation report for the KFP UI (spec mlops.md §1.3: HTML artifacts render inline).
+"""Self-contained HTML evaluation report for the KFP UI (KFP renders HTML artifacts inline, so the report embeds its clips).
 
 Everything is embedded: frame strips and matplotlib plots as base64 PNG data URIs, inline CSS, no
 scripts, no external ``src``/``href``. A KFP ``HTML`` artifact is shown in a sandboxed iframe that

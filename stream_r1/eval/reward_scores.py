@@ -1,7 +1,7 @@
 """VideoReward VQ / MQ / TA of finished videos (the reward model of ``stream_r1.reward``).
 
 Frames are sampled VideoAlign-natively at 2 fps (``reward.preprocess.select_frames`` with
-``frames="fps2"``, the qwen-vl-utils rule VideoAlign's inference uses; method.md §2.2) and only those
+``frames="fps2"``, the qwen-vl-utils rule VideoAlign's inference uses; docs/method.md §2.2) and only those
 frames are converted to a float tensor, which bounds memory for 30 s / 60 s videos; each frame is
 resized to the ``reward.min_pixels``/``reward.max_pixels`` budget by ``stream_r1.reward``.
 """

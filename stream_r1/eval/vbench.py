@@ -1,7 +1,7 @@
 """VBench Quality / Semantic / Total aggregation (pure Python, no torch, no vbench).
 
 The constants are VBench's published normalisation and weights (repository
-``scripts/constant.py``, applied by ``scripts/cal_final_score.py``; spec mlops.md §7):
+``scripts/constant.py``, applied by ``scripts/cal_final_score.py``):
 
     normalized_d = (raw_d - Min_d) / (Max_d - Min_d) * w_d        (no clipping)
     Quality  = sum(normalized_d, d in QUALITY)  / sum(w_d, d in QUALITY)    (= 6.5)
@@ -31,7 +31,7 @@ class DimensionSpec:
     max: float
 
 
-# The §7 table, in VBench's TASK_INFO order.
+# The published dimension table, in VBench's TASK_INFO order.
 VBENCH_DIMENSIONS: dict[str, DimensionSpec] = {
     "subject_consistency": DimensionSpec("quality", 1.0, 0.1462, 1.0),
     "background_consistency": DimensionSpec("quality", 1.0, 0.2615, 1.0),
@@ -55,7 +55,7 @@ SEMANTIC_DIMENSIONS: tuple[str, ...] = tuple(k for k, v in VBENCH_DIMENSIONS.ite
 QUALITY_WEIGHT = 4.0
 SEMANTIC_WEIGHT = 1.0
 
-# VBench's custom_input mode refuses these (they need the standard prompts' auxiliary info, §7).
+# VBench's custom_input mode refuses these (they need the standard prompts' auxiliary info).
 STANDARD_ONLY_DIMENSIONS: tuple[str, ...] = (
     "object_class", "multiple_objects", "scene", "appearance_style", "color", "spatial_relationship",
 )

@@ -1,6 +1,6 @@
 """VBench runner: evaluates the 16 standard dimensions in the separate VBench image (``images/vbench``).
 
-VBench 0.1.5 pins transformers 4.33 / numpy<2 and downloads its weights (spec mlops.md §7), so it
+VBench 0.1.5 pins transformers 4.33 / numpy<2 and downloads its weights, so it
 cannot share the project environment. This module imports only torch-free project code (suites,
 matching, the aggregation) at module level and ``vbench`` lazily, so it runs in that image with the
 project installed ``--no-deps``::

@@ -1,4 +1,4 @@
-"""Critic (fake score) flow-matching loss (spec/method.md §1.5, Self-Forcing ``model/dmd.py``, ``utils/loss.py``).
+"""Critic (fake score) flow-matching loss (docs/method.md §1.5, Self-Forcing ``model/dmd.py``, ``utils/loss.py``).
 
 The critic learns the score of the generator's current distribution on a separate no-grad
 rollout ``x``: ``x_t = add_noise(x, eps, t)``, ``x0_hat = critic(x_t, t)`` with grad,

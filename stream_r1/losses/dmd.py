@@ -1,4 +1,4 @@
-"""DMD generator loss (spec/method.md §1.4, Self-Forcing ``model/dmd.py``).
+"""DMD generator loss (docs/method.md §1.4, Self-Forcing ``model/dmd.py``).
 
 The generator's rollout ``x`` is pushed along the normalised score difference
 ``g = (f_fake - f_real) / mean|x - f_real|`` through the surrogate ``0.5 * mean((x - sg(x - g))^2)``,

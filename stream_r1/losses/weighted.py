@@ -1,4 +1,4 @@
-"""The Stream-R1 reward-weighted DMD loss (spec/method.md §3.2 item 7, §3.3 I).
+"""The Stream-R1 reward-weighted DMD loss (docs/method.md §3.2 item 7, §3.3 I).
 
 ``L = 0.5 * W_inter * mean(W_intra ⊙ (x - sg(x - g))^2)`` in float64 with every weight detached, so
 ``dL/dx = W_inter * W_intra * g / N``: the reward only re-scales (per rollout) and redistributes

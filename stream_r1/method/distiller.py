@@ -1,4 +1,4 @@
-"""Stream-R1 distiller: DMD with reward-weighted generator loss (spec/method.md §1.3-1.5, §2.1, §3.2-3.3).
+"""Stream-R1 distiller: DMD with reward-weighted generator loss (docs/method.md §1.3-1.5, §2.1, §3.2-3.3).
 
 One object composes the three diffusion networks (causal student, critic, teacher), the optional
 VAE and VideoReward model and the trainer-owned :class:`RewardBalancer`, and exposes the two losses
@@ -171,7 +171,7 @@ class StreamR1Distiller:
 
         Returns:
             ``(loss, metrics)``: float64 scalar whose gradient reaches only the generator, and a flat
-            ``dict[str, float]`` for logging (see ``docs/method.md``).
+            ``dict[str, float]`` for logging (see docs/method.md).
         """
         x, info = self.rollout(batch, exit_step, gen, grad_enabled=True)
         neg = batch.negative_emb

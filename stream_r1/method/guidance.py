@@ -1,4 +1,4 @@
-"""Teacher (real score) and critic (fake score) guidance (spec/method.md §1.4 step 3, §5 item 4).
+"""Teacher (real score) and critic (fake score) guidance (docs/method.md §1.4 step 3, §5 item 4).
 
 The reference writes guidance as ``f = c + g * (c - u)`` with ``g = 3.0`` for the teacher, which is
 standard classifier-free guidance with weight ``g + 1 = 4.0`` (``4c - 3u``); the critic uses

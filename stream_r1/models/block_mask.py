@@ -1,4 +1,4 @@
-"""Block-causal attention masks for the full-sequence student forward (spec method.md §4.2, §5 item 11).
+"""Block-causal attention masks for the full-sequence student forward (docs/method.md §4.2, §5 item 11).
 
 A query token of latent frame ``i`` may attend a key token of frame ``j`` iff
 ``j // frames_per_block <= i // frames_per_block``: bidirectional inside a chunk of ``frames_per_block``

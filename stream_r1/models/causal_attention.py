@@ -1,4 +1,4 @@
-"""Attention processor of the causal student (spec method.md §4.2, §4.4, §5 items 7, 10, 12).
+"""Attention processor of the causal student (docs/method.md §4.2, §4.4, §5 items 7, 10, 12).
 
 ``CausalWanAttnProcessor`` subclasses diffusers' ``WanAttnProcessor`` and is installed on every
 ``WanAttention`` of a :class:`~stream_r1.models.causal_wan.CausalWanTransformer` with

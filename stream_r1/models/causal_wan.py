@@ -1,4 +1,4 @@
-"""The causal streaming student: ``CausalWanTransformer(WanTransformer3DModel)`` (spec method.md §4.2, §4.4).
+"""The causal streaming student: ``CausalWanTransformer(WanTransformer3DModel)`` (docs/method.md §4.2, §4.4).
 
 Same ``__init__``, config, parameters and state-dict keys as diffusers' ``WanTransformer3DModel`` (so
 ``from_pretrained`` and strict ``load_state_dict`` from a stock model work), with its own forward:
@@ -230,7 +230,7 @@ class CausalWanTransformer(WanTransformer3DModel):
         if write_cache and kv_cache is None:
             raise ValueError("write_cache=True needs a kv_cache")
         if write_cache and torch.is_grad_enabled():
-            raise RuntimeError("KV cache writes must run under torch.no_grad() (the context pass, method.md §5 item 7)")
+            raise RuntimeError("KV cache writes must run under torch.no_grad() (the context pass, docs/method.md §5 item 7)")
         if attention_backend not in ("sdpa", "flex", "flash"):
             raise ValueError(f"attention_backend={attention_backend!r}; use 'sdpa', 'flex' or 'flash'")
         if attention_backend == "flash":

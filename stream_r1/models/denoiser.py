@@ -1,4 +1,4 @@
-"""x0 denoiser wrappers in the library layout ``[B, F, C, H, W]`` (spec method.md §1.1, §1.2, §1.3, §5 items 3, 7, 8).
+"""x0 denoiser wrappers in the library layout ``[B, F, C, H, W]`` (docs/method.md §1.1, §1.2, §1.3, §5 items 3, 7, 8).
 
 The transformers predict the flow ``v ~= eps - x0``; the wrappers return ``x0 = x_t - sigma v`` with the
 table-quantised sigma of their own shift (``stream_r1.diffusion.x0_from_flow``, float64), while the float

@@ -1,4 +1,4 @@
-"""Explicit, preallocated self-attention KV cache for the streaming student (spec method.md §1.3, §2.4).
+"""Explicit, preallocated self-attention KV cache for the streaming student (docs/method.md §1.3, §2.4).
 
 Geometry (frames are *latent* frames; one frame = ``tokens_per_frame`` = (H/2)*(W/2) tokens):
 
@@ -22,7 +22,7 @@ Geometry (frames are *latent* frames; one frame = ``tokens_per_frame`` = (H/2)*(
   would overflow raises instead (Self-Forcing's full cache cannot go past its capacity, §1.11).
 
 Reads (:meth:`KVCache.attended`) never mutate the cache, so gradient-checkpoint replays of a denoising
-step see identical K/V (method.md §5 item 7). :meth:`KVCache.store` (called only by the no-grad context
+step see identical K/V (docs/method.md §5 item 7). :meth:`KVCache.store` (called only by the no-grad context
 pass) writes one layer, :meth:`KVCache.advance` then moves the lengths once all layers have written.
 
 A separate cross-attention cache holds the text K/V per layer; it is filled and used only outside

@@ -1,4 +1,4 @@
-"""Load and export Wan2.1 transformers and generator checkpoints in every on-disk format (§1.10, §4.4).
+"""Load and export Wan2.1 transformers and generator checkpoints in every on-disk format (docs/method.md §1.10, §4.4).
 
 Formats read:
 

@@ -1,4 +1,4 @@
-"""3-D rotary position embedding with a frame offset (spec method.md §4.1, §5 item 10).
+"""3-D rotary position embedding with a frame offset (docs/method.md §4.1, §5 item 10).
 
 Same tables and channel split as diffusers' ``WanRotaryPosEmbed`` (t/h/w = ``d - 4*(d//6)``, ``2*(d//6)``,
 ``2*(d//6)`` channels; 44/42/42 for head_dim 128, 8/4/4 for head_dim 16; theta 1e4; cos/sin interleaved

@@ -1,4 +1,4 @@
-"""umT5 text encoder as Wan uses it: whitespace cleaning, pad to max length, zero past the true length (§4.3).
+"""umT5 text encoder as Wan uses it: whitespace cleaning, pad to max length, zero past the true length (docs/method.md §4.3).
 
 Wan attends all ``max_length`` tokens in cross-attention with no text mask (§5 item 21), so the padded
 positions must be exact zeros rather than whatever the encoder emits there.

@@ -1,4 +1,4 @@
-"""Tiny random Wan transformer / VAE / umT5 models and their on-disk writers (spec method.md §6.1).
+"""Tiny random Wan transformer / VAE / umT5 models and their on-disk writers (docs/method.md §6.1).
 
 Every builder is seeded and leaves the global RNG untouched; nothing here touches a model hub. The files
 use the same formats as the real checkpoints so every loading path runs on a CPU-only machine. The whole

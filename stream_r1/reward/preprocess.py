@@ -1,4 +1,4 @@
-"""Differentiable VideoReward preprocessing in torch (method.md §3.3-A, §5 item 13).
+"""Differentiable VideoReward preprocessing in torch (docs/method.md §3.3-A, §5 item 13).
 
 Reproduces the Qwen2-VL video processor math (``do_resize`` through our own resize,
 ``do_rescale=False``, CLIP normalisation, temporal patch 2, 14x14 patches in the 2x2 merge order)

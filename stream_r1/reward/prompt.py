@@ -1,4 +1,4 @@
-"""The prompt VideoReward was trained with, wrapped in the Qwen2-VL chat template (method.md §2.2).
+"""The prompt VideoReward was trained with, wrapped in the Qwen2-VL chat template (docs/method.md §2.2).
 
 The rubric text reproduces VideoAlign's ``detailed_special`` template (KwaiVGI/VideoAlign
 ``prompt_template.py``) character for character: the reward head reads the hidden states at the

@@ -1,4 +1,4 @@
-"""Per-rollout Stream-R1 weights from the decoded video (method.md §3.3 B-H).
+"""Per-rollout Stream-R1 weights from the decoded video (docs/method.md §3.3 B-H).
 
 One call per generator micro-step and rollout: score the decoded frames (one grad-enabled reward
 pass, or SR1's two), map the fused saliency to the latent grid, and build W_inter and W_intra. The

@@ -1,4 +1,4 @@
-"""Intra-Perplexity saliency: reward-logit gradients from one forward (method.md §3.3-C).
+"""Intra-Perplexity saliency: reward-logit gradients from one forward (docs/method.md §3.3-C).
 
 For each axis a in ``metrics``: ``G_a = d logit_a / d target`` with the raw (un-normalised) logit,
 ``torch.autograd.grad`` retaining the graph for all but the last axis. Reward parameters are frozen

@@ -1,4 +1,4 @@
-"""Map reward saliency onto the latent grid ``[F, H, W]`` (method.md §3.3-D).
+"""Map reward saliency onto the latent grid ``[F, H, W]`` (docs/method.md §3.3-D).
 
 Input maps live on one of three grids (see :mod:`stream_r1.reward.saliency`): scored pixel frames
 ``[T', Hr, Wr]`` (``pixel``), 14x14 patches ``[T'/2, Hr/14, Wr/14]`` (``patch_reference``) or merged

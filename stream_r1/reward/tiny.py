@@ -1,4 +1,4 @@
-"""A tiny VideoReward written in exactly the official checkpoint layout (method.md §6.1).
+"""A tiny VideoReward written in exactly the official checkpoint layout (docs/method.md §6.1).
 
 Used by ``stream-r1 make-tiny-checkpoints`` and the tests: a tiny random Qwen2-VL base with an
 in-memory word-level tokenizer, plus a "trained" VideoReward on top of it (non-zero LoRA on every
@@ -69,7 +69,7 @@ def _tiny_tokenizer() -> object:
 
 
 def tiny_qwen2vl_config(token_ids: dict[str, int], vocab_size: int = TINY_BASE_VOCAB) -> object:
-    """The tiny Qwen2VLConfig of method.md §6.1 (text hidden 32, 2 layers; ViT depth 2, embed 32)."""
+    """The tiny Qwen2VLConfig of docs/method.md §6.1 (text hidden 32, 2 layers; ViT depth 2, embed 32)."""
     from transformers import Qwen2VLConfig
 
     return Qwen2VLConfig(

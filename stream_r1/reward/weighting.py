@@ -1,6 +1,6 @@
 """Stream-R1 weights: Inter-Reliability, Intra-Perplexity, saliency fusion, reward balancing.
 
-Public, pure functions on torch tensors (method.md §3.2 items 3-6, §3.3 E-H). Every weight returned
+Public, pure functions on torch tensors (docs/method.md §3.2 items 3-6, §3.3 E-H). Every weight returned
 here is detached: the reward only reweights the DMD gradient, it never receives gradients.
 """
 
@@ -80,7 +80,7 @@ def intra_perplexity_weights(
     spatial_strength: float = 1.0,
     temporal_strength: float = 1.0,
 ) -> torch.Tensor:
-    """W_intra ``[F, H, W]``: temporal x spatial factorisation, mean 1 (method.md §3.2 item 6, §3.3-F).
+    """W_intra ``[F, H, W]``: temporal x spatial factorisation, mean 1 (docs/method.md §3.2 item 6, §3.3-F).
 
     ``W = tau_f * sigma_f(h, w)``, then ``W /= mean(W)``. Broadcast over the 16 latent channels by the caller.
 
@@ -172,7 +172,7 @@ AllReduceMean = Callable[[dict[str, float]], dict[str, float]]
 
 
 class RewardBalancer:
-    """Adaptive Reward Balancing (method.md §3.2 item 3, §3.3-G).
+    """Adaptive Reward Balancing (docs/method.md §3.2 item 3, §3.3-G).
 
     Per-axis deques of the last ``window`` z-rewards. Each :meth:`update`: increment the counter, append
     the current rewards (averaged over ranks first when ``all_reduce`` is given), then once

@@ -1,4 +1,4 @@
-"""Self-Forcing training rollout of the causal student (spec/method.md §1.3, §5 items 6-8).
+"""Self-Forcing training rollout of the causal student (docs/method.md §1.3, §5 items 6-8).
 
 Chunk by chunk (``frames_per_block`` latent frames), each chunk starts from fresh Gaussian noise and
 walks the warped few-step schedule ``[1000, 937.5, 833.3, 625]`` up to the rollout's exit step k:

@@ -1,4 +1,4 @@
-"""Streaming inference rollout of the causal student (spec method.md §1.11, §2.4, §5 items 1, 8).
+"""Streaming inference rollout of the causal student (docs/method.md §1.11, §2.4, §5 items 1, 8).
 
 For each chunk of ``frames_per_block`` latent frames at stream position ``frame_offset``:
 

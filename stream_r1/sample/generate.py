@@ -1,4 +1,4 @@
-"""Streaming text-to-video generation with the causal student (spec method.md §1.11, issue 2 §7).
+"""Streaming text-to-video generation with the causal student (docs/method.md §1.11).
 
 Per prompt: embed the text, stream latent chunks with :func:`stream_r1.rollout.streaming.stream_chunks`
 (4 warped steps per chunk with fresh re-noising, then the t=0 context pass; rolling cache when

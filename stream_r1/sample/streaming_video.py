@@ -1,4 +1,4 @@
-"""One loaded student + text encoder + VAE that turns a prompt into an mp4, chunk by chunk (§1.11).
+"""One loaded student + text encoder + VAE that turns a prompt into an mp4, chunk by chunk (docs/method.md §1.11).
 
 Latency is measured per chunk: the transformer part (4 denoising steps + the context pass, inside
 :func:`stream_r1.rollout.streaming.stream_chunks`) and the streaming VAE decode of that chunk.

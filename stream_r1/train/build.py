@@ -1,8 +1,8 @@
 """Build the networks, the distiller and the data pipeline of a training run from its config.
 
-Order follows torchtitan (architecture.md §2.1): load single-device models, then apply the
+Order follows torchtitan (the order torchtitan uses): load single-device models, then apply the
 parallel strategy (activation checkpointing, then FSDP2 per block) from outside.
-Masters are fp32 under FSDP2 (``parallel.param_dtype`` is the compute dtype, method.md §1.7);
+Masters are fp32 under FSDP2 (``parallel.param_dtype`` is the compute dtype, docs/method.md §1.7);
 without sharding the networks are kept in ``model.dtype``.
 """
 

@@ -6,7 +6,7 @@ Layout of ``<output>/checkpoints/step_<optimizer step:06d>/``::
     optimizers.pt       {"generator", "critic"}: full FQN-keyed optimizer states
     trainer_state.json  step counters, config hash, world size, data-sampler position, EMA meta
     rank_00000.pt ...   per-rank RNG states (torch CPU/CUDA, python, numpy) and rank-local state
-                        (the reward balancer's history is rank-local, method.md §3.2 item 3)
+                        (the reward balancer's history is rank-local, docs/method.md §3.2 item 3)
     MANIFEST.json       sha256 of every file above (written last)
 
 A checkpoint is written into ``.tmp-step_*`` and renamed into place only after every file and the

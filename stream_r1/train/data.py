@@ -1,6 +1,6 @@
 """Prompt data: a prompt file, a resumable distributed sampler, and an on-disk text-embedding cache.
 
-Data-free DMD trains on prompts only (method.md §1.8). The sampler shuffles with ``seed + epoch``
+Data-free DMD trains on prompts only (docs/method.md §1.8). The sampler shuffles with ``seed + epoch``
 and drops the tail so every rank sees the same number of prompts (``DistributedSampler`` with
 ``drop_last``). Embeddings are cached per prompt under ``sha256(encoder identity + prompt)`` and
 written atomically, so the umT5-XXL encoder runs once per prompt per run directory.

@@ -1,4 +1,4 @@
-"""Exponential moving average of the generator in fp32 on CPU (method.md §1.6, §5 item 18).
+"""Exponential moving average of the generator in fp32 on CPU (docs/method.md §1.6, §5 item 18).
 
 The shadow holds full (gathered) parameters; under FSDP2 only rank 0 keeps it (the gather is a
 collective, so every rank calls :meth:`EMA.update`). Decay 0.99:

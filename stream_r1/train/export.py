@@ -1,8 +1,8 @@
 """Export the trained generator (and its EMA) for inference and registration.
 
-Two layouts (issue 4 §2): a diffusers ``WanTransformer3DModel`` directory per network
+Two layouts: a diffusers ``WanTransformer3DModel`` directory per network
 (``generator/``, ``generator_ema/``; H2's ``export_diffusers``) and the reference ``.pt`` layout
-``{"generator": {"model.<original Wan key>": t}, "generator_ema": {...}}`` (method.md §1.10) that
+``{"generator": {"model.<original Wan key>": t}, "generator_ema": {...}}`` (docs/method.md §1.10) that
 Self-Forcing / Reward Forcing / Stream-R1 ``inference.py`` and our loaders read.
 """
 

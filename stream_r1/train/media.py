@@ -32,7 +32,7 @@ def temporal_profile_image(profile: torch.Tensor, title: str = "W_intra temporal
 
 
 def latent_to_pixel_frame(f: int) -> int:
-    """The last pixel frame decoded from latent frame ``f`` (latent 0 -> frame 0, f -> 4f; §5 item 9)."""
+    """The last pixel frame decoded from latent frame ``f`` (latent 0 -> frame 0, f -> 4f; docs/method.md §5 item 9)."""
     return 0 if f == 0 else 4 * f
 
 

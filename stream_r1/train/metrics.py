@@ -1,6 +1,6 @@
 """Metrics sinks (rank 0 only): TensorBoard, a JSONL file beside it, or nothing.
 
-One small interface in the shape of torchtitan's ``BaseLogger`` (architecture.md §2.1): the
+One small interface in the shape of torchtitan's ``BaseLogger``: the
 trainer talks to a :class:`MetricsSink`; :class:`MultiSink` fans out. Steps are optimizer steps.
 On resume, both sinks drop what was logged after the resumed step (TensorBoard ``purge_step``,
 JSONL rewritten), so a crash never leaves duplicate or orphaned points.
@@ -131,7 +131,7 @@ class TensorBoardSink:
         self.writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
     def video(self, step: int, tag: str, frames: np.ndarray, fps: int) -> None:
-        """A GIF through ``add_video`` (moviepy 1.0.3 encodes it; environment.md)."""
+        """A GIF through ``add_video`` (moviepy 1.0.3 encodes it; moviepy 2 breaks it and without moviepy it silently writes nothing)."""
         vid = np.ascontiguousarray(frames.transpose(0, 3, 1, 2)[None])  # [1, T, 3, H, W] uint8
         self.writer.add_video(tag, vid, global_step=step, fps=fps)
 

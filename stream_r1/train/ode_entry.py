@@ -1,4 +1,4 @@
-"""Runners of ``stream-r1 ode-pairs`` and ``stream-r1 ode-init`` (method.md §1.9)."""
+"""Runners of ``stream-r1 ode-pairs`` and ``stream-r1 ode-init`` (docs/method.md §1.9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ODE pairs for the initialisation stage (method.md §1.9): teacher trajectories on disk.
+"""ODE pairs for the initialisation stage (docs/method.md §1.9): teacher trajectories on disk.
 
 The bidirectional teacher (the 1.3B base in the reference) is sampled with a 48-step Euler flow
 sampler on the shift-8 sigma grid with CFG 6 (``v_u + 6 (v_c - v_u)``; for a shared sigma this

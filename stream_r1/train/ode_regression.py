@@ -1,4 +1,4 @@
-"""Block-causal ODE regression of the student on teacher trajectories (method.md §1.9).
+"""Block-causal ODE regression of the student on teacher trajectories (docs/method.md §1.9).
 
 The student sees the *whole* sequence at once through ``CausalDenoiser.forward_full`` (block mask,
 no KV cache). Each block of each sample takes a random one of the non-clean stored states (and its

@@ -1,4 +1,4 @@
-"""AdamW for generator and critic (method.md §1.6): beta1 = 0, beta2 = 0.999, wd 0.01, no schedule."""
+"""AdamW for generator and critic (docs/method.md §1.6): beta1 = 0, beta2 = 0.999, wd 0.01, no schedule."""
 
 from __future__ import annotations
 

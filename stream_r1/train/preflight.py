@@ -1,4 +1,4 @@
-"""Checks that run before any model is built (issue 4 §6): a bad input fails in a second, clearly.
+"""Checks that run before any model is built: a bad input fails in a second, clearly.
 
 Missing weights, config or prompt files; a world size that does not match the batch; an output
 directory that holds a different run (config-hash mismatch) or an existing run without

@@ -1,4 +1,4 @@
-"""The update schedule of the reference trainer as a pure object (method.md §1.6, §3.2 item 8).
+"""The update schedule of the reference trainer as a pure object (docs/method.md §1.6, §3.2 item 8).
 
 Raw micro-steps ``r = 0 .. num_optimizer_steps * accum - 1``; ``optimizer_step = r // accum``.
 The critic accumulates on every micro-step and steps once at each window end. The generator

@@ -1,4 +1,4 @@
-"""The training loop of ``stream-r1 train`` (method.md §1.6, §3.2 item 8; issue 4).
+"""The training loop of ``stream-r1 train`` (docs/method.md §1.6, §3.2 item 8).
 
 Per raw micro-step: on generator windows one generator micro-step (rollout with gradient at the
 exit step, reward-weighted DMD loss / accum, backward), then one critic micro-step on a fresh

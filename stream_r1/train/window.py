@@ -56,7 +56,7 @@ class WindowLog:
 
 
 def window_ess(all_w_inter: list[list[float]]) -> dict[str, float]:
-    """ESS of the rollout weights gathered from every rank over one window (method.md §3.2 obs.)."""
+    """ESS of the rollout weights gathered from every rank over one window (docs/method.md §3.2 obs.)."""
     flat = [w for rank in all_w_inter for w in rank]
     if not flat:
         return {}

@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "stream_r1"
 
-# Only these may import torch.distributed (rule 2, architecture.md §5).
+# Only these may import torch.distributed (parallelism is applied from outside the model code).
 DIST_ALLOWED = ("distributed/", "train/checkpoint", "ops/")
 
 

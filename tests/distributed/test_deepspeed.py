@@ -1,4 +1,4 @@
-"""The optional DeepSpeed ZeRO backend (issue 4 §1): one-process step parity and a 2-rank gloo run.
+"""The optional DeepSpeed ZeRO backend: one-process step parity and a 2-rank gloo run.
 
 Skipped when ``deepspeed`` is not importable (CI installs ``.[ops,dev]`` only); install the extra
 with ``DS_BUILD_OPS=0 pip install 'stream-r1[deepspeed]'``. The first DeepSpeed process on a machine

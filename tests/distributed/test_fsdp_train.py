@@ -1,4 +1,4 @@
-"""Two-process gloo run of ``stream-r1 train`` under torchrun with FSDP2 (issue 4 §5).
+"""Two-process gloo run of ``stream-r1 train`` under torchrun with FSDP2.
 
 Every rank gathers its sharded generator fully (``DTensor.full_tensor``) and writes a digest; both
 must agree with each other and with the full state dict rank 0 checkpointed (a second gather path).

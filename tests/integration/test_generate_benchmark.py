@@ -55,7 +55,7 @@ def test_full_size_mode_is_the_1_3b_geometry(repo_root: Path) -> None:
     assert args.latent_hw == (60, 104) and args.dtype == "bfloat16" and args.with_vae and args.clock == "wall"
     assert args.text_len == 512 and args.steps == pytest.approx([1000.0, 937.5, 833.3333, 625.0], abs=1e-3)
     model = bench.build_student(True, torch.device("meta"), torch.bfloat16, seed=0)
-    assert 1.40e9 < sum(p.numel() for p in model.parameters()) < 1.45e9  # method.md §6.2: 1.42 B
+    assert 1.40e9 < sum(p.numel() for p in model.parameters()) < 1.45e9  # docs/method.md §6.2: 1.42 B
     assert model.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
     assert model.blocks[0].scale_shift_table.dtype == torch.float32  # diffusers keeps modulation in fp32
     with pytest.raises(SystemExit):

@@ -1,4 +1,4 @@
-"""ode-pairs (sharded, resumable) -> ode-init -> an ode_init.pt the loaders read (method.md §1.9)."""
+"""ode-pairs (sharded, resumable) -> ode-init -> an ode_init.pt the loaders read (docs/method.md §1.9)."""
 
 from __future__ import annotations
 

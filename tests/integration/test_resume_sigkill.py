@@ -1,4 +1,4 @@
-"""Crash safety of ``stream-r1 train`` (issue 4 §2), with real SIGKILLs of a real training process.
+"""Crash safety of ``stream-r1 train``, with real SIGKILLs of a real training process.
 
 The process kills itself through the testing flags ``--test-sigkill-after-checkpoint STEP`` (right
 after the checkpoint of optimizer step STEP is published) and ``--test-sigkill-during-checkpoint

@@ -115,7 +115,7 @@ class RecordedApiFake:
 
 
 # ----------------------------------------------------------------------------------------------
-# FAKE Kubeflow Model Registry REST server (the Go server cannot run here; mlops.md §6).
+# FAKE Kubeflow Model Registry REST server (the Go server cannot run here).
 # Implements, statefully, exactly the /api/model_registry/v1 endpoints model-registry 0.3.18's
 # ModelRegistry.register_model / get_model_version / get_model_artifact / get_model_versions call.
 # ----------------------------------------------------------------------------------------------

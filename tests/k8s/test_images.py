@@ -56,7 +56,7 @@ def lint(text: str) -> list[str]:
                 if SECRET_NAME.search(m.group(1)) and m.group(2) not in ('""', "''"):
                     problems.append(f"{op} {m.group(1)} carries a credential; pass secrets at run time")
         if "torchvision" in args:
-            problems.append("torchvision must never be installed (environment.md)")
+            problems.append("torchvision must never be installed (PyPI's build does not import beside torch 2.13.0)")
     users = [args for op, args in ins if op == "USER"]
     if not users or users[-1].split(":")[0] in ("root", "0"):
         problems.append("the final USER must be a non-root user")

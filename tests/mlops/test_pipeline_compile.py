@@ -60,7 +60,7 @@ def test_param_and_cron_parsing():
 
 
 def test_components_are_thin_and_pin_one_image():
-    """architecture.md rule 10: bodies ≤ 30 lines, imports inside, the image only from components/_shared/images.py."""
+    """Components stay thin: bodies ≤ 30 lines, imports inside, the image only from components/_shared/images.py."""
     import ast
 
     files = sorted((REPO / "components").glob("*/component.py"))

@@ -20,7 +20,7 @@ def test_real_recipe_values():
     assert c.rollout.denoising_steps == (1000, 750, 500, 250) and c.rollout.timestep_shift == 5.0
     assert c.rollout.num_frames == 21 and (c.rollout.latent_height, c.rollout.latent_width) == (60, 104)
     assert c.dmd.guidance_scale == 3.0 and (c.dmd.min_step, c.dmd.max_step) == (20, 980)
-    assert c.dmd.score_shift == 8.0  # teacher/critic wrappers keep the SF default table (§1.2)
+    assert c.dmd.score_shift == 8.0  # teacher/critic wrappers keep the SF default table (docs/method.md §1.2)
     assert c.dmd.negative_prompt == WAN_NEGATIVE_PROMPT
     assert (c.optim.lr_generator, c.optim.lr_critic, c.optim.beta1, c.optim.beta2) == (2e-6, 4e-7, 0.0, 0.999)
     assert c.optim.grad_clip_norm == 10.0

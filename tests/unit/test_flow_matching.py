@@ -1,4 +1,4 @@
-"""Golden values of the flow-matching math (spec/method.md §1.2, §1.4)."""
+"""Golden values of the flow-matching math (docs/method.md §1.2, §1.4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ``local`` job backend: ``torchrun --standalone`` of ``stream_r1 train`` on this machine.
 
-The same command a PyTorchJob/TrainJob runs in a cluster (architecture.md §0), on CPU/gloo here.
+The same command a PyTorchJob/TrainJob runs in a cluster, on CPU/gloo here.
 Output is streamed line by line into the caller's log (the KFP step log) and into
 ``<output_dir>/train_job.log``.
 """

@@ -1,1 +1,1 @@
-"""Kubernetes backends: PyTorchJob / TrainJob builders, the launcher and its waiter (mlops.md §2)."""
+"""Kubernetes backends: PyTorchJob / TrainJob builders, the launcher and its waiter."""

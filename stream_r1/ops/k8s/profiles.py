@@ -13,7 +13,7 @@ from stream_r1.ops.jobs.base import TrainJobRequest
 from stream_r1.ops.k8s.spec import ClusterJobSpec
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # One 8-GPU node running the paper recipe (mlops.md §4.1: fits with FSDP2 full sharding).
+    # One 8-GPU node running the paper recipe (fits in 8x80 GB with FSDP2 full sharding: docs/training.md).
     "gpu-8x": {
         "config": "wan2.1_t2v_1.3b_stream_r1",
         "overrides": (),

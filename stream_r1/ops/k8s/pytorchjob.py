@@ -1,4 +1,4 @@
-"""Build a Training Operator v1 ``PyTorchJob`` (``kubeflow.org/v1``) as a plain dict (mlops.md §2.3)."""
+"""Build a Training Operator v1 ``PyTorchJob`` (``kubeflow.org/v1``) as a plain dict."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One typed description of a distributed training job on the GPU pool (PyTorchJob and TrainJob).
 
 Both builders (``pytorchjob.py``, ``trainjob.py``) read only this object, so the kubectl-deployable
-manifest in ``manifests/`` and what the KFP launcher submits cannot drift apart (mlops.md §2).
+manifest in ``manifests/`` and what the KFP launcher submits cannot drift apart.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class ClusterJobSpec:
         """``torchrun --nnodes N --nproc_per_node P -m stream_r1 train ...`` (ranks from PET_* env).
 
         The operator / torch plugin inject ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and
-        ``PET_MASTER_PORT``; torchrun reads any ``PET_<ARG>`` as its argument (mlops.md §2.3).
+        ``PET_MASTER_PORT``; torchrun reads any ``PET_<ARG>`` as its argument (torch.distributed.run's environment fallback).
         """
         return [
             "torchrun",
@@ -186,7 +186,7 @@ class ClusterJobSpec:
             if optional:
                 ref["optional"] = True
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
-        # Non-AWS S3 endpoints (SeaweedFS) reject boto's default CRC trailers (mlops.md §5.2).
+        # Non-AWS S3 endpoints (SeaweedFS) reject boto's default CRC trailers (botocore >= 1.36 sends them by default).
         env += [{"name": "AWS_REQUEST_CHECKSUM_CALCULATION", "value": "when_required"},
                 {"name": "AWS_RESPONSE_CHECKSUM_VALIDATION", "value": "when_required"}]
         return env

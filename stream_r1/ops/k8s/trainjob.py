@@ -2,7 +2,7 @@
 
 The GPU pool's node selector, tolerations, volumes and mounts go into ``spec.runtimePatches`` (v2.2+
 replaced ``podTemplateOverrides``), patching the runtime's replicated job ``node`` whose trainer
-container is also named ``node`` (mlops.md §2.4). Restart/backoff behaviour of v2 belongs to the
+container is also named ``node`` (the runtime's naming). Restart/backoff behaviour of v2 belongs to the
 referenced runtime's JobSet failure policy, not to the TrainJob.
 """
 

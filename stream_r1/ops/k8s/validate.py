@@ -1,4 +1,4 @@
-"""Offline validation of manifests: CRD openAPI schemas, admission rules, core kinds (mlops.md §2.5).
+"""Offline validation of manifests: CRD openAPI schemas, admission rules, core kinds (no API server can run in CI, so what it would reject is checked here).
 
 No API server can run on the build machine, so this is what "valid" means before a cluster sees a
 manifest: the CRD's ``openAPIV3Schema`` (``jsonschema`` Draft 7; ``x-kubernetes-*`` keys ignored),

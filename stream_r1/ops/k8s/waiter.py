@@ -2,7 +2,7 @@
 
 No I/O and no clock reads: ``advance(state, observation, now)`` returns the next state and a verdict,
 so every path (success, pod error, restarts, no status, API errors, deadlines) is tested against
-recorded API objects without a cluster. Designed against the known launcher failures (mlops.md §9):
+recorded API objects without a cluster. Designed against the known launcher failures:
 waiting forever on a job that never gets a status, treating Failed as done, per-call vs overall
 timeouts.
 """
@@ -121,7 +121,7 @@ def job_status(kind: str, obj: dict[str, Any]) -> JobStatus:
     status = obj.get("status") or {}
     true = _true_conditions(obj)
     if kind == "PyTorchJob":
-        # The operator appends conditions; the newest True one is the current phase (§2.3).
+        # The operator appends conditions; the newest True one is the current phase.
         if true:
             c = true[-1]
             phase = {p.value: p for p in Phase}.get(c.get("type", ""), Phase.CREATED)

@@ -1,6 +1,6 @@
 """Admission rules that are NOT in the CRD openAPI schemas, re-implemented to check manifests offline.
 
-PyTorchJob (Training Operator v1.9 validating webhook, mlops.md §2.3): DNS-1035 name, only
+PyTorchJob (Training Operator v1.9 validating webhook): DNS-1035 name, only
 ``Master``/``Worker`` replica types, Master ``replicas`` 1, every container has an image, a container
 named ``pytorch``, Worker required with ``elasticPolicy``, ``elasticPolicy.nProcPerNode`` not together
 with ``spec.nprocPerNode``. TrainJob (v2.3.0 CEL ``x-kubernetes-validations``, which jsonschema

@@ -1,4 +1,4 @@
-"""``Registry`` backend for the Kubeflow Model Registry (``model-registry`` client 0.3.18, mlops.md §6).
+"""``Registry`` backend for the Kubeflow Model Registry (``model-registry`` client 0.3.18).
 
 A registered student = RegisteredModel ``name`` → ModelVersion ``version`` (provenance in its custom
 properties) → ModelArtifact (the immutable S3 URI, with ``model_source_*`` = the KFP pipeline run).

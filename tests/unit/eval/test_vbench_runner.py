@@ -1,6 +1,6 @@
 """VBench runner pure parts: naming, staging, dimension selection, result parsing, orchestration.
 
-vbench cannot be installed in this environment (spec environment.md), so the orchestration test uses
+vbench cannot be installed in this environment (it pins transformers 4.33 and numpy<2), so the orchestration test uses
 ``FakeVBench``, which writes ``<name>_eval_results.json`` in VBench 0.1.5's recorded structure.
 """
 

@@ -1,4 +1,4 @@
-"""Critic flow-matching loss (method.md §1.5)."""
+"""Critic flow-matching loss (docs/method.md §1.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DMD generator loss: golden math, autograd identity dL/dx = g/N, nan-safety, t sampling (method.md §1.4)."""
+"""DMD generator loss: golden math, autograd identity dL/dx = g/N, nan-safety, t sampling (docs/method.md §1.4)."""
 
 from __future__ import annotations
 

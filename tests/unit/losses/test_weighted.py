@@ -1,4 +1,4 @@
-"""Stream-R1 weighted loss: dL/dx = exp(beta r) * W_intra * g / N, broadcasting, masks (method.md §3.3 I)."""
+"""Stream-R1 weighted loss: dL/dx = exp(beta r) * W_intra * g / N, broadcasting, masks (docs/method.md §3.3 I)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tiny real models for the method tests (spec method.md §6.1): stock Wan transformers wrapped as denoisers."""
+"""Tiny real models for the method tests (docs/method.md §6.1): stock Wan transformers wrapped as denoisers."""
 
 from __future__ import annotations
 

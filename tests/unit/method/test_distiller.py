@@ -1,4 +1,4 @@
-"""StreamR1Distiller: one generator step and one critic step on tiny models; plain-DMD loss form (§1.4-1.5)."""
+"""StreamR1Distiller: one generator step and one critic step on tiny models; plain-DMD loss form (docs/method.md §1.4-1.5)."""
 
 from __future__ import annotations
 

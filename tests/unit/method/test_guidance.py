@@ -1,4 +1,4 @@
-"""Teacher / critic guidance and the cached negative-prompt embedding (method.md §1.4 step 3, §5 item 4)."""
+"""Teacher / critic guidance and the cached negative-prompt embedding (docs/method.md §1.4 step 3, §5 item 4)."""
 
 from __future__ import annotations
 

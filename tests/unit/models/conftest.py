@@ -1,4 +1,4 @@
-"""Tiny Wan fixtures (spec method.md §6.1) shared by the causal-student tests."""
+"""Tiny Wan fixtures (docs/method.md §6.1) shared by the causal-student tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from diffusers import WanTransformer3DModel
 from stream_r1.models.causal_wan import CausalWanTransformer
 from stream_r1.models.tiny import TINY_STUDENT
 
-TINY_WAN = TINY_STUDENT  # method.md §6.1, the same tiny student make-tiny-checkpoints writes
+TINY_WAN = TINY_STUDENT  # docs/method.md §6.1, the same tiny student make-tiny-checkpoints writes
 LATENT_HW = (8, 8)  # 4x4 = 16 tokens per latent frame
 TEXT_LEN = 7
 

@@ -91,7 +91,7 @@ def test_block_mask_structure() -> None:
 def test_cached_chunks_equal_block_masked_full_sequence(
     causal_wan: CausalWanTransformer, text_emb: torch.Tensor
 ) -> None:
-    """Key test (issue 2 §3): teacher-forced chunk-by-chunk with a full cache == masked full sequence."""
+    """Key test: teacher-forced chunk-by-chunk with a full cache == masked full sequence."""
     frames, fpb = 9, 3
     x = _latent(frames, seed=3)
     t = torch.rand(1, frames, generator=torch.Generator().manual_seed(4)) * 1000
@@ -145,7 +145,7 @@ def test_masked_path_backward_reaches_all_parameters(
 def test_cache_read_inside_grad_keeps_cross_attention_gradients(
     causal_wan: CausalWanTransformer, text_emb: torch.Tensor
 ) -> None:
-    """A text K/V cached under no_grad must not be reused in a grad-enabled call (§5 item 7)."""
+    """A text K/V cached under no_grad must not be reused in a grad-enabled call (docs/method.md §5 item 7)."""
     cache = _full_cache(6)
     x = _latent(6, seed=7)
     with torch.no_grad():
@@ -183,7 +183,7 @@ def test_flex_block_mask_forward_matches_dense_sdpa(causal_wan: CausalWanTransfo
 def test_checkpointed_cached_step_gives_the_same_gradients(
     causal_wan: CausalWanTransformer, text_emb: torch.Tensor
 ) -> None:
-    """Recomputation reads the same (unchanged) cache rows, so checkpointing is exact (§5 item 7)."""
+    """Recomputation reads the same (unchanged) cache rows, so checkpointing is exact (docs/method.md §5 item 7)."""
     cache = _full_cache(6)
     x = _latent(6, seed=9)
     with torch.no_grad():

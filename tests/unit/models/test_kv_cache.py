@@ -160,7 +160,7 @@ def test_rolling_chunk_attends_sink_plus_window_with_relative_rope(
 @pytest.mark.parametrize(("rolling", "gib"), [(False, 6.03), (True, 2.59)])
 def test_full_size_cache_memory_matches_the_spec(rolling: bool, gib: float) -> None:
     """1.3B student at 480x832 (60x104 latents, 1560 tokens/frame): 30 layers x K,V x 21 frames bf16
-    = 6.0 GB full cache (method.md §1.7); the rolling inference cache holds 9 frames. Allocated on meta."""
+    = 6.0 GB full cache (docs/method.md §1.7); the rolling inference cache holds 9 frames. Allocated on meta."""
     cache = KVCache.allocate(
         num_layers=30,
         batch_size=1,

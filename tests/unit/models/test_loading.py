@@ -1,4 +1,4 @@
-"""Checkpoint formats: key map, .pt layouts, original vs diffusers directories, export (method.md §1.10, §4.4)."""
+"""Checkpoint formats: key map, .pt layouts, original vs diffusers directories, export (docs/method.md §1.10, §4.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Preprocessing parity with the Qwen2-VL processor math (method.md §3.3-A, §5 item 13)."""
+"""Preprocessing parity with the Qwen2-VL processor math (docs/method.md §3.3-A, §5 item 13)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Saliency spaces and the patch-order blob test (method.md §3.2 item 4, §5 item 15)."""
+"""Saliency spaces and the patch-order blob test (docs/method.md §3.2 item 4, §5 item 15)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Self-Forcing training rollout (method.md §1.3, §5 items 6-8) on a tiny real causal student."""
+"""Self-Forcing training rollout (docs/method.md §1.3, §5 items 6-8) on a tiny real causal student."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def test_grad_forward_reads_but_never_writes_the_cache(student, text_emb) -> Non
 
 def test_gradient_checkpointing_replays_see_the_same_cache(text_emb) -> None:
     # Replays run during backward, after later chunks advanced the cache: they must attend to the same
-    # frames as the original forward (method.md §5 item 7), so gradients match the plain run exactly.
+    # frames as the original forward (docs/method.md §5 item 7), so gradients match the plain run exactly.
     cfg = RolloutConfig(num_frames=9, latent_height=4, latent_width=4)
     grads = []
     for checkpointing in (False, True):

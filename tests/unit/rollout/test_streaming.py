@@ -11,7 +11,7 @@ from stream_r1.models.denoiser import CausalDenoiser
 from stream_r1.models.tiny import TINY_STUDENT
 from stream_r1.rollout.streaming import StreamChunk, stream_chunks
 
-TINY = TINY_STUDENT  # method.md §6.1, the same tiny student make-tiny-checkpoints writes
+TINY = TINY_STUDENT  # docs/method.md §6.1, the same tiny student make-tiny-checkpoints writes
 SHAPE = (16, 8, 8)
 STEPS = warped_timesteps([1000, 750, 500, 250], 5.0)
 

@@ -1,4 +1,4 @@
-"""The training build wires the sigma tables as Self-Forcing does (spec/method.md §1.2)."""
+"""The training build wires the sigma tables as Self-Forcing does (docs/method.md §1.2)."""
 
 from __future__ import annotations
 

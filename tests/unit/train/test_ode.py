@@ -1,4 +1,4 @@
-"""ODE initialisation math: Euler grid, CFG trajectory, per-block regression inputs and loss (§1.9)."""
+"""ODE initialisation math: Euler grid, CFG trajectory, per-block regression inputs and loss (docs/method.md §1.9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input fails before any model is built (issue 4 §6)."""
+"""Bad input fails before any model is built."""
 
 from __future__ import annotations
 

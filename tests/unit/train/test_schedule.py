@@ -1,4 +1,4 @@
-"""The reference update schedule (method.md §3.2 item 8): which raw steps touch which optimizer."""
+"""The reference update schedule (docs/method.md §3.2 item 8): which raw steps touch which optimizer."""
 
 from __future__ import annotations
 
