@@ -1,16 +1,20 @@
-"""S3 artifact store on the ``minio`` SDK: verified, resumable uploads of checkpoints and run outputs.
+"""S3 artifact store on the ``minio`` SDK: plain objects, a sha256 manifest beside them, verified downloads.
 
-Facts designed against: minio-py aborts a failed multipart upload (no resume) and
-multipart ETags are not content hashes. So every object carries its own sha256 in metadata
-(``x-amz-meta-sha256``), every uploaded directory gets a ``MANIFEST.sha256.json`` (relative path -> sha256,
-size), downloads are verified, and files larger than ``shard_bytes`` are stored as separate part
-objects so a retried upload re-sends only the parts that are missing or wrong.
+Every file is stored as one plain S3 object under its own key (multipart above ``part_size``, as
+``fput_object`` does), so any S3 client reads it: ``aws s3 cp``, boto3, s3fs, KServe's storage
+initializer, MLflow. Multipart ETags are not content hashes, so integrity comes
+from sha256: each object carries ``x-amz-meta-sha256`` and each uploaded directory has a
+``MANIFEST.sha256.json`` (``{"files": {relative path: {"sha256", "size"}}}``) written *last*: its
+presence means every file is in place. Downloads are checked against it.
 
-Object layout of one file ``KEY``:
-- small file: the object ``KEY`` (metadata ``sha256``);
-- sharded file: ``KEY.parts/part-00000`` ... (each with metadata ``sha256``) and, written last,
-  ``KEY.parts/index.json`` = ``{"sha256", "size", "shard_bytes", "parts": [{"name", "sha256", "size"}]}``.
-Bucket layout (docs/pipeline.md): ``runs/<run-id>/<step>/...``, ``checkpoints/<source-id>/...``.
+minio-py aborts a failed multipart upload, so the unit of resumption is the file: a re-run of
+``upload_dir`` skips every object already present with the right size and sha256.
+
+Failures are classified once (``_retry``): wrong keys and bad bucket names are user errors raised at
+once (``StoreAuthError`` / ``ValueError``, one line); connection drops and 5xx are retried a bounded
+number of times (urllib3's own retries are switched off so the budget is ours alone).
+Nothing read from the store chooses where bytes land outside the destination: every manifest entry
+must be a plain relative path (``safe_relative_path``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, TypeVar
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
@@ -39,6 +45,8 @@ log = get_logger(__name__)
 MANIFEST_NAME = "MANIFEST.sha256.json"
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "ServerBusy"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NotFound"}
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 T = TypeVar("T")
 
 
@@ -52,7 +60,7 @@ class IntegrityError(ValueError):
 
 @dataclass
 class TransferReport:
-    """What an upload/download did (counts are objects, i.e. files or file parts)."""
+    """What an upload did (counts are objects, i.e. files)."""
 
     sent: list[str] = field(default_factory=list)
     """Object keys transferred."""
@@ -88,39 +96,116 @@ def credentials_from_env(env: dict[str, str] | None = None) -> S3Credentials:
                          secret_key=env["AWS_SECRET_ACCESS_KEY"], secure=url.startswith("https://"))
 
 
+def check_bucket_name(bucket: str) -> str:
+    """``bucket`` if it is a valid S3 bucket name (3-63 of ``a-z 0-9 . -``, alphanumeric at both ends).
+
+    Raises:
+        ValueError: naming the bucket and the rule.
+    """
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ValueError(f"bucket {bucket!r} is not a valid S3 bucket name: use 3-63 lowercase letters, digits, "
+                         "'-' or '.', starting and ending with a letter or digit (e.g. stream-r1)")
+    return bucket
+
+
+def safe_relative_path(rel: str, *, what: str) -> PurePosixPath:
+    """``rel`` as a relative POSIX path that stays inside any destination directory.
+
+    Args:
+        rel: A path read from somewhere untrusted (a manifest entry, a source name).
+        what: Where it came from, for the error message.
+
+    Raises:
+        ValueError: ``rel`` is empty, absolute, has a drive, a backslash, a NUL, or a ``.``/``..``/empty part.
+    """
+    parts = rel.split("/")
+    bad = (not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel or re.match(r"^[A-Za-z]:", rel)
+           or any(p in ("", ".", "..") for p in parts))
+    if bad:
+        raise ValueError(f"{what} {rel!r} is not a plain relative path (absolute, '..', '.', empty part, drive or "
+                         "backslash); refusing to write outside the destination")
+    return PurePosixPath(rel)
+
+
+def inside(root: Path, rel: str, *, what: str) -> Path:
+    """``root / rel`` after checking that ``rel`` is safe and no existing symlink leads out of ``root``.
+
+    Raises:
+        ValueError: see ``safe_relative_path``; or the resolved path escapes ``root``.
+    """
+    dst = root / safe_relative_path(rel, what=what)
+    real_root = root.resolve()
+    if not dst.resolve().is_relative_to(real_root):
+        raise ValueError(f"{what} {rel!r} resolves to {dst.resolve()}, outside {real_root} (a symlink on the way); "
+                         "refusing to write there")
+    return dst
+
+
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class _HashingReader(io.RawIOBase):
+    """A read-only stream that hashes what passes through and refuses to deliver the last byte of a
+    stream whose sha256 is not ``expected`` (so a multipart upload fed from it aborts instead of completing)."""
+
+    def __init__(self, raw: BinaryIO, size: int, expected: str, what: str) -> None:
+        super().__init__()
+        self._raw, self._left, self._expected, self._what = raw, size, expected, what
+        self._h = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._raw.read(self._left if n is None or n < 0 else min(n, self._left))
+        self._left -= len(data)
+        self._h.update(data)
+        if not data and self._left > 0:
+            raise IntegrityError(f"{self._what} ended {self._left} bytes early")
+        if self._left == 0 and self._h.hexdigest() != self._expected:
+            raise IntegrityError(f"{self._what} is corrupted: sha256 {self._h.hexdigest()} != recorded "
+                                 f"{self._expected}; re-upload it")
+        return data
+
+
 class ArtifactStore:
-    """One bucket on an S3 endpoint, with verified and resumable transfers.
+    """One bucket on an S3 endpoint, with verified transfers of plain objects.
 
     Args:
         credentials: Endpoint and keys.
-        bucket: Bucket name.
-        shard_bytes: Files larger than this are stored as part objects of this size.
-        part_size: Multipart part size for single objects (minio minimum 5 MiB).
-        num_parallel: Parallel part uploads/downloads.
-        max_attempts: Attempts per object on transient errors (connection, 5xx).
+        bucket: Bucket name (checked against the S3 naming rules here, before any request).
+        part_size: Multipart part size; files above it go up as multipart objects (S3 minimum 5 MiB).
+        num_parallel: Parallel part uploads.
+        max_attempts: Attempts per request on transient errors (connection, 5xx); auth errors never retry.
         backoff_seconds: First retry delay; doubles each attempt.
+        connect_timeout_seconds: TCP connect timeout per request.
+        read_timeout_seconds: Socket read timeout per request.
+
+    Raises:
+        ValueError: an invalid bucket name or a part size below 5 MiB.
     """
 
-    def __init__(self, credentials: S3Credentials, bucket: str, *, shard_bytes: int = 64 << 20,
-                 part_size: int = 16 << 20, num_parallel: int = 3, max_attempts: int = 4,
-                 backoff_seconds: float = 0.5) -> None:
-        if shard_bytes < 1:
-            raise ValueError(f"shard_bytes={shard_bytes} must be positive")
+    def __init__(self, credentials: S3Credentials, bucket: str, *, part_size: int = 64 << 20, num_parallel: int = 3,
+                 max_attempts: int = 4, backoff_seconds: float = 0.5, connect_timeout_seconds: float = 10.0,
+                 read_timeout_seconds: float = 300.0) -> None:
         if part_size < 5 << 20:
             raise ValueError(f"part_size={part_size} is below the S3 minimum of 5 MiB (5242880)")
         self.credentials = credentials
-        self.bucket = bucket
-        self.shard_bytes = shard_bytes
+        self.bucket = check_bucket_name(bucket)
         self.part_size = part_size
         self.num_parallel = num_parallel
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
+        # retries=False: minio's default pool retries 5x with backoff under ours (minutes on a dead port).
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=connect_timeout_seconds, read=read_timeout_seconds),
+            maxsize=max(10, num_parallel + 2), retries=False, cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where())
         self.client = Minio(credentials.endpoint, access_key=credentials.access_key,
-                            secret_key=credentials.secret_key, secure=credentials.secure)
+                            secret_key=credentials.secret_key, secure=credentials.secure, http_client=http)
 
     # ---- plumbing -------------------------------------------------------------------------------
     def uri(self, key: str) -> str:
@@ -136,13 +221,17 @@ class ArtifactStore:
                 if e.code in _AUTH_CODES:
                     raise StoreAuthError(
                         f"S3 endpoint {self.credentials.url} rejected access key {self.credentials.access_key!r} "
-                        f"({e.code}) during {what}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from e
+                        f"({e.code}) during {what}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
+                if e.code == "InvalidBucketName":
+                    raise ValueError(f"S3 endpoint {self.credentials.url} refused bucket name {self.bucket!r} "
+                                     f"(InvalidBucketName) during {what}; pass another bucket name") from None
                 if e.code not in _TRANSIENT_CODES or attempt == self.max_attempts:
                     raise
                 log.warning("%s failed (%s); retry %d/%d in %.1f s", what, e.code, attempt, self.max_attempts, delay)
             except (Urllib3HTTPError, ConnectionError) as e:
                 if attempt == self.max_attempts:
-                    raise ConnectionError(f"S3 endpoint {self.credentials.url} unreachable during {what}: {e}") from e
+                    raise ConnectionError(f"S3 endpoint {self.credentials.url} unreachable during {what} after "
+                                          f"{attempt} attempts: {e}") from None
                 log.warning("%s failed (%s); retry %d/%d in %.1f s", what, e, attempt, self.max_attempts, delay)
             time.sleep(delay)
             delay *= 2
@@ -155,12 +244,12 @@ class ArtifactStore:
                 self.client.make_bucket(self.bucket)
         self._retry(f"creating bucket {self.bucket}", make)
 
-    def _remote_sha(self, key: str) -> tuple[int, str] | None:
-        """(size, sha256 metadata) of ``key``, or None when absent."""
+    def stat(self, key: str) -> tuple[int, str] | None:
+        """(size, ``x-amz-meta-sha256`` or ``""``) of the object ``key``, or None when it is absent."""
         try:
             st = self._retry(f"stat {key}", lambda: self.client.stat_object(self.bucket, key))
         except S3Error as e:
-            if e.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+            if e.code in _MISSING_CODES:
                 return None
             raise
         meta = {k.lower(): v for k, v in (st.metadata or {}).items()}
@@ -168,7 +257,7 @@ class ArtifactStore:
 
     def exists(self, key: str) -> bool:
         """Whether the object ``key`` exists."""
-        return self._remote_sha(key) is not None
+        return self.stat(key) is not None
 
     def list_keys(self, prefix: str) -> list[str]:
         """All object keys under ``prefix`` (recursive, sorted)."""
@@ -187,6 +276,7 @@ class ArtifactStore:
         """Download ``key`` and verify it against ``expected_sha256`` or its metadata sha256.
 
         Raises:
+            FileNotFoundError: no such object.
             IntegrityError: the bytes do not hash to the expected value.
         """
         def get() -> bytes:
@@ -196,10 +286,15 @@ class ArtifactStore:
             finally:
                 resp.close()
                 resp.release_conn()
-        data = self._retry(f"get {key}", get)
-        expected = expected_sha256 or (self._remote_sha(key) or (0, ""))[1]
+        try:
+            data = self._retry(f"get {key}", get)
+        except S3Error as e:
+            if e.code in _MISSING_CODES:
+                raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+            raise
+        expected = expected_sha256 or (self.stat(key) or (0, ""))[1]
         if expected and _sha256_bytes(data) != expected:
-            raise IntegrityError(f"s3://{self.bucket}/{key} is corrupted: sha256 {_sha256_bytes(data)} != "
+            raise IntegrityError(f"{self.uri(key)} is corrupted: sha256 {_sha256_bytes(data)} != "
                                  f"recorded {expected}; re-upload it (or delete it so the next fetch re-sends it)")
         return data
 
@@ -213,8 +308,14 @@ class ArtifactStore:
         return json.loads(self.get_bytes(key))
 
     # ---- files ----------------------------------------------------------------------------------
+    def _put_file(self, path: Path, key: str, sha: str) -> None:
+        """One plain object from ``path`` (multipart above ``part_size``): the unit a re-run re-sends."""
+        self._retry(f"upload {key}", lambda: self.client.fput_object(
+            self.bucket, key, str(path), metadata={"sha256": sha}, part_size=self.part_size,
+            num_parallel_uploads=self.num_parallel))
+
     def upload_file(self, path: str | Path, key: str, sha256: str | None = None) -> TransferReport:
-        """Upload one file; skip it when the object (or all its parts) already match.
+        """Upload one file as the plain object ``key``; skip it when the object already matches.
 
         Args:
             path: Local file.
@@ -226,72 +327,55 @@ class ArtifactStore:
             raise FileNotFoundError(f"cannot upload {path}: no such file")
         size = path.stat().st_size
         sha = sha256 or sha256_file(path)
-        if size > self.shard_bytes:
-            return self._upload_sharded(path, key, size, sha)
         report = TransferReport()
-        if self._remote_sha(key) == (size, sha):
+        if self.stat(key) == (size, sha):
             report.skipped.append(key)
             return report
-        self._retry(f"upload {key}", lambda: self.client.fput_object(
-            self.bucket, key, str(path), metadata={"sha256": sha}, part_size=self.part_size,
-            num_parallel_uploads=self.num_parallel))
+        self._put_file(path, key, sha)
         report.sent.append(key)
         report.bytes_sent += size
         return report
 
-    def _put_part(self, key: str, data: bytes, sha: str) -> None:
-        """Upload one part object (the unit a resumed upload re-sends)."""
-        self._retry(f"upload {key}", lambda: self.client.put_object(
-            self.bucket, key, io.BytesIO(data), len(data), metadata={"sha256": sha}))
+    def copy_from(self, src: ArtifactStore, src_key: str, key: str, sha256: str, size: int) -> TransferReport:
+        """Stream ``src``'s object into ``key`` here (no local disk), verified against ``sha256`` on the way.
 
-    def _upload_sharded(self, path: Path, key: str, size: int, sha: str) -> TransferReport:
+        A stream whose bytes do not hash to ``sha256`` fails before the upload completes (nothing is written).
+        Skipped when ``key`` already holds (``size``, ``sha256``).
+        """
         report = TransferReport()
-        num_parts = (size + self.shard_bytes - 1) // self.shard_bytes
-        parts: list[dict[str, Any]] = [{} for _ in range(num_parts)]
+        if self.stat(key) == (size, sha256):
+            report.skipped.append(key)
+            return report
 
-        def one(i: int) -> None:
-            with open(path, "rb") as f:
-                f.seek(i * self.shard_bytes)
-                data = f.read(self.shard_bytes)
-            name = f"{key}.parts/part-{i:05d}"
-            psha = _sha256_bytes(data)
-            parts[i] = {"name": name, "sha256": psha, "size": len(data)}
-            if self._remote_sha(name) == (len(data), psha):
-                report.skipped.append(name)
-                return
-            self._put_part(name, data, psha)
-            report.sent.append(name)
-            report.bytes_sent += len(data)
-
-        with ThreadPoolExecutor(max_workers=self.num_parallel) as pool:
-            list(pool.map(one, range(num_parts)))  # list() re-raises the first part's error
-        # The index is written last: its presence means every part is in place.
-        self.put_json(f"{key}.parts/index.json",
-                      {"sha256": sha, "size": size, "shard_bytes": self.shard_bytes, "parts": parts})
+        def copy() -> None:
+            resp = src.client.get_object(src.bucket, src_key)
+            try:
+                reader = _HashingReader(resp, size, sha256, src.uri(src_key))
+                self.client.put_object(self.bucket, key, reader, size, part_size=self.part_size,
+                                       num_parallel_uploads=1, metadata={"sha256": sha256})
+            finally:
+                resp.close()
+                resp.release_conn()
+        self._retry(f"copy {src.uri(src_key)} -> {key}", copy)
+        report.sent.append(key)
+        report.bytes_sent += size
         return report
 
     def download_file(self, key: str, path: str | Path, expected_sha256: str | None = None) -> Path:
-        """Download ``key`` (single or sharded) to ``path`` atomically, verifying sha256.
+        """Download the object ``key`` to ``path`` atomically, verifying sha256 (given, else its metadata).
 
         Raises:
-            FileNotFoundError: neither ``key`` nor ``key.parts/index.json`` exists.
-            IntegrityError: a part or the whole file does not match its recorded sha256.
+            FileNotFoundError: no such object.
+            IntegrityError: the bytes do not match the recorded sha256 (nothing is left at ``path``).
         """
         path = Path(path)
+        remote = self.stat(key)
+        if remote is None:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.download")
-        remote = self._remote_sha(key)
-        if remote is not None:
-            self._retry(f"download {key}", lambda: self.client.fget_object(self.bucket, key, str(tmp)))
-            expected = expected_sha256 or remote[1]
-        elif self.exists(f"{key}.parts/index.json"):
-            index = self.get_json(f"{key}.parts/index.json")
-            with open(tmp, "wb") as out:
-                for part in index["parts"]:
-                    out.write(self.get_bytes(part["name"], part["sha256"]))
-            expected = expected_sha256 or index["sha256"]
-        else:
-            raise FileNotFoundError(f"{self.uri(key)} does not exist (neither the object nor {key}.parts/index.json)")
+        self._retry(f"download {key}", lambda: self.client.fget_object(self.bucket, key, str(tmp)))
+        expected = expected_sha256 or remote[1]
         got = sha256_file(tmp)
         if expected and got != expected:
             tmp.unlink(missing_ok=True)
@@ -300,9 +384,15 @@ class ArtifactStore:
         os.replace(tmp, path)
         return path
 
-    # ---- directories (checkpoints) --------------------------------------------------------------
-    def upload_dir(self, local_dir: str | Path, prefix: str) -> TransferReport:
-        """Upload every file under ``local_dir`` to ``prefix/`` and write ``prefix/MANIFEST.sha256.json``.
+    # ---- directories (checkpoints, exports) ----------------------------------------------------
+    def upload_dir(self, local_dir: str | Path, prefix: str,
+                   files: dict[str, dict[str, Any]] | None = None) -> TransferReport:
+        """Upload every file under ``local_dir`` to ``prefix/`` and write ``prefix/MANIFEST.sha256.json`` last.
+
+        Args:
+            local_dir: Directory to upload.
+            prefix: Destination key prefix.
+            files: Its manifest table when already computed (``local_manifest``), else computed here.
 
         Files already present with the right sha256 are skipped, so re-running after a failure
         re-sends only what is missing.
@@ -311,32 +401,43 @@ class ArtifactStore:
         if not local_dir.is_dir():
             raise FileNotFoundError(f"cannot upload {local_dir}: not a directory")
         prefix = prefix.rstrip("/")
-        manifest: dict[str, dict[str, Any]] = {}
+        files = local_manifest(local_dir) if files is None else files
         report = TransferReport()
-        for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-            rel = f.relative_to(local_dir).as_posix()
-            if rel == MANIFEST_NAME:
-                continue
-            sha = sha256_file(f)
-            manifest[rel] = {"sha256": sha, "size": f.stat().st_size}
-            report.merge(self.upload_file(f, f"{prefix}/{rel}", sha256=sha))
-        self.put_json(f"{prefix}/{MANIFEST_NAME}", {"files": manifest})
+        for rel, meta in sorted(files.items()):
+            report.merge(self.upload_file(local_dir / rel, f"{prefix}/{rel}", sha256=meta["sha256"]))
+        self.put_json(f"{prefix}/{MANIFEST_NAME}", {"files": files})
         log.info("uploaded %s -> %s: %d sent, %d already present", local_dir, self.uri(prefix),
                  len(report.sent), len(report.skipped))
         return report
 
     def manifest(self, prefix: str) -> dict[str, dict[str, Any]] | None:
-        """The ``MANIFEST.sha256.json`` file table under ``prefix``, or None when there is none."""
+        """The checked ``MANIFEST.sha256.json`` file table under ``prefix``, or None when there is none.
+
+        Raises:
+            ValueError: an entry is not a plain relative path, or lacks sha256/size.
+        """
         key = f"{prefix.rstrip('/')}/{MANIFEST_NAME}"
-        return self.get_json(key)["files"] if self.exists(key) else None
+        if not self.exists(key):
+            return None
+        files = self.get_json(key).get("files")
+        if not isinstance(files, dict):
+            raise ValueError(f"{self.uri(key)} has no 'files' table; re-upload the directory")
+        for rel, meta in files.items():
+            safe_relative_path(rel, what=f"{self.uri(key)} entry")
+            if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or \
+                    not isinstance(meta.get("size"), int):
+                raise ValueError(f"{self.uri(key)} entry {rel!r} lacks a sha256/size; re-upload the directory")
+        return files
 
     def download_dir(self, prefix: str, local_dir: str | Path) -> Path:
         """Download the directory under ``prefix`` (per its manifest) into ``local_dir``, verified.
 
-        Local files that already match the manifest are kept.
+        Local files that already match the manifest are kept. Every entry is checked before any byte is
+        written, so a manifest with one bad path writes nothing.
 
         Raises:
             FileNotFoundError: no manifest under ``prefix``.
+            ValueError: a manifest entry would land outside ``local_dir``.
             IntegrityError: a downloaded file does not match the manifest.
         """
         prefix = prefix.rstrip("/")
@@ -345,9 +446,22 @@ class ArtifactStore:
             raise FileNotFoundError(f"{self.uri(prefix)}/{MANIFEST_NAME} not found; upload the directory with "
                                     "ArtifactStore.upload_dir first")
         local_dir = Path(local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        targets = {rel: inside(local_dir, rel, what=f"{self.uri(prefix)}/{MANIFEST_NAME} entry") for rel in files}
         for rel, meta in files.items():
-            dst = local_dir / rel
+            dst = targets[rel]
             if dst.is_file() and dst.stat().st_size == meta["size"] and sha256_file(dst) == meta["sha256"]:
                 continue
             self.download_file(f"{prefix}/{rel}", dst, expected_sha256=meta["sha256"])
         return local_dir
+
+
+def local_manifest(local_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``{relative posix path: {"sha256", "size"}}`` of every file under ``local_dir`` (the manifest itself excluded)."""
+    local_dir = Path(local_dir)
+    out: dict[str, dict[str, Any]] = {}
+    for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        rel = f.relative_to(local_dir).as_posix()
+        if rel != MANIFEST_NAME:
+            out[rel] = {"sha256": sha256_file(f), "size": f.stat().st_size}
+    return out
