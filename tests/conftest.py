@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 
 os.environ.setdefault("STREAM_R1_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,18 +33,12 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return SHARED
-
-
-@pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint set of `stream-r1 make-tiny-checkpoints` (docs/design.md), written once per session.
 
     Use it with the tiny_cpu preset: ``load_config("tiny_cpu", [f"checkpoints.root={tiny_checkpoints}"])``.
-    VideoReward/ is included once ``stream_r1.reward.tiny`` exists in the checkout.
     """
-    from stream_r1.commands.make_tiny_checkpoints import reward_writer_available, write_tiny_checkpoints
+    from stream_r1.commands.make_tiny_checkpoints import write_tiny_checkpoints
 
     root = tmp_path_factory.mktemp("tiny-checkpoints")
-    return write_tiny_checkpoints(root, with_reward=reward_writer_available())
+    return write_tiny_checkpoints(root, with_reward=True)

@@ -7,7 +7,6 @@ tokenizer/ VideoReward/ MANIFEST.json``. Idempotent: a directory whose MANIFEST 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,11 +16,6 @@ HELP = "write tiny random teacher/student/VAE/umT5/VideoReward checkpoints for o
 MANIFEST = "MANIFEST.json"
 MODEL_PARTS = ("base", "base_original", "teacher", "ode_init.pt", "vae", "text_encoder", "tokenizer")
 REWARD_PART = "VideoReward"
-
-
-def reward_writer_available() -> bool:
-    """True once ``stream_r1.reward.tiny`` (the tiny VideoReward writer) is importable."""
-    return importlib.util.find_spec("stream_r1.reward.tiny") is not None
 
 
 def _manifest_ok(root: Path, parts: tuple[str, ...]) -> bool:
@@ -59,11 +53,6 @@ def write_tiny_checkpoints(root: str | Path, *, seed: int = 0, with_reward: bool
     if not force and _manifest_ok(root, parts):
         return root
     from stream_r1.models.tiny import write_tiny_models  # heavy (diffusers, transformers): only when writing
-    if with_reward and not reward_writer_available():
-        raise RuntimeError(
-            "stream_r1.reward.tiny.write_tiny_videoreward is not available in this checkout, so VideoReward/ "
-            "cannot be written; pass --no-reward (with_reward=False) to write the other parts"
-        )
     (root / MANIFEST).unlink(missing_ok=True)
     write_tiny_models(root, seed=seed)
     if with_reward:

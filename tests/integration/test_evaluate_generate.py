@@ -15,8 +15,6 @@ pytestmark = pytest.mark.slow  # ~30-45 s on 2 shared CPU cores (generation + re
 
 
 def test_evaluate_generates_and_scores(tiny_checkpoints: Path, tmp_path: Path) -> None:
-    if not (tiny_checkpoints / "VideoReward").is_dir():
-        pytest.skip("tiny VideoReward writer not in this checkout")
     out = tmp_path / "eval"
     args = ["evaluate", "--config", "tiny_cpu", "--set", f"checkpoints.root={tiny_checkpoints}",
             "--set", "eval.max_prompts=2", "--checkpoint", str(tiny_checkpoints / "ode_init.pt"),

@@ -25,6 +25,18 @@ pytestmark = pytest.mark.slow
 
 GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "losses" / "tiny_cpu.json"
 GOLDEN_KEYS = ("loss/critic", "loss/generator", "grad_norm/critic", "grad_norm/generator", "reward/r_final")
+# Relative tolerance per key: 10x the largest deviation that `benchmarks/golden_variation.py` measured
+# when the same run picks other CPU kernels (ATEN_CPU_CAPABILITY default/avx2/avx512, MKL code paths)
+# or 2 threads instead of 1 — what another x86-64 CPU changes (figures in docs/benchmarks.md). fp32 training
+# is not bitwise portable across kernels; any change to the method moves these values by far more.
+# r_final = r - 0.5 std(deltas) is a small difference of rewards, so its relative spread is the largest.
+GOLDEN_REL_TOL = {
+    "loss/critic": 2e-7,  # measured 1.5e-8
+    "loss/generator": 2e-5,  # measured 1.4e-6
+    "grad_norm/critic": 1e-6,  # measured 6.9e-8
+    "grad_norm/generator": 3e-5,  # measured 2.5e-6
+    "reward/r_final": 2e-3,  # measured 1.3e-4
+}
 
 
 @pytest.fixture(scope="module")
@@ -112,4 +124,4 @@ def test_golden_loss_curve(tiny_run):
         assert set(g) == set(c), (g, c)
         for k in GOLDEN_KEYS:
             if k in g:
-                assert math.isclose(c[k], g[k], rel_tol=1e-6, abs_tol=1e-9), (g["step"], k, c[k], g[k])
+                assert math.isclose(c[k], g[k], rel_tol=GOLDEN_REL_TOL[k]), (g["step"], k, c[k], g[k])

@@ -8,8 +8,6 @@ import re
 import tomllib
 from pathlib import Path
 
-import pytest
-
 import stream_r1
 from stream_r1.ops.k8s.launcher import DEFAULT_TRAIN_IMAGE
 
@@ -73,8 +71,6 @@ def _labels(text: str) -> dict[str, str]:
 
 def _image_constants() -> dict[str, str]:
     path = ROOT / "components" / "_shared" / "images.py"
-    if not path.is_file():
-        pytest.skip(f"{path} not present yet (owned by the pipeline engineer)")
     tree = ast.parse(path.read_text())
     return {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
             for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}

@@ -31,14 +31,6 @@ def test_named_suites_from_a_data_root(tmp_path: Path, monkeypatch: pytest.Monke
         resolve_suite("vbench")
 
 
-def test_shared_vbench_suite_when_present(shared_dir: Path) -> None:
-    root = shared_dir / "data" / "prompts"
-    if not root.is_dir():
-        pytest.skip("shared prompt data not present")
-    s = resolve_suite("vbench_extended", data_root=root)
-    assert len(s) == 946 and s.short_prompts[0] == "In a still frame, a stop sign"
-
-
 def test_paths_json_and_uris(tmp_path: Path) -> None:
     p = tmp_path / "mine.json"
     p.write_text(json.dumps([{"prompt_en": "x", "dimension": ["scene"]}, "y"]))

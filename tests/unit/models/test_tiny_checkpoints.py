@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
@@ -85,10 +84,7 @@ def test_export_command_writes_a_stock_diffusers_dir(tiny_checkpoints: Path, tmp
 
 
 def test_videoreward_part_loads(tiny_checkpoints: Path) -> None:
-    from stream_r1.commands.make_tiny_checkpoints import REWARD_PART, reward_writer_available
-
-    if not reward_writer_available():
-        pytest.skip("stream_r1.reward.tiny is not in this checkout yet")
+    from stream_r1.commands.make_tiny_checkpoints import REWARD_PART
     from stream_r1.reward.model import VideoRewardModel
 
     files = json.loads((tiny_checkpoints / MANIFEST).read_text())["files"]
