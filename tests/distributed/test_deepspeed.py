@@ -62,7 +62,9 @@ def _rows(out: Path) -> list[dict]:
 
 
 KEYS = ("loss/critic", "loss/generator", "grad_norm/critic", "grad_norm/generator")
-BF16_REL_TOL = {"loss/critic": 1.0, "loss/generator": 1.0, "grad_norm/critic": 1.0, "grad_norm/generator": 1.0}
+# 5x the gap measured on 2026-12-01 (`pytest -s -k "two_rank and bfloat16"` prints it): loss/critic 7.0e-4,
+# loss/generator 1.4e-2, grad_norm/critic 2.7e-3, grad_norm/generator 3.9e-3 — a few bf16 roundoffs each.
+BF16_REL_TOL = {"loss/critic": 4e-3, "loss/generator": 7e-2, "grad_norm/critic": 1.5e-2, "grad_norm/generator": 2e-2}
 
 
 @pytest.fixture(scope="module")
