@@ -1,4 +1,4 @@
-"""Fixtures of the Kubernetes tests: the vendored CRD schemas (skip when absent) and a spec."""
+"""Fixtures of the Kubernetes tests: the CRD schemas vendored in ``tests/k8s/schemas`` and a spec."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import pytest
 from stream_r1.ops.jobs.base import TrainJobRequest
 from stream_r1.ops.k8s.spec import ClusterJobSpec
 
-SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "k8s-schemas"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 TRAIN_IMAGE = "ghcr.io/stream-r1/stream-r1-train:0.1.0"
 
 
 @pytest.fixture(scope="session")
 def schema_dir() -> Path:
-    if not (SCHEMAS / "kubeflow.org_pytorchjobs.v1.9.4.yaml").is_file():
-        pytest.skip(f"CRD schemas not found in {SCHEMAS} (the shared k8s-schemas folder); skipping schema checks")
+    assert (SCHEMAS / "kubeflow.org_pytorchjobs.v1.9.4.yaml").is_file(), f"vendored CRD schemas missing in {SCHEMAS}"
     return SCHEMAS
 
 

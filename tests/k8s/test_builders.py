@@ -40,9 +40,16 @@ def test_pytorchjob_validates_against_crd_webhook_and_strict_pod(schema_dir, nod
     run_policy = job["spec"]["runPolicy"]
     assert run_policy["backoffLimit"] == 3 and run_policy["activeDeadlineSeconds"] == 172800
     env = {e["name"]: e for e in c["env"]}
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "stream-r1-s3"
-    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]  # never a literal credential
+    assert not any(k.startswith("AWS_") for k in env)  # the job reads only the PVC: no store keys in GPU pods
     json.dumps(job)  # plain JSON-serialisable dict
+
+
+def test_s3_credentials_only_from_a_named_secret(schema_dir):
+    job = build_pytorchjob(make_spec(s3_secret_name="team-s3"))
+    assert validate.job_errors(job, schema_dir) == []
+    env = {e["name"]: e for e in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "team-s3", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]  # never a literal credential
 
 
 def test_trainjob_validates_against_crd_and_cel_rules(schema_dir):

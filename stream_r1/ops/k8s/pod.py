@@ -28,13 +28,23 @@ def volume_mounts(spec: ClusterJobSpec) -> list[dict[str, Any]]:
 
 
 def pod_security_context() -> dict[str, Any]:
-    """Run as the image's non-root user; the PVC is group-writable through ``fsGroup``."""
-    return {"runAsNonRoot": True, "runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID, "fsGroup": NON_ROOT_UID}
+    """Run as the image's non-root user under the runtime's seccomp profile (Pod Security "restricted",
+    :mod:`stream_r1.ops.k8s.pod_security`); the PVC is group-writable through ``fsGroup``."""
+    return {"runAsNonRoot": True, "runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID, "fsGroup": NON_ROOT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security_context() -> dict[str, Any]:
+    """No privilege escalation and no Linux capabilities: training needs none (NCCL over sockets or
+    InfiniBand verbs through the device plugin works unprivileged)."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def scheduling(spec: ClusterJobSpec) -> dict[str, Any]:
     """Pod-spec keys that place the pod on the GPU pool (empty selector/tolerations are left out)."""
     out: dict[str, Any] = {"serviceAccountName": spec.service_account}
+    if spec.priority_class:
+        out["priorityClassName"] = spec.priority_class
     if spec.node_selector:
         out["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

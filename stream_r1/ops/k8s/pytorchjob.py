@@ -24,7 +24,7 @@ def _replica(spec: ClusterJobSpec, replicas: int) -> dict[str, Any]:
         "ports": [{"name": PORT_NAME, "containerPort": spec.master_port, "protocol": "TCP"}],
         "resources": spec.resources(),
         "volumeMounts": pod.volume_mounts(spec),
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": pod.container_security_context(),
     }
     return {
         "replicas": replicas,
@@ -56,7 +56,7 @@ def build_pytorchjob(spec: ClusterJobSpec) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": spec.job_name, "namespace": spec.namespace, "labels": dict(spec.labels)},
+        "metadata": spec.job_metadata(),
         "spec": {
             # A string: the operator also accepts auto|cpu|gpu; WORLD_SIZE = replicas x this.
             "nprocPerNode": str(spec.nproc_per_node),

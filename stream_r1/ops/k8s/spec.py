@@ -22,6 +22,21 @@ MAX_NAME_CHARS = 63
 MAX_JOB_NAME_CHARS = 48
 
 GPU_RESOURCE = "nvidia.com/gpu"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Label values: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends.
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+NCCL_ENV: dict[str, str] = {
+    # Warnings and init summaries only: INFO floods the step log on 8+ ranks.
+    "NCCL_DEBUG": "WARN",
+    # A failed or timed-out collective aborts the process instead of hanging every rank until the
+    # job deadline; the pod then fails and restarts from the newest PVC checkpoint (--resume auto).
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    # The watchdog kills a rank whose collectives stopped making progress for this long.
+    "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC": "600",
+    # The collective timeout itself is the process group's (init_process_group(timeout=...)).
+}
+"""Environment of every training container: fail fast on NCCL errors instead of hanging."""
 
 
 def job_name_for(prefix: str, run_id: str) -> str:
@@ -85,8 +100,24 @@ class ClusterJobSpec:
     """PVC holding checkpoints and TensorBoard logs (survives pod restarts: ``--resume auto``)."""
     pvc_mount_path: str = "/mnt/runs"
     """Where the PVC is mounted; ``request.output_dir`` must lie under it."""
-    s3_secret_name: str = "stream-r1-s3"
-    """Secret with ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` (→ env)."""
+    s3_secret_name: str = ""
+    """Secret with ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` (→ env), for a
+    training config that reads S3 itself. Empty (default): the job reads and writes only the PVC (the
+    launcher stages inputs and publishes outputs), so the GPU pods carry no store credentials."""
+    nccl_env: dict[str, str] = field(default_factory=lambda: dict(NCCL_ENV))
+    """NCCL / torch.distributed environment of the training containers (:data:`NCCL_ENV`)."""
+    queue_name: str = ""
+    """Kueue LocalQueue (label ``kueue.x-k8s.io/queue-name``): Kueue admits the whole job at once
+    (all nodes or none) against the queue's quota. Empty: no Kueue."""
+    priority_class: str = ""
+    """``priorityClassName`` of the training pods (PyTorchJob only: TrainJob v2.3 runtime patches cannot
+    set it, the ClusterTrainingRuntime must). Empty: the cluster's default priority."""
+    kfp_run_id: str = ""
+    """The KFP run that launched the job (label ``stream-r1/kfp-run-id``: find or garbage-collect the
+    jobs of a run with one selector)."""
+    owner_references: tuple[dict[str, Any], ...] = ()
+    """``metadata.ownerReferences`` of the job (the launcher sets the run's Argo Workflow, so deleting
+    the KFP run deletes its job)."""
     restart_policy: RestartPolicy = "OnFailure"
     """Per-replica restart policy (v1); the PVC checkpoint makes restarts resume, not restart."""
     backoff_limit: int = 3
@@ -131,6 +162,12 @@ class ClusterJobSpec:
             # Restart recovery relies on `--resume auto` picking the newest verified PVC checkpoint.
             raise ValueError(f"request.resume={self.request.resume!r}: cluster jobs must use 'auto' so a "
                              "restarted pod resumes from the PVC checkpoint")
+        for name, value in (("queue_name", self.queue_name), ("kfp_run_id", self.kfp_run_id)):
+            if len(value) > MAX_NAME_CHARS or not LABEL_VALUE.match(value):
+                raise ValueError(f"{name}={value!r} is not a valid Kubernetes label value (at most 63 characters "
+                                 "of letters, digits, '-', '_', '.')")
+        if self.priority_class and not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", self.priority_class):
+            raise ValueError(f"priority_class={self.priority_class!r} is not a PriorityClass name (DNS-1123)")
         if self.backoff_limit < 0 or self.active_deadline_seconds < 1:
             raise ValueError(f"backoff_limit={self.backoff_limit} must be >= 0 and active_deadline_seconds="
                              f"{self.active_deadline_seconds} >= 1")
@@ -156,11 +193,24 @@ class ClusterJobSpec:
     @property
     def labels(self) -> dict[str, str]:
         """Labels on the job and its pods (find the run's objects with one selector)."""
-        return {
+        labels = {
             "app.kubernetes.io/name": "stream-r1",
             "app.kubernetes.io/component": "train",
             "stream-r1/run-id": self.job_name,
         }
+        if self.kfp_run_id:
+            labels["stream-r1/kfp-run-id"] = self.kfp_run_id
+        return labels
+
+    def job_metadata(self) -> dict[str, Any]:
+        """``metadata`` of the job object: name, namespace, labels (+ Kueue queue), owner references."""
+        labels = dict(self.labels)
+        if self.queue_name:
+            labels[KUEUE_QUEUE_LABEL] = self.queue_name
+        meta: dict[str, Any] = {"name": self.job_name, "namespace": self.namespace, "labels": labels}
+        if self.owner_references:
+            meta["ownerReferences"] = [dict(o) for o in self.owner_references]
+        return meta
 
     def command(self) -> list[str]:
         """``torchrun --nnodes N --nproc_per_node P -m stream_r1 train ...`` (ranks from PET_* env).
@@ -177,9 +227,12 @@ class ClusterJobSpec:
         ]  # fmt: skip
 
     def env(self) -> list[dict[str, Any]]:
-        """Container env: request env, S3 credentials from the Secret, unbuffered logs."""
+        """Container env: unbuffered logs, NCCL settings, request env, S3 credentials only when a secret is named."""
         env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
-        env += [{"name": k, "value": v} for k, v in sorted(self.request.env.items())]
+        merged = {**self.nccl_env, **self.request.env}
+        env += [{"name": k, "value": v} for k, v in sorted(merged.items())]
+        if not self.s3_secret_name:
+            return env
         for key, optional in (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False),
                               ("AWS_ENDPOINT_URL", True)):
             ref: dict[str, Any] = {"name": self.s3_secret_name, "key": key}

@@ -28,7 +28,7 @@ def _pod_patch(spec: ClusterJobSpec) -> dict[str, Any]:
             **pod.scheduling(spec),
             "securityContext": pod.pod_security_context(),
             "containers": [{"name": NODE, "volumeMounts": pod.volume_mounts(spec),
-                            "securityContext": {"allowPrivilegeEscalation": False}}],
+                            "securityContext": pod.container_security_context()}],
             "volumes": pod.volumes(spec),
         },
     }
@@ -42,11 +42,18 @@ def build_trainjob(spec: ClusterJobSpec) -> dict[str, Any]:
 
     Returns:
         A JSON-serialisable dict accepted by ``CustomObjectsApi.create_namespaced_custom_object``.
+
+    Raises:
+        ValueError: ``priority_class`` is set (the v2.3 runtime patch has no ``priorityClassName``).
     """
+    if spec.priority_class:
+        raise ValueError(f"priority_class={spec.priority_class!r} cannot be set on a TrainJob (Trainer v2.3 runtime "
+                         "patches have no priorityClassName); set it in the ClusterTrainingRuntime's pod template "
+                         "or use backend=pytorchjob")
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": spec.job_name, "namespace": spec.namespace, "labels": dict(spec.labels)},
+        "metadata": spec.job_metadata(),
         "spec": {
             "runtimeRef": {"name": spec.runtime_name, "kind": "ClusterTrainingRuntime", "apiGroup": API_GROUP},
             "trainer": {

@@ -4,6 +4,11 @@ No API server can run on the build machine, so this is what "valid" means before
 manifest: the CRD's ``openAPIV3Schema`` (``jsonschema`` Draft 7; ``x-kubernetes-*`` keys ignored),
 the webhook/CEL rules in :mod:`webhook_rules`, and ``kubernetes-validate`` in strict mode for core
 kinds and pod templates (strict catches misspelled keys).
+
+An API server prunes (or, with ``fieldValidation=Strict``, rejects) fields a structural CRD schema
+does not declare, and JSON Schema alone accepts them: a typo such as ``runPolicy.backoffLimits``
+would be silently dropped and the default backoff used. :func:`unknown_field_errors` therefore walks
+the object beside the schema and reports every undeclared key, at every level.
 """
 
 from __future__ import annotations
@@ -32,12 +37,52 @@ def _crd_schema(path: str) -> dict[str, Any]:
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
+# ObjectMeta fields a client may send (the root ``metadata`` of a CRD schema is only ``type: object``;
+# the API server validates it as ObjectMeta).
+OBJECT_META_FIELDS = frozenset({
+    "name", "generateName", "namespace", "labels", "annotations", "ownerReferences", "finalizers",
+    "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+    "deletionGracePeriodSeconds", "managedFields", "selfLink",
+})
+
+
+def unknown_field_errors(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Keys of ``obj`` that ``schema`` (a structural openAPI v3 schema) does not declare, recursively.
+
+    Open maps (``additionalProperties``) and ``x-kubernetes-preserve-unknown-fields`` subtrees accept any
+    key; the root ``metadata`` is checked against ObjectMeta's fields.
+
+    Returns:
+        ``"<json path>: unknown field 'KEY'"`` per undeclared key.
+    """
+    errors: list[str] = []
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(obj):
+            errors += unknown_field_errors(item, schema["items"], f"{path}[{i}]")
+        return errors
+    if not isinstance(obj, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
+        return errors
+    if path == "metadata":  # the root ObjectMeta: the schema says only "type: object"
+        return [f"metadata: unknown field {k!r}" for k in obj if k not in OBJECT_META_FIELDS]
+    props = schema.get("properties") or {}
+    extra = schema.get("additionalProperties")
+    for key, value in obj.items():
+        here = f"{path}.{key}" if path else key
+        if key in props:
+            errors += unknown_field_errors(value, props[key], here)
+        elif isinstance(extra, dict):
+            errors += unknown_field_errors(value, extra, here)
+        elif extra is not True:  # a structural schema prunes every undeclared key
+            errors.append(f"{path or '<root>'}: unknown field {key!r}")
+    return errors
+
+
 def crd_errors(obj: dict[str, Any], schema_dir: str | Path) -> list[str]:
-    """Schema violations of a custom resource against its vendored CRD.
+    """Schema violations of a custom resource against its vendored CRD, unknown fields included.
 
     Args:
         obj: A PyTorchJob, TrainJob or ClusterTrainingRuntime dict.
-        schema_dir: Folder holding the CRD YAMLs (``../shared/k8s-schemas``).
+        schema_dir: Folder holding the CRD YAMLs (``tests/k8s/schemas`` in this repository).
 
     Returns:
         ``"<json path>: <message>"`` per violation.
@@ -54,8 +99,10 @@ def crd_errors(obj: dict[str, Any], schema_dir: str | Path) -> list[str]:
     path = Path(schema_dir) / CRD_FILES[kind]
     if not path.is_file():
         raise FileNotFoundError(f"CRD schema {path} not found; point schema_dir at the k8s-schemas folder")
-    validator = Draft7Validator(_crd_schema(str(path)))
-    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(obj)]
+    schema = _crd_schema(str(path))
+    validator = Draft7Validator(schema)
+    errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(obj)]
+    return errors + unknown_field_errors(obj, schema)
 
 
 def core_errors(obj: dict[str, Any]) -> list[str]:

@@ -5,6 +5,10 @@ PyTorchJob (Training Operator v1.9 validating webhook): DNS-1035 name, only
 named ``pytorch``, Worker required with ``elasticPolicy``, ``elasticPolicy.nProcPerNode`` not together
 with ``spec.nprocPerNode``. TrainJob (v2.3.0 CEL ``x-kubernetes-validations``, which jsonschema
 ignores): DNS-1035 name of at most 63 characters; plus runtimePatches managers unique (list-map key).
+
+Enumerations the CRD types only as ``string`` (``runPolicy.cleanPodPolicy``, replica
+``restartPolicy``) are checked against the values the operator's Go types define: any other string
+is admitted by the API server and then silently treated as a different policy by the controller.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ def _name_errors(obj: dict[str, Any]) -> list[str]:
     return errors
 
 
+CLEAN_POD_POLICIES = ("None", "Running", "All")
+REPLICA_RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
+
+
 def pytorchjob_errors(job: dict[str, Any]) -> list[str]:
     """Webhook violations of a PyTorchJob dict (empty list = admitted).
 
@@ -38,8 +46,14 @@ def pytorchjob_errors(job: dict[str, Any]) -> list[str]:
     replica_specs = spec.get("pytorchReplicaSpecs") or {}
     if not replica_specs:
         return [*errors, "spec.pytorchReplicaSpecs must not be empty"]
+    clean = (spec.get("runPolicy") or {}).get("cleanPodPolicy")
+    if clean is not None and clean not in CLEAN_POD_POLICIES:
+        errors.append(f"spec.runPolicy.cleanPodPolicy={clean!r} is not one of {', '.join(CLEAN_POD_POLICIES)}")
     for rtype, rspec in replica_specs.items():
         path = f"spec.pytorchReplicaSpecs.{rtype}"
+        restart = (rspec or {}).get("restartPolicy")
+        if restart is not None and restart not in REPLICA_RESTART_POLICIES:
+            errors.append(f"{path}.restartPolicy={restart!r} is not one of {', '.join(REPLICA_RESTART_POLICIES)}")
         if rtype not in ("Master", "Worker"):
             errors.append(f"{path}: replica type {rtype!r} is not one of Master, Worker")
         containers = (((rspec or {}).get("template") or {}).get("spec") or {}).get("containers") or []
