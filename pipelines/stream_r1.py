@@ -7,6 +7,7 @@ falling back to the KFP job-id placeholder.
 
 from kfp import dsl, kubernetes
 
+from components._shared.resources import on_gpu_node
 from components.evaluate.component import evaluate
 from components.fetch_checkpoints.component import fetch_checkpoints
 from components.gate.component import gate
@@ -44,7 +45,7 @@ def stream_r1_pipeline(
     ode_init_path: str = "ode_init.pt",
     backend: str = "local",
     nproc_per_node: int = 1,
-    eval_prompts: str = "tests/assets/prompts/tiny.txt",
+    eval_prompts: str = "tiny",
     gate_metric: str = "reward_overall_mean",
     gate_min_value: float = -1.0e9,
     registry: str = "mlflow",
@@ -66,6 +67,7 @@ def stream_r1_pipeline(
         init = ode_init(checkpoints=fetch.outputs["checkpoints"], ode_init_path=ode_init_path, config=config,
                         overrides=overrides, bucket=bucket, run_id=rid)
         _with_s3(init)
+        on_gpu_node(init)  # runs the teacher (ODE pairs) and the regression itself
 
         trained = train(checkpoints=fetch.outputs["checkpoints"], student_init=init.outputs["student_init"],
                         config=config, overrides=overrides, backend=backend, nproc_per_node=nproc_per_node,
@@ -76,6 +78,7 @@ def stream_r1_pipeline(
         scored = evaluate(checkpoints=fetch.outputs["checkpoints"], run=trained.outputs["run"], config=config,
                           prompts=eval_prompts, bucket=bucket, run_id=rid)
         _with_s3(scored)
+        on_gpu_node(scored)  # samples the student and scores it with the reward model
 
         decision = gate(metrics=scored.outputs["metrics"], metric=gate_metric, min_value=gate_min_value,
                         registry=registry, registry_uri=registry_uri, model_name=model_name)

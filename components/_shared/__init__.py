@@ -1,1 +1,1 @@
-"""Shared component settings (the one pinned image constant)."""
+"""Shared component settings: the pinned images (images.py) and the GPU placement of a step (resources.py)."""

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Input, Markdown, Metrics, Model, Output
 
-from components._shared.images import STREAM_R1_OPS_IMAGE
+from components._shared.images import STREAM_R1_TRAIN_IMAGE
 
 
-@dsl.component(base_image=STREAM_R1_OPS_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=STREAM_R1_TRAIN_IMAGE, install_kfp_package=False)
 def evaluate(checkpoints: Input[Model], run: Input[Model], config: str, prompts: str, bucket: str, run_id: str,
              metrics: Output[Metrics], report: Output[HTML], table: Output[Markdown]):
     """Run ``stream-r1 evaluate`` on the exported student of ``run`` over the ``prompts`` suite and publish

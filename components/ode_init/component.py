@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Input, Model, Output
 
-from components._shared.images import STREAM_R1_OPS_IMAGE
+from components._shared.images import STREAM_R1_TRAIN_IMAGE
 
 
-@dsl.component(base_image=STREAM_R1_OPS_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=STREAM_R1_TRAIN_IMAGE, install_kfp_package=False)
 def ode_init(checkpoints: Input[Model], ode_init_path: str, config: str, overrides: list, bucket: str, run_id: str,
              student_init: Output[Model]):
     """Produce ``student_init`` (a Self-Forcing-layout ``ode_init.pt``) and publish it to

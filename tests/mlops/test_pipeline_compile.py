@@ -31,10 +31,27 @@ def test_dag_policies():
             assert task["cachingOptions"] == {}, name
     cond = inner["condition-2"]["triggerPolicy"]["condition"]
     assert "gate-Output" in cond and "true" in cond
-    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    from components._shared.images import STREAM_R1_OPS_IMAGE
+    # The model runs in ode_init and evaluate: the train image on a GPU node; the rest are CPU steps on ops
+    # (tests/mlops/test_component_images.py derives which image each step needs from what it runs).
+    from components._shared.images import STREAM_R1_OPS_IMAGE, STREAM_R1_TRAIN_IMAGE
+    from components._shared.resources import GPU_NODE_SELECTOR, GPU_TOLERATIONS
 
-    assert images == {STREAM_R1_OPS_IMAGE}
+    gpu_steps = {"exec-ode-init", "exec-evaluate"}
+    containers = {name: e["container"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    assert gpu_steps < set(containers) and len(containers) == 7
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, container in containers.items():
+        if name in gpu_steps:
+            assert container["image"] == STREAM_R1_TRAIN_IMAGE, name
+            res = container["resources"]
+            assert (res["accelerator"]["resourceType"], res["accelerator"]["resourceCount"]) == ("nvidia.com/gpu", "1")
+            assert float(res["resourceCpuRequest"]) >= 1 and res["resourceMemoryRequest"].endswith("Gi")
+            assert kube[name]["nodeSelector"]["labels"] == GPU_NODE_SELECTOR
+            assert kube[name]["tolerations"] == [dict(sorted(t.items())) for t in GPU_TOLERATIONS]
+        else:
+            assert container["image"] == STREAM_R1_OPS_IMAGE, name
+            assert "accelerator" not in container.get("resources", {}), name
+            assert "nodeSelector" not in kube.get(name, {}), name
     # In a cluster every store-using step gets the S3 keys from the secret the training job also mounts.
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in ("exec-fetch-checkpoints", "exec-ode-init", "exec-train", "exec-evaluate", "exec-on-exit"):
@@ -60,7 +77,8 @@ def test_param_and_cron_parsing():
 
 
 def test_components_are_thin_and_pin_one_image():
-    """Components stay thin: bodies ≤ 30 lines, imports inside, the image only from components/_shared/images.py."""
+    """Components stay thin: bodies ≤ 30 lines, imports inside, the image only from components/_shared/images.py
+    (which of its images: tests/mlops/test_component_images.py)."""
     import ast
 
     files = sorted((REPO / "components").glob("*/component.py"))
@@ -75,4 +93,4 @@ def test_components_are_thin_and_pin_one_image():
         deco = func.decorator_list[0]
         kw = {k.arg: k.value for k in deco.keywords}
         assert isinstance(kw["install_kfp_package"], ast.Constant) and kw["install_kfp_package"].value is False
-        assert ast.unparse(kw["base_image"]) == "STREAM_R1_OPS_IMAGE"
+        assert ast.unparse(kw["base_image"]) in ("STREAM_R1_OPS_IMAGE", "STREAM_R1_TRAIN_IMAGE"), path

@@ -7,6 +7,7 @@ Output is streamed line by line into the caller's log (the KFP step log) and int
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -34,6 +35,10 @@ class LocalJobBackend:
 
     def __init__(self, python: str | None = None, *, timeout_seconds: float | None = None,
                  line_sink: Callable[[str], None] | None = None) -> None:
+        if python is None and importlib.util.find_spec("torch") is None:
+            # The launcher's image (ops) has no torch: training belongs in the train image.
+            raise ValueError("backend=local trains inside this step's own process, which has no torch here (the ops "
+                             "image); use backend=container (run-local --runner docker), pytorchjob or trainjob")
         self.python = python or sys.executable
         self.timeout_seconds = timeout_seconds
         self.line_sink = line_sink or (lambda line: log.info("[train] %s", line))
