@@ -31,7 +31,7 @@ def inter_reliability_weight(r_final: float | torch.Tensor, beta: float) -> torc
     Raises:
         ValueError: ``r_final`` is not a single finite value.
     """
-    r = torch.as_tensor(r_final).detach().to(torch.float64)
+    r = torch.as_tensor(r_final, dtype=torch.float64).detach()  # a Python float must not pass through float32
     if r.numel() != 1 or not bool(torch.isfinite(r).all()):
         raise ValueError(f"r_final must be one finite number, got {r_final!r}")
     return torch.exp(float(beta) * r.reshape(()))
