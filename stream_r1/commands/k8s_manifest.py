@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
     """Render, check and write the manifest."""
     import yaml
 
+    from stream_r1.utils.paths import check_output_file
+
+    if args.output != "-":
+        check_output_file(args.output, "--output")
     from stream_r1.ops.k8s import webhook_rules
     from stream_r1.ops.k8s.launcher import DEFAULT_TRAIN_IMAGE
     from stream_r1.ops.k8s.profiles import profile_spec

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream_r1.utils.paths import check_output_dir
+
+    check_output_dir(args.dir, "DIR")
     root = write_tiny_checkpoints(args.dir, seed=args.seed, with_reward=not args.no_reward, force=args.force)
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     print(f"tiny checkpoints in {root}: {len(manifest['files'])} files ({', '.join(manifest['parts'])})")

@@ -69,12 +69,16 @@ def _print_summary(s: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stream_r1.ops import pipeline as pl
+    from stream_r1.utils.paths import check_output_dir, check_output_file
 
     if args.action == "compile":
+        if args.output:
+            check_output_file(args.output, "--output")
         print(pl.compile_pipeline(args.output))
         return 0
     params = pl.parse_params(args.params)
     if args.action == "run-local":
+        check_output_dir(args.workdir, "--workdir")
         summary = pl.run_local(workdir=args.workdir, endpoint=args.endpoint, bucket=args.bucket, config=args.config,
                                params=params)
         _print_summary(summary)

@@ -10,6 +10,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from importlib import resources
@@ -57,10 +59,41 @@ def _read_source(source: str | Path) -> tuple[dict[str, Any], str]:
             )
         text = (resources.files("stream_r1.config") / PRESET_DIR / f"{source}.yaml").read_text("utf-8")
         where = f"preset {source}"
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: {_yaml_problem(e)}; fix the YAML syntax there") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: top level must be a mapping, got {type(data).__name__}")
     return data, where
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """``line L, column C: problem`` of a YAML parse error (one line, 1-based positions)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"YAML syntax error at {where}{problem}"
+
+
+_FLOAT_SPELLING = re.compile(r"[+-]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][+-]?\d+)?")
+"""Decimal float spellings: ``2e-6``, ``2E-6``, ``1.5e+3``, ``.5``, ``5.``, ``1_000.0``. PyYAML follows
+YAML 1.1, where ``2e-6`` (no dot) and ``5.`` are strings, so a number written the way papers write it
+would be refused; this pattern accepts them for ``float`` fields. ``inf``/``nan`` are not accepted: no
+setting of a run is meaningfully infinite, and a NaN learning rate is always a typo."""
+
+
+def _as_float(value: Any, path: str) -> float:
+    """A ``float`` field's value: a YAML number or a decimal float spelling; finite."""
+    if isinstance(value, str) and _FLOAT_SPELLING.fullmatch(value.strip()):
+        value = float(value.strip().replace("_", ""))
+    elif isinstance(value, str) and value.strip().lstrip("+-.").lower() in ("inf", "infinity", "nan"):
+        raise ConfigError(f"{path}={value!r} must be a finite number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path} must be a number (e.g. 2e-6, 0.5, 3), got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{path}={value!r} must be a finite number")
+    return float(value)
 
 
 def _type_name(tp: Any) -> str:
@@ -110,9 +143,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path} must be an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} must be a number, got {value!r}")
-        return float(value)
+        return _as_float(value, path)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path} must be a string, got {value!r}")
@@ -146,7 +177,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, raw = item.split("=", 1)
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} has an empty key; use section.key=value")
-    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+    if raw == "":
+        return key.split("."), ""
+    try:
+        return key.split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(e)}); "
+                          "quote it or fix the brackets") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -283,7 +283,8 @@ class TrainConfig:
     """Enable TF32 matmuls on GPU."""
 
     def __post_init__(self) -> None:
-        for name in ("num_optimizer_steps", "grad_accum_steps", "gen_update_every", "batch_size_per_rank"):
+        for name in ("num_optimizer_steps", "grad_accum_steps", "gen_update_every", "batch_size_per_rank",
+                     "checkpoint_every_steps", "log_every_steps"):
             if getattr(self, name) < 1:
                 _fail(f"train.{name}", getattr(self, name), "must be >= 1")
         if self.global_batch_size % self.batch_size_per_rank:

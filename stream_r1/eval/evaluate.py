@@ -22,8 +22,10 @@ from stream_r1.eval.reward_scores import REWARD_AXES, reward_checkpoint_path
 from stream_r1.eval.speed import read_generation, speed_metrics
 from stream_r1.eval.suites import PromptSuite, resolve_suite
 from stream_r1.eval.video_io import read_video
+from stream_r1.utils.device import resolve_device
 from stream_r1.utils.io import atomic_write_json
 from stream_r1.utils.logging import get_logger
+from stream_r1.utils.paths import check_output_dir
 
 log = get_logger(__name__)
 
@@ -146,9 +148,8 @@ def evaluate(
         ValueError / FileNotFoundError: bad inputs, before any generation or model load.
     """
     # ---- validate everything a user can get wrong, before heavy work ----
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(out)!r} exists and is not a directory")
+    out = check_output_dir(output_dir)
+    resolve_device(device)
     n_latent = check_num_frames(cfg, num_frames)
     spec = prompts if prompts is not None else cfg.eval.prompts
     suite: PromptSuite | None = None

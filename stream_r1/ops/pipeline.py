@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream_r1.ops.endpoints import check_reachable
 from stream_r1.ops.seaweed import S3Credentials, SeaweedServer
 from stream_r1.ops.store import ArtifactStore, credentials_from_env
 from stream_r1.utils.logging import get_logger
+from stream_r1.utils.names import validate_run_id
 
 log = get_logger(__name__)
 
@@ -88,7 +90,7 @@ def pipeline_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
     """Arguments for a run: ``config`` checked by loading it (torch-free), then ``params`` on top.
 
     Raises:
-        ValueError: unknown parameter names or a config that does not load.
+        ValueError: unknown parameter names, an invalid ``run_id`` or a config that does not load.
     """
     from stream_r1.config import load_config
 
@@ -100,6 +102,8 @@ def pipeline_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise ValueError(f"missing required pipeline parameter(s) {missing}; pass them as --param NAME=VALUE "
                          "(e.g. --param checkpoint_source=s3://bucket/checkpoints/wan2.1)")
+    if params.get("run_id"):
+        validate_run_id(params["run_id"], "--param run_id")
     load_config(config, list(params.get("overrides", [])))
     return {"config": config, **params}
 
@@ -125,8 +129,14 @@ def cluster_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def kfp_client(host: str, namespace: str, token_file: str | None = None) -> Any:
-    """``kfp.Client`` for ``host``; token from ``--token-file`` or env ``KFP_TOKEN`` (else none: in-cluster/dev)."""
+    """``kfp.Client`` for ``host``; token from ``--token-file`` or env ``KFP_TOKEN`` (else none: in-cluster/dev).
+
+    Raises:
+        UnreachableError: nothing accepts a connection at ``host`` (checked in seconds, before the client's retries).
+    """
     import kfp
+
+    check_reachable(host, "--host")
 
     token = Path(token_file).read_text().strip() if token_file else os.environ.get("KFP_TOKEN") or None
     return kfp.Client(host=host, namespace=namespace, existing_token=token)

@@ -9,7 +9,6 @@ from the environment (``credentials_from_env``), never from parameters.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from stream_r1.ops.jobs.base import JobBackend, JobResult, TrainJobRequest
 from stream_r1.ops.registry.base import ModelVersionInfo, Registry
 from stream_r1.ops.store import ArtifactStore, credentials_from_env
 from stream_r1.utils.logging import get_logger
+from stream_r1.utils.names import suggest_run_id, validate_run_id
 
 log = get_logger(__name__)
 
@@ -29,18 +29,19 @@ REGISTRIES = ("mlflow", "kubeflow")
 
 
 def resolve_run_id(run_id: str, job_id: str = "") -> str:
-    """A DNS-1035-safe run id: ``run_id`` if given, else the KFP job id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``).
+    """The run id: ``run_id`` if given (validated, never rewritten), else one derived from the KFP job id
+    (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``, a UUID: lower-cased, ``r-`` prefixed when it starts with a digit).
 
     Raises:
-        ValueError: both are empty.
+        ValueError: ``run_id`` is not a valid Kubernetes name (:func:`stream_r1.utils.names.validate_run_id`),
+            or both are empty.
     """
-    raw = (run_id or job_id).strip().lower()
-    if not raw:
+    if run_id:
+        return validate_run_id(run_id, "run_id")
+    safe = suggest_run_id(job_id)
+    if not safe:
         raise ValueError("no run id: pass run_id or the KFP job id placeholder")
-    safe = re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")
-    if not safe[:1].isalpha():
-        safe = "r-" + safe
-    return safe[:48].rstrip("-")
+    return validate_run_id(safe, "the KFP job id")
 
 
 def run_prefix(run_id: str, step: str) -> str:

@@ -22,8 +22,10 @@ from stream_r1.config import config_hash, write_resolved_config
 from stream_r1.config.schema import RunConfig
 from stream_r1.models.causal_attention import check_flash_available
 from stream_r1.models.loading import CheckpointInfo, check_checkpoint_matches_base, read_transformer_config
-from stream_r1.utils.io import atomic_write_json, read_prompt_file
+from stream_r1.utils.device import resolve_device
+from stream_r1.utils.io import atomic_write_json, check_safetensors_under, read_prompt_file
 from stream_r1.utils.logging import get_logger
+from stream_r1.utils.paths import check_output_dir
 from stream_r1.utils.progress import progress
 
 logger = get_logger(__name__)
@@ -113,8 +115,10 @@ def plan_generation(
 
     Raises:
         FileNotFoundError: prompt file, checkpoint or model directories missing.
-        ValueError: bad frame count, empty prompts, unrecognised checkpoint layout, EMA requested but absent.
+        ValueError: bad frame count, empty prompts, unrecognised checkpoint layout, EMA requested but absent,
+            an output directory that cannot be written.
     """
+    check_output_dir(output_dir)
     prompt_list = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
     if not prompt_list or not all(isinstance(p, str) and p.strip() for p in prompt_list):
         raise ValueError("prompts must be a non-empty list of non-empty strings (or a prompt file)")
@@ -126,6 +130,7 @@ def plan_generation(
             f"missing model files: {', '.join(missing)}; set checkpoints.root (tiny models: "
             "`stream-r1 make-tiny-checkpoints DIR` then --set checkpoints.root=DIR)"
         )
+    check_safetensors_under(paths)
     if checkpoint in (None, "") and cfg.checkpoints.student_init:
         checkpoint = checkpoint_path(cfg, "student_init")
     ckpt = Path(checkpoint) if checkpoint not in (None, "") else None
@@ -137,6 +142,7 @@ def plan_generation(
             if not (ckpt / "config.json").is_file():
                 raise ValueError(f"checkpoint directory {ckpt} has no config.json; expected a Wan transformer directory")
         else:
+            check_safetensors_under({"checkpoint": ckpt})
             info = check_checkpoint_matches_base(paths["base"], ckpt)
     _check_rope_length(cfg, paths["base"], num_frames)
     has_ema = info is not None and info.has_ema
@@ -238,10 +244,10 @@ def generate(
     Returns:
         The :class:`GenerationReport` (also written as ``output_dir/generation.json``).
     """
+    dev = resolve_device(device)
     plan = plan_generation(cfg, checkpoint, prompts, num_frames, output_dir, use_ema, seed, ema_fallback=ema_fallback)
     from stream_r1.sample.streaming_video import StudentStreamer
 
-    dev = torch.device(device)
     if cfg.model.attention_backend == "flash":
         check_flash_available(dev)  # before any model loads
     start = time.perf_counter()

@@ -13,6 +13,8 @@ from pathlib import Path
 from stream_r1.config import config_hash, load_config
 from stream_r1.config.schema import RunConfig
 from stream_r1.train.checkpoint import find_resume_checkpoint, list_checkpoints, read_trainer_state, verify_checkpoint
+from stream_r1.utils.io import check_safetensors_under
+from stream_r1.utils.paths import check_output_dir
 
 
 def resolve_checkpoint_path(cfg: RunConfig, name: str) -> Path:
@@ -34,13 +36,16 @@ def required_weights(cfg: RunConfig, *, ode_pairs: bool = False) -> dict[str, Pa
 
 
 def check_weights_exist(cfg: RunConfig, *, ode_pairs: bool = False) -> None:
-    """Raise one ``FileNotFoundError`` listing every missing weight path."""
-    missing = [f"checkpoints.{n}={str(p)!r}" for n, p in required_weights(cfg, ode_pairs=ode_pairs).items() if not p.exists()]
+    """Raise one ``FileNotFoundError`` listing every missing weight path; ``ValueError`` for a truncated
+    ``.safetensors`` file among them."""
+    weights = required_weights(cfg, ode_pairs=ode_pairs)
+    missing = [f"checkpoints.{n}={str(p)!r}" for n, p in weights.items() if not p.exists()]
     if missing:
         raise FileNotFoundError(
             f"missing weights: {', '.join(missing)}; set checkpoints.root (now {cfg.checkpoints.root!r}) "
             "or the paths with --set, or create tiny ones with `stream-r1 make-tiny-checkpoints DIR`"
         )
+    check_safetensors_under(weights)  # a truncated file fails here, not after the other models loaded
 
 
 def check_world_size(cfg: RunConfig, world_size: int) -> None:
@@ -115,6 +120,7 @@ def preflight(cfg: RunConfig, output_dir: Path, resume: str | None, world_size: 
     """All checks of a training run, cheapest first; returns the resume plan."""
     from stream_r1.train.data import read_prompts
 
+    check_output_dir(output_dir)
     check_world_size(cfg, world_size)
     read_prompts(cfg.data.prompts)
     check_weights_exist(cfg)

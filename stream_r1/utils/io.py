@@ -104,3 +104,55 @@ def read_prompt_file(path: str | Path, *, setting: str = "the prompt file") -> l
     if not prompts:
         raise ValueError(f"prompt file {str(path)!r} is empty (no non-empty lines); add one prompt per line")
     return prompts
+
+
+SAFETENSORS_HEADER_LIMIT = 100 * 1024 * 1024
+"""The safetensors format caps its JSON header at 100 MB; a larger length means a corrupt file."""
+
+
+def check_safetensors_file(path: str | Path) -> None:
+    """Check that a ``.safetensors`` file is complete, reading only its header.
+
+    The format is an 8-byte little-endian header length, a JSON header whose entries give each
+    tensor's ``data_offsets`` into the byte buffer that follows, then that buffer. A truncated
+    download or copy ends before the largest offset.
+
+    Raises:
+        ValueError: the file is shorter than its header says, or the header does not parse.
+    """
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    fix = "re-download or re-copy it (tiny models: `stream-r1 make-tiny-checkpoints DIR` rebuilds them)"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is truncated ({size} bytes, not even a safetensors header); {fix}")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(SAFETENSORS_HEADER_LIMIT, size - 8):
+            raise ValueError(f"{path} is truncated or not a safetensors file (header of {n} bytes, file of "
+                             f"{size}); {fix}")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path} has a corrupt safetensors header; {fix}") from None
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    needed = 8 + n + max(ends, default=0)
+    if size < needed:
+        raise ValueError(f"{path} is truncated: {size} bytes, its header needs {needed}; {fix}")
+
+
+def check_safetensors_under(paths: dict[str, Path]) -> None:
+    """:func:`check_safetensors_file` on every ``.safetensors`` file at or under each path.
+
+    Args:
+        paths: ``{setting name: file or directory}`` (missing paths are skipped: existence is
+            checked, with its own message, elsewhere).
+    """
+    for p in paths.values():
+        p = Path(p)
+        files = [p] if p.is_file() else sorted(p.rglob("*.safetensors")) if p.is_dir() else []
+        for f in files:
+            if f.suffix == ".safetensors":
+                check_safetensors_file(f)

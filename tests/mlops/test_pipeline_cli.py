@@ -84,14 +84,14 @@ def test_pipeline_arguments_reject_bad_input():
         pl.pipeline_arguments("no_such_preset", {"checkpoint_source": "x"})
 
 
-def test_kfp_client_uses_token_file(tmp_path, monkeypatch):
+def test_kfp_client_uses_token_file(tmp_path, monkeypatch, kfp_api):
     token = tmp_path / "token"
     token.write_text("s3cr3t\n")
     monkeypatch.delenv("KFP_TOKEN", raising=False)
-    client = pl.kfp_client("http://127.0.0.1:9", "team", str(token))
+    client = pl.kfp_client(kfp_api, "team", str(token))
     assert "s3cr3t" in str(client._existing_config.api_key)
     monkeypatch.setenv("KFP_TOKEN", "from-env")
-    assert "from-env" in str(pl.kfp_client("http://127.0.0.1:9", "team")._existing_config.api_key)
+    assert "from-env" in str(pl.kfp_client(kfp_api, "team")._existing_config.api_key)
 
 
 def test_cli_compile_and_user_errors(tmp_path, capsys):

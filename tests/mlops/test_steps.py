@@ -11,10 +11,18 @@ from stream_r1.ops.store import ArtifactStore
 
 def test_resolve_run_id_is_dns_safe():
     assert steps.resolve_run_id("", "9b1e_JOB.id") == "r-9b1e-job-id"
-    assert steps.resolve_run_id("Local-Run 7", "ignored") == "local-run-7"
-    assert len(steps.resolve_run_id("x" * 100)) <= 48
+    assert steps.resolve_run_id("local-run-7", "ignored") == "local-run-7"
+    assert len(steps.resolve_run_id("", "x" * 100)) <= 48
     with pytest.raises(ValueError, match="no run id"):
         steps.resolve_run_id("", "")
+
+
+@pytest.mark.parametrize("bad", ["Local-Run 7", "../../etc", "a/b", "x" * 49, "run: {x}", "7up", "a-", "a\nb"])
+def test_a_given_run_id_is_validated_not_rewritten(bad):
+    # The user's id names the job, the PVC directory and the S3 prefix: a silently rewritten id would
+    # make the summary, the registry and the bucket disagree about which run is which.
+    with pytest.raises(ValueError, match=r"not a valid run id.*lower-case letters"):
+        steps.resolve_run_id(bad, "job-id")
 
 
 def test_credentials_from_env_accepts_aws_endpoint_url():

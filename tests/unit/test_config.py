@@ -89,3 +89,32 @@ def test_compatibility_presets():
     assert not load_config("plain_dmd").reward.enabled
     # everything outside the reward section is the real recipe
     assert load_config("reward_forcing").train == load_config("wan2.1_t2v_1.3b_stream_r1").train
+
+
+@pytest.mark.parametrize("spelling, value", [
+    ("2e-6", 2e-6), ("2E-6", 2e-6), ("2.0e-6", 2e-6), ("1.5e+3", 1500.0), (".5", 0.5), ("5.", 5.0),
+    ("-3", -3.0), ("+0.25", 0.25), ("1_000.5", 1000.5),
+])
+def test_every_float_spelling_is_accepted(spelling, value):
+    # PyYAML follows YAML 1.1, where 2e-6 (the paper's learning rate) and 5. are strings.
+    cfg = load_config("tiny_cpu", [f"optim.lr_generator={spelling}"])
+    assert cfg.optim.lr_generator == value and isinstance(cfg.optim.lr_generator, float)
+
+
+@pytest.mark.parametrize("spelling", ["inf", ".inf", "-Infinity", "nan", ".NaN"])
+def test_non_finite_floats_are_refused(spelling):
+    with pytest.raises(ConfigError, match=r"optim.lr_generator=.* must be a finite number"):
+        load_config("tiny_cpu", [f"optim.lr_generator={spelling}"])
+
+
+@pytest.mark.parametrize("text", ["abc", "2e", "1e-6x", "1.2.3"])
+def test_non_numbers_are_still_refused(text):
+    with pytest.raises(ConfigError, match=r"optim.lr_generator must be a number .*2e-6"):
+        load_config("tiny_cpu", [f"optim.lr_generator={text}"])
+
+
+def test_float_spelling_does_not_turn_strings_or_ints_into_floats():
+    cfg = load_config("tiny_cpu", ["name=1e3"])
+    assert cfg.name == "1e3"
+    with pytest.raises(ConfigError, match=r"train\.seed must be an integer"):
+        load_config("tiny_cpu", ["train.seed=1e3"])

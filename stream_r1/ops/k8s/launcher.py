@@ -24,6 +24,7 @@ from stream_r1.ops.k8s.spec import ClusterJobSpec, job_name_for
 from stream_r1.ops.k8s.staging import copy_back, stage_request
 from stream_r1.ops.k8s.waiter import Observation, Phase, WaitPolicy, WaitState, advance, job_status, master_pod
 from stream_r1.utils.logging import get_logger
+from stream_r1.utils.names import validate_run_id
 
 _log = get_logger(__name__)
 BackendName = Literal["pytorchjob", "trainjob"]
@@ -95,6 +96,7 @@ class KubernetesJobBackend:
         Paths not on the runs PVC (KFP artifact paths) are staged onto it first and the finished run
         directory is copied back to ``request.output_dir`` (:mod:`stream_r1.ops.k8s.staging`).
         """
+        validate_run_id(request.run_id, "run_id")  # it names the job, a PVC directory and S3 keys
         mount = str(self._cluster.get("pvc_mount_path", "/mnt/runs"))
         name = job_name_for(self._cluster.get("name_prefix", "stream-r1"), request.run_id)
         self.build(self.spec_for(replace(request, output_dir=f"{mount}/{name}/train")))  # settings fail fast
@@ -117,6 +119,7 @@ class KubernetesJobBackend:
 
     def cancel(self, run_id: str) -> None:
         """Delete the job of ``run_id`` (idempotent: an absent job is fine)."""
+        validate_run_id(run_id, "run_id")
         name = job_name_for(self._cluster.get("name_prefix", "stream-r1"), run_id)
         self._delete(self._cluster.get("namespace", "stream-r1"), name)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from stream_r1.ops.jobs.base import TrainJobRequest
 from stream_r1.ops.k8s.spec import ClusterJobSpec
+from stream_r1.utils.names import validate_run_id
 
 PROFILES: dict[str, dict[str, Any]] = {
     # One 8-GPU node running the paper recipe (fits in 8x80 GB with FSDP2 full sharding: docs/training.md).
@@ -50,11 +51,12 @@ def profile_spec(profile: str, *, image: str, run_id: str = "manual", **cluster:
         **cluster: Overrides of the profile's cluster settings.
 
     Raises:
-        ValueError: unknown profile.
+        ValueError: unknown profile, or a run id that is no valid Kubernetes name.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r} is unknown; choose one of {', '.join(sorted(PROFILES))}")
     p = PROFILES[profile]
+    validate_run_id(run_id, "--run-id")
     request = TrainJobRequest(run_id=run_id, config=p["config"], output_dir=f"/mnt/runs/{run_id}",
                               overrides=tuple(p["overrides"]))
     settings = {**p["cluster"], **cluster, "image": image}
