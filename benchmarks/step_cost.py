@@ -119,8 +119,8 @@ def _build(
     stock = build_tiny_transformer(0)
     student = CausalWanTransformer.from_config(stock.config)
     student.load_state_dict(stock.state_dict(), strict=True)
-    generator = CausalDenoiser(student.to(device), shift=cfg.rollout.timestep_shift, frames_per_block=3)
-    critic = BidirectionalDenoiser(build_tiny_transformer(1).to(device), shift=8.0)  # dmd.score_shift
+    generator = CausalDenoiser(student.to(device), shift=cfg.rollout.student_sigma_shift, frames_per_block=3)
+    critic = BidirectionalDenoiser(build_tiny_transformer(1).to(device), shift=8.0)  # dmd.score_sigma_shift
     teacher = BidirectionalDenoiser(build_tiny_transformer(2, teacher=True).to(device), shift=8.0)
     for p in teacher.transformer.parameters():
         p.requires_grad_(False)

@@ -123,7 +123,7 @@ def run_case(
     with torch.no_grad():
         for chunk in stream_chunks(
             den, text.to(device), num_frames=num_frames, latent_shape=(16, h, w), timesteps=args.steps,
-            generator=gen, rolling=windowed, dtype=dtype, device=device,
+            rng=gen, rolling=windowed, dtype=dtype, device=device,
         ):
             wall_ms = chunk.latency_ms
             if stream is not None:
@@ -163,8 +163,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.dtype = args.dtype or ("bfloat16" if args.full_size else "float32")
     args.latent_hw = tuple(args.latent_hw or (cfg.rollout.latent_height, cfg.rollout.latent_width))
     args.text_len = cfg.model.text_len_tokens
-    args.shift = cfg.rollout.timestep_shift
-    args.steps = warped_timesteps(list(cfg.rollout.denoising_steps), cfg.rollout.timestep_shift)
+    args.shift = cfg.rollout.student_sigma_shift
+    args.steps = warped_timesteps(list(cfg.rollout.denoising_steps), cfg.rollout.student_sigma_shift)
     args.with_vae = args.with_vae or args.full_size
     args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
     if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):

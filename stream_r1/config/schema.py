@@ -18,6 +18,12 @@ WAN_NEGATIVE_PROMPT = (
     "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 
+NUM_TRAIN_TIMESTEPS = 1000
+"""Entries of Wan's flow-matching sigma table (t = 1000 sigma); timesteps live in [0, 1000]."""
+BETA_MAX = 50.0
+"""Largest reward.beta: r_final is a z-scored reward, |r_final| <= ~10 in practice, and exp(50 * 10) is
+still finite in float64 (overflow starts at exp(709))."""
+
 RewardAxis = Literal["VQ", "MQ", "TA"]
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -107,12 +113,11 @@ class RolloutConfig:
     """Configured student timesteps before warping."""
     warp_denoising_steps: bool = True
     """Map the steps through the shifted sigma table ([1000,937.5,833.33,625] at shift 5)."""
-    timestep_shift: float = 5.0
-    """Flow-matching shift of the generator's sigma table."""
+    student_sigma_shift: float = 5.0
+    """Shift s of the student's sigma table sigma(t) = s u / (1 + (s-1) u), u = t/1000: its x0 <-> flow
+    conversion, the step warping, and every re-noising of rollout and DMD/critic inputs."""
     context_noise: int = 0
     """Timestep of the context pass that writes clean K/V after each chunk."""
-    same_step_across_blocks: bool = True
-    """One random exit step shared by every chunk of a rollout."""
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -123,8 +128,8 @@ class RolloutConfig:
             _fail("rollout.denoising_steps", self.denoising_steps, "must lie in (0, 1000]")
         if list(self.denoising_steps) != sorted(self.denoising_steps, reverse=True):
             _fail("rollout.denoising_steps", self.denoising_steps, "must be strictly decreasing")
-        if self.timestep_shift <= 0:
-            _fail("rollout.timestep_shift", self.timestep_shift, "must be > 0")
+        if self.student_sigma_shift <= 0:
+            _fail("rollout.student_sigma_shift", self.student_sigma_shift, "must be > 0")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -135,27 +140,29 @@ class DMDConfig:
     """Teacher guidance g in c + g(c - u) (= standard CFG 4.0)."""
     fake_guidance_scale: float = 0.0
     """Critic guidance (0: conditional only)."""
-    timestep_shift: float = 5.0
-    """Shift applied to t ~ U{0..999} before clamping."""
+    timestep_sampling_shift: float = 5.0
+    """Shift of the DMD/critic timestep distribution: t = 1000 s u / (1 + (s-1) u), u ~ U{0..999}/1000,
+    then clamped to [min_step, max_step] (a distribution over t, not a sigma table)."""
     min_step: int = 20
     """Lower clamp of the DMD/critic timestep (0.02 * 1000)."""
     max_step: int = 980
     """Upper clamp of the DMD/critic timestep (0.98 * 1000)."""
-    num_train_timesteps: int = 1000
-    """Entries of the sigma table."""
-    score_shift: float = 8.0
+    score_sigma_shift: float = 8.0
     """Sigma-table shift of the teacher/critic x0 conversion (Self-Forcing's WanDiffusionWrapper default;
-    noising and the critic's flow target use the generator's table, rollout.timestep_shift, §1.2)."""
+    noising and the critic's flow target use the student's table, rollout.student_sigma_shift)."""
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     """Teacher's unconditional prompt (embedded once and cached)."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_step < self.max_step <= self.num_train_timesteps:
+        if not 0 <= self.min_step < self.max_step <= NUM_TRAIN_TIMESTEPS:
             _fail(
                 "dmd.min_step/max_step",
                 (self.min_step, self.max_step),
-                f"must satisfy 0 <= min_step < max_step <= {self.num_train_timesteps}",
+                f"must satisfy 0 <= min_step < max_step <= {NUM_TRAIN_TIMESTEPS}",
             )
+        for name in ("timestep_sampling_shift", "score_sigma_shift"):
+            if getattr(self, name) <= 0:
+                _fail(f"dmd.{name}", getattr(self, name), "must be > 0")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -165,7 +172,8 @@ class RewardConfig:
     mode: Literal["none", "MQ", "VQ", "TA", "Overall", "BalancedOverall"] = "BalancedOverall"
     """Scalar reward r: one axis (MQ = Reward Forcing), their mean, or the balanced mean."""
     beta: float = 2.0
-    """Inter-Reliability temperature: W_inter = exp(beta * r_final)."""
+    """Inter-Reliability inverse temperature: W_inter = exp(beta * r_final). 0 ignores the reward (plain
+    DMD scale); larger values sharpen the weighting. In [0, BETA_MAX]."""
     dims: tuple[RewardAxis, ...] = ("VQ", "MQ", "TA")
     """Axes averaged into r for Overall/BalancedOverall."""
     balance_window: int = 50
@@ -221,6 +229,13 @@ class RewardConfig:
             _fail("reward.balance_window", self.balance_window, "must be >= 4 (split-half deltas)")
         if self.temperature <= 0:
             _fail("reward.temperature", self.temperature, "must be > 0")
+        if not 0.0 <= self.beta <= BETA_MAX:
+            _fail(
+                "reward.beta",
+                self.beta,
+                f"must be in [0, {BETA_MAX}] (an inverse temperature; negative values reward low scores, and "
+                f"exp(beta * r_final) overflows past it; the recipe uses 2.0)",
+            )
         for name, v in (("reward.spatial_min", self.spatial_min), ("reward.temporal_min", self.temporal_min)):
             if not 0.0 <= v <= 1.0:
                 _fail(name, v, "must be in [0, 1]")
@@ -333,8 +348,8 @@ class ODEConfig:
 
     num_inference_steps: int = 48
     """Euler steps of the teacher's flow sampler."""
-    shift: float = 8.0
-    """Sigma shift of the trajectory sampler."""
+    sampler_sigma_shift: float = 8.0
+    """Sigma shift of the teacher's Euler trajectory sampler (its grid and its x0 conversion)."""
     guidance_scale: float = 6.0
     """Standard CFG weight x0_u + g (x0_c - x0_u)."""
     stored_indices: tuple[int, ...] = (0, 12, 24, 36, 48)

@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-NUM_TRAIN_TIMESTEPS = 1000
+from stream_r1.config.schema import NUM_TRAIN_TIMESTEPS
 
 
 def shift_sigma(sigma: Tensor | float, shift: float) -> Tensor | float:
@@ -106,7 +106,7 @@ def flow_from_x0(x0: Tensor, x_t: Tensor, t: Tensor, shift: float) -> Tensor:
 
 def sample_dmd_timesteps(
     batch_size: int,
-    generator: torch.Generator,
+    rng: torch.Generator,
     *,
     shift: float = 5.0,
     min_step: int = 20,
@@ -118,6 +118,6 @@ def sample_dmd_timesteps(
     Returns:
         float64 ``[batch_size]`` timesteps in ``[min_step, max_step]`` (one per sample, §1.4).
     """
-    raw = torch.randint(0, num_train_timesteps, (batch_size,), generator=generator).to(torch.float64)
+    raw = torch.randint(0, num_train_timesteps, (batch_size,), generator=rng).to(torch.float64)
     t = shift_sigma(raw / num_train_timesteps, shift) * num_train_timesteps
     return t.clamp(min_step, max_step)

@@ -1,4 +1,4 @@
-"""Training losses: DMD generator loss, critic flow loss, the Stream-R1 weighted loss."""
+"""Training losses: DMD generator loss, critic flow loss, the reward-weighted DMD loss."""
 
 from stream_r1.losses.critic import CriticLossTerms, critic_flow_loss
 from stream_r1.losses.dmd import (
@@ -9,7 +9,7 @@ from stream_r1.losses.dmd import (
     masked_mean,
     normalized_direction,
 )
-from stream_r1.losses.weighted import stream_r1_loss
+from stream_r1.losses.weighted import weighted_dmd_loss
 
 __all__ = [
     "CriticLossTerms",
@@ -20,5 +20,5 @@ __all__ = [
     "dmd_surrogate_loss",
     "masked_mean",
     "normalized_direction",
-    "stream_r1_loss",
+    "weighted_dmd_loss",
 ]

@@ -32,24 +32,24 @@ class CriticLossTerms:
 def critic_flow_loss(
     x: Tensor,
     critic_score: ScoreFn,
-    generator: torch.Generator,
+    rng: torch.Generator,
     *,
-    shift: float = 5.0,
-    timestep_shift: float = 5.0,
+    sigma_shift: float = 5.0,
+    sampling_shift: float = 5.0,
     min_step: int = 20,
     max_step: int = 980,
 ) -> tuple[Tensor, CriticLossTerms]:
     """``mean((v_hat - (eps - x))^2)`` with ``v_hat = (x_t - critic(x_t, t)) / sigma`` (§1.5).
 
-    Same t distribution as the DMD loss (U{0..999}, shift, clamp); draws from ``generator`` in
+    Same t distribution as the DMD loss (U{0..999}, shift, clamp); draws from ``rng`` in
     this order: timesteps ``[B]``, noise ``[B, F, C, H, W]``.
 
     Args:
         x: generator rollout ``[B, F, C, H, W]`` (detached: the critic step trains the critic only).
         critic_score: critic x0 score ``(x_t, t) -> x0`` evaluated with grad.
-        generator: torch RNG for t and noise.
-        shift: sigma-table shift for noising and the x0 -> flow conversion (generator's table).
-        timestep_shift: shift applied to the raw uniform timestep.
+        rng: torch RNG for t and noise.
+        sigma_shift: sigma-table shift for noising and the x0 -> flow conversion (the student's table).
+        sampling_shift: shift applied to the raw uniform timestep (dmd.timestep_sampling_shift).
         min_step: lower clamp of t.
         max_step: upper clamp of t.
 
@@ -62,13 +62,13 @@ def critic_flow_loss(
     if x.dim() != 5:
         raise ValueError(f"x must be a latent video [B, F, C, H, W]; got shape {tuple(x.shape)}")
     x = x.detach()
-    t = sample_dmd_timesteps(x.shape[0], generator, shift=timestep_shift, min_step=min_step, max_step=max_step)
+    t = sample_dmd_timesteps(x.shape[0], rng, shift=sampling_shift, min_step=min_step, max_step=max_step)
     t = t.to(x.device)
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
-    x_t = add_noise(x, noise, t, shift)
+    noise = torch.randn(x.shape, generator=rng, dtype=x.dtype, device=rng.device).to(x.device)
+    x_t = add_noise(x, noise, t, sigma_shift)
     x0_hat = critic_score(x_t, t)
     # flow_from_x0 computes (x_t - x0)/sigma in float64 (table-quantised sigma, §1.2); target v = eps - x0 (§5 item 3).
-    v_hat = flow_from_x0(x0_hat.to(torch.float64), x_t, t, shift)
+    v_hat = flow_from_x0(x0_hat.to(torch.float64), x_t, t, sigma_shift)
     target = noise.to(torch.float64) - x.to(torch.float64)
     loss = ((v_hat - target) ** 2).mean()
     x0_mse = float(((x0_hat.detach().to(torch.float64) - x.to(torch.float64)) ** 2).mean())

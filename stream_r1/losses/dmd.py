@@ -82,25 +82,25 @@ def dmd_direction(
     x: Tensor,
     fake_score: ScoreFn,
     real_score: ScoreFn,
-    generator: torch.Generator,
+    rng: torch.Generator,
     *,
-    shift: float = 5.0,
-    timestep_shift: float = 5.0,
+    sigma_shift: float = 5.0,
+    sampling_shift: float = 5.0,
     min_step: int = 20,
     max_step: int = 980,
 ) -> DMDDirection:
     """Sample t and noise, score the noised rollout with critic and teacher, return ``g`` (§1.4 steps 1-3).
 
-    Random draws (in this order, all from ``generator``): the timesteps ``[B]``, then the noise
-    ``[B, F, C, H, W]`` (on ``generator.device``, moved to ``x.device``).
+    Random draws (in this order, all from ``rng``): the timesteps ``[B]``, then the noise
+    ``[B, F, C, H, W]`` (on ``rng.device``, moved to ``x.device``).
 
     Args:
         x: rollout latents ``[B, F, C, H, W]`` (may require grad; only read detached here).
         fake_score: critic x0 score ``(x_t, t) -> x0`` (conditional; guidance bound by the caller).
         real_score: guided teacher x0 score ``(x_t, t) -> x0``.
-        generator: torch RNG for t and noise.
-        shift: sigma-table shift used for noising (the generator's table, rollout.timestep_shift).
-        timestep_shift: shift applied to ``t_raw ~ U{0..999}`` (dmd.timestep_shift).
+        rng: torch RNG for t and noise.
+        sigma_shift: sigma-table shift used for noising (the student's table, rollout.student_sigma_shift).
+        sampling_shift: shift applied to ``t_raw ~ U{0..999}`` (dmd.timestep_sampling_shift).
         min_step: lower clamp of t (dmd.min_step).
         max_step: upper clamp of t (dmd.max_step).
 
@@ -109,11 +109,11 @@ def dmd_direction(
     """
     _check_video("x", x)
     batch = x.shape[0]
-    t = sample_dmd_timesteps(batch, generator, shift=timestep_shift, min_step=min_step, max_step=max_step)
+    t = sample_dmd_timesteps(batch, rng, shift=sampling_shift, min_step=min_step, max_step=max_step)
     t = t.to(x.device)
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+    noise = torch.randn(x.shape, generator=rng, dtype=x.dtype, device=rng.device).to(x.device)
     with torch.no_grad():
-        x_t = add_noise(x.detach(), noise, t, shift)
+        x_t = add_noise(x.detach(), noise, t, sigma_shift)
         f_fake = fake_score(x_t, t)
         f_real = real_score(x_t, t)
     g, n = normalized_direction(x, f_fake, f_real)

@@ -1,4 +1,4 @@
-"""The Stream-R1 reward-weighted DMD loss (docs/method.md §3.2 item 7, §3.3 I).
+"""The reward-weighted DMD loss of Stream-R1 (docs/method.md §3.2 item 7, §3.3 I).
 
 ``L = 0.5 * W_inter * mean(W_intra ⊙ (x - sg(x - g))^2)`` in float64 with every weight detached, so
 ``dL/dx = W_inter * W_intra * g / N``: the reward only re-scales (per rollout) and redistributes
@@ -35,7 +35,7 @@ def _intra_broadcast(w_intra: Tensor, shape: torch.Size) -> Tensor:
     )
 
 
-def stream_r1_loss(
+def weighted_dmd_loss(
     x: Tensor,
     g: Tensor,
     w_inter: float | Tensor = 1.0,

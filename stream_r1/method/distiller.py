@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from stream_r1.config.schema import DMDConfig, ModelConfig, RewardConfig, RolloutConfig
-from stream_r1.losses import critic_flow_loss, dmd_direction, stream_r1_loss
+from stream_r1.losses import critic_flow_loss, dmd_direction, weighted_dmd_loss
 from stream_r1.method.guidance import GuidedScore
 from stream_r1.models.denoiser import BidirectionalDenoiser, CausalDenoiser
 from stream_r1.models.vae import WanVAE
@@ -78,10 +78,10 @@ class GeneratorMedia:
 
 
 class StreamR1Distiller:
-    """Composes generator, critic, teacher, VAE and reward model into the two training losses.
+    """Composes student, critic, teacher, VAE and reward model into the two training losses.
 
     Args:
-        generator: the causal student (trainable).
+        student: the causal student (trainable; the DMD generator).
         critic: the fake score (trainable, bidirectional).
         teacher: the real score (frozen, bidirectional).
         model_cfg: student geometry (``frames_per_block``).
@@ -99,7 +99,7 @@ class StreamR1Distiller:
 
     def __init__(
         self,
-        generator: CausalDenoiser,
+        student: CausalDenoiser,
         critic: BidirectionalDenoiser,
         teacher: BidirectionalDenoiser,
         *,
@@ -118,7 +118,7 @@ class StreamR1Distiller:
             )
         if reward_cfg.mode == "BalancedOverall" and balancer is None:
             raise ValueError("reward.mode='BalancedOverall' needs a RewardBalancer (the trainer owns and saves it)")
-        self.generator = generator
+        self.student = student
         self.critic = critic
         self.teacher = teacher
         self.model_cfg = model_cfg
@@ -137,43 +137,43 @@ class StreamR1Distiller:
 
     # ------------------------------------------------------------------ rollout
     def rollout(
-        self, batch: DistillBatch, exit_step: int, gen: torch.Generator, *, grad_enabled: bool
+        self, batch: DistillBatch, exit_step: int, rng: torch.Generator, *, grad_enabled: bool
     ) -> tuple[Tensor, RolloutInfo]:
         """The self-forcing rollout ``[B, F, C, H, W]`` of ``batch`` (§1.3)."""
         return self_forcing_rollout(
-            self.generator,
+            self.student,
             batch.text_emb,
             self.rollout_cfg,
             frames_per_block=self.model_cfg.frames_per_block,
             exit_step=exit_step,
-            rng=gen,
+            rng=rng,
             grad_enabled=grad_enabled,
         )
 
     def _score_kwargs(self) -> dict[str, float | int]:
         return {
-            "shift": self.rollout_cfg.timestep_shift,
-            "timestep_shift": self.dmd_cfg.timestep_shift,
+            "sigma_shift": self.rollout_cfg.student_sigma_shift,
+            "sampling_shift": self.dmd_cfg.timestep_sampling_shift,
             "min_step": self.dmd_cfg.min_step,
             "max_step": self.dmd_cfg.max_step,
         }
 
     # ------------------------------------------------------------------ generator
-    def generator_loss(self, batch: DistillBatch, exit_step: int, gen: torch.Generator) -> tuple[Tensor, dict]:
+    def generator_loss(self, batch: DistillBatch, exit_step: int, rng: torch.Generator) -> tuple[Tensor, dict]:
         """The generator's (reward-weighted) DMD loss on a fresh rollout.
 
-        RNG order on ``gen``: rollout noise (:func:`self_forcing_rollout`), then DMD t and noise.
+        RNG order on ``rng``: rollout noise (:func:`self_forcing_rollout`), then DMD t and noise.
 
         Args:
             batch: prompts and embeddings.
             exit_step: the rollout's shared exit step k (drawn by the trainer).
-            gen: torch RNG.
+            rng: torch RNG.
 
         Returns:
             ``(loss, metrics)``: float64 scalar whose gradient reaches only the generator, and a flat
             ``dict[str, float]`` for logging (see docs/method.md).
         """
-        x, info = self.rollout(batch, exit_step, gen, grad_enabled=True)
+        x, info = self.rollout(batch, exit_step, rng, grad_enabled=True)
         neg = batch.negative_emb
 
         def fake(x_t: Tensor, t: Tensor) -> Tensor:
@@ -182,8 +182,8 @@ class StreamR1Distiller:
         def real(x_t: Tensor, t: Tensor) -> Tensor:
             return self.real_score(x_t, t, batch.text_emb, neg)
 
-        direction = dmd_direction(x, fake, real, gen, **self._score_kwargs())
-        dmd_value = stream_r1_loss(x.detach(), direction.g)  # the unweighted surrogate value, for logging
+        direction = dmd_direction(x, fake, real, rng, **self._score_kwargs())
+        dmd_value = weighted_dmd_loss(x.detach(), direction.g)  # the unweighted surrogate value, for logging
         metrics: dict[str, float] = {
             "generator/dmd_loss": float(dmd_value),
             "generator/exit_step": float(info.exit_step),
@@ -193,7 +193,7 @@ class StreamR1Distiller:
             "dmd/g_abs_mean": float(direction.g.abs().mean()),
         }
         if not self.reward_cfg.enabled:
-            loss, pixels, weights = stream_r1_loss(x, direction.g), None, None
+            loss, pixels, weights = weighted_dmd_loss(x, direction.g), None, None
         else:
             loss, pixels, weights = self._reward_weighted_loss(x, direction.g, batch.prompts, metrics)
         metrics["generator/loss"] = float(loss.detach())
@@ -229,31 +229,31 @@ class StreamR1Distiller:
         w_inter = torch.stack([torch.as_tensor(w.w_inter, dtype=torch.float64).reshape(()) for w in weights])
         intra = [w.w_intra for w in weights]
         w_intra = None if any(w is None for w in intra) else torch.stack(intra)  # type: ignore[arg-type]
-        loss = stream_r1_loss(x, g, w_inter.to(x.device), w_intra)
+        loss = weighted_dmd_loss(x, g, w_inter.to(x.device), w_intra)
         metrics.update(_reward_metrics(weights, w_inter, w_intra))
         return loss, pixels, weights
 
     # ------------------------------------------------------------------ critic
-    def critic_loss(self, batch: DistillBatch, exit_step: int, gen: torch.Generator) -> tuple[Tensor, dict]:
+    def critic_loss(self, batch: DistillBatch, exit_step: int, rng: torch.Generator) -> tuple[Tensor, dict]:
         """Flow-matching loss of the critic on a separate no-grad rollout (§1.5).
 
-        RNG order on ``gen``: rollout noise, then critic t and noise.
+        RNG order on ``rng``: rollout noise, then critic t and noise.
 
         Args:
             batch: prompts and embeddings.
             exit_step: the critic rollout's exit step k (drawn by the trainer).
-            gen: torch RNG.
+            rng: torch RNG.
 
         Returns:
             ``(loss, metrics)``: float64 scalar whose gradient reaches only the critic, and a flat dict.
         """
         with torch.no_grad():
-            x, info = self.rollout(batch, exit_step, gen, grad_enabled=False)
+            x, info = self.rollout(batch, exit_step, rng, grad_enabled=False)
 
         def critic(x_t: Tensor, t: Tensor) -> Tensor:
             return self.fake_score(x_t, t, batch.text_emb, batch.negative_emb)
 
-        loss, terms = critic_flow_loss(x, critic, gen, **self._score_kwargs())
+        loss, terms = critic_flow_loss(x, critic, rng, **self._score_kwargs())
         metrics = {
             "critic/loss": float(loss.detach()),
             "critic/t": float(terms.t.mean()),

@@ -47,7 +47,7 @@ class CausalDenoiser:
 
     Args:
         transformer: the causal student.
-        shift: sigma-table shift of the generator (5.0).
+        shift: sigma-table shift of the student (``rollout.student_sigma_shift``, 5.0).
         frames_per_block: latent frames per chunk (3).
         local_attn_frames: attended frames per chunk incl. sink (9 for RF/Stream-R1), -1 = all.
         sink_frames: attention-sink frames (3 for RF/Stream-R1, 0 without a window).

@@ -77,23 +77,6 @@ class RolloutWeights:
     saliency: torch.Tensor | None
     fusion: dict[str, float] = field(default_factory=dict)
 
-    def log_scalars(self) -> dict[str, float]:
-        """Flat scalars for metrics sinks (``reward/...``)."""
-        out = {f"reward/{a}": v for a, v in self.rewards.items()}
-        out.update(
-            {
-                "reward/r": self.r,
-                "reward/r_final": self.r_final,
-                "reward/penalty": self.penalty,
-                "reward/w_inter": float(self.w_inter),
-            }
-        )
-        if self.w_intra is not None:
-            out.update(
-                {"reward/w_intra_min": float(self.w_intra.min()), "reward/w_intra_max": float(self.w_intra.max())}
-            )
-        return out
-
 
 def make_balancer(cfg: RewardConfig, all_reduce: AllReduceMean | None = None) -> RewardBalancer | None:
     """The balancer a run needs (BalancedOverall only); ``all_reduce`` is used when ``balance_sync=all_reduce``.

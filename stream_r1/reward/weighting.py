@@ -23,7 +23,7 @@ def inter_reliability_weight(r_final: float | torch.Tensor, beta: float) -> torc
 
     Args:
         r_final: The (balanced) scalar reward of one rollout.
-        beta: Temperature (2.0 in the recipe).
+        beta: Inverse temperature (2.0 in the recipe; larger = sharper weighting, 0 = no reward effect).
 
     Returns:
         0-d float64 tensor.

@@ -13,7 +13,7 @@ walks the warped few-step schedule ``[1000, 937.5, 833.3, 625]`` up to the rollo
 Denoising forwards only *read* the cache (``predict_x0``); ``write_context`` is its only writer, so
 gradient checkpointing can replay a grad-enabled forward safely and the gradient is truncated at chunk
 boundaries (no BPTT through the cache). The exit step(s) and the RNG are inputs: the trainer draws k
-on rank 0 and broadcasts it; this module draws nothing but noise from the given generator.
+on rank 0 and broadcasts it; this module draws nothing but noise from the given ``rng``.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ class RolloutInfo:
     """What a rollout did (logged by the trainer).
 
     Attributes:
-        exit_steps: exit index k of every chunk (all equal with ``same_step_across_blocks``).
+        exit_steps: exit index k of every chunk (all equal when one int was passed).
         timesteps: the student's step list (warped), e.g. ``(1000, 937.5, 833.33, 625)``.
         exit_timesteps: the timestep at which each chunk's output was predicted.
         num_blocks: chunks generated.
-        num_forwards: generator forwards run (denoising + context passes).
+        num_forwards: student forwards run (denoising + context passes).
         num_grad_forwards: forwards run with gradient enabled (one per chunk, or 0).
     """
 
@@ -60,7 +60,7 @@ class RolloutInfo:
 def student_timesteps(cfg: RolloutConfig) -> list[float]:
     """The student's few-step list: warped through the shifted table when ``cfg.warp_denoising_steps`` (§1.2)."""
     if cfg.warp_denoising_steps:
-        return warped_timesteps(list(cfg.denoising_steps), cfg.timestep_shift)
+        return warped_timesteps(list(cfg.denoising_steps), cfg.student_sigma_shift)
     return [float(t) for t in cfg.denoising_steps]
 
 
@@ -77,7 +77,7 @@ def _exit_list(exit_step: int | Sequence[int], num_blocks: int, num_steps: int) 
 
 
 def self_forcing_rollout(
-    generator: CausalDenoiser,
+    student: CausalDenoiser,
     text_emb: Tensor,
     cfg: RolloutConfig,
     *,
@@ -91,10 +91,10 @@ def self_forcing_rollout(
 
     Noise draws from ``rng``, in order: the initial noise of all frames ``[B, F, C, H, W]``, then one
     fresh ``[B, frames_per_block, C, H, W]`` draw per re-noising step, chunk by chunk. Noise is drawn
-    on ``rng.device`` and moved to ``text_emb.device``, so a CPU generator gives device-independent draws.
+    on ``rng.device`` and moved to ``text_emb.device``, so a CPU ``rng`` gives device-independent draws.
 
     Args:
-        generator: the causal student (``CausalDenoiser``).
+        student: the causal student (``CausalDenoiser``).
         text_emb: prompt embeddings ``[B, L, D]``.
         cfg: rollout config (``num_frames``, latent shape, steps, shift, ``context_noise``).
         frames_per_block: latent frames per chunk (``model.frames_per_block``; the denoiser's chunking).
@@ -126,7 +126,7 @@ def self_forcing_rollout(
     full_shape = (batch, cfg.num_frames, *chunk_shape[2:])
 
     noise = torch.randn(full_shape, generator=rng, dtype=dtype, device=rng.device).to(device)
-    cache = generator.new_cache(
+    cache = student.new_cache(
         batch, cfg.num_frames, (cfg.latent_height, cfg.latent_width), rolling=False, dtype=dtype, device=device
     )
     outputs: list[Tensor] = []
@@ -137,12 +137,12 @@ def self_forcing_rollout(
         for i in range(k):
             # Steps before the exit: no graph, then fresh noise to the next timestep (§1.3, §5 item 6).
             with torch.no_grad():
-                x0 = generator.predict_x0(x, _per_frame(steps[i], chunk_shape, device), text_emb, cache, start)
+                x0 = student.predict_x0(x, _per_frame(steps[i], chunk_shape, device), text_emb, cache, start)
                 eps = torch.randn(chunk_shape, generator=rng, dtype=dtype, device=rng.device).to(device)
-                x = add_noise(x0, eps, _per_frame(steps[i + 1], chunk_shape, device), cfg.timestep_shift)
+                x = add_noise(x0, eps, _per_frame(steps[i + 1], chunk_shape, device), cfg.student_sigma_shift)
             num_forwards += 1
         with torch.set_grad_enabled(grad_enabled and torch.is_grad_enabled()):
-            x0 = generator.predict_x0(
+            x0 = student.predict_x0(
                 x, _per_frame(steps[k], chunk_shape, device), text_emb, _frozen_view(cache), start
             )
         num_forwards += 1
@@ -151,7 +151,7 @@ def self_forcing_rollout(
         if block + 1 < num_blocks:
             # Clean K/V of this chunk for the next ones; the last chunk's context is never read.
             with torch.no_grad():
-                generator.write_context(x0.detach(), text_emb, cache, start, t_context=float(cfg.context_noise))
+                student.write_context(x0.detach(), text_emb, cache, start, t_context=float(cfg.context_noise))
             num_forwards += 1
     info = RolloutInfo(
         exit_steps=exits,

@@ -53,7 +53,7 @@ def _validate(
     num_frames: int,
     latent_shape: tuple[int, int, int],
     timesteps: Sequence[float],
-    generator: torch.Generator,
+    rng: torch.Generator,
     rolling: bool,
     device: torch.device,
 ) -> None:
@@ -69,9 +69,9 @@ def _validate(
         raise ValueError("timesteps is empty; pass the warped list, e.g. [1000, 937.5, 833.33, 625]")
     if text_emb.dim() != 3:
         raise ValueError(f"text_emb must be [B, L, D], got {tuple(text_emb.shape)}")
-    if generator.device.type != device.type:
+    if rng.device.type != device.type:
         raise ValueError(
-            f"generator is on {generator.device} but the rollout runs on {device}; "
+            f"rng is on {rng.device} but the rollout runs on {device}; "
             f"create it with torch.Generator(device='{device.type}')"
         )
     if rolling and denoiser.local_attn_frames == -1:
@@ -91,7 +91,7 @@ def stream_chunks(
     num_frames: int,
     latent_shape: tuple[int, int, int],
     timesteps: Sequence[float],
-    generator: torch.Generator,
+    rng: torch.Generator,
     rolling: bool,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
@@ -105,7 +105,7 @@ def stream_chunks(
         num_frames: latent frames to generate (multiple of ``frames_per_block``).
         latent_shape: ``(C, H, W)`` of one latent frame.
         timesteps: the student's steps, e.g. ``warped_timesteps([1000, 750, 500, 250], 5.0)``.
-        generator: source of every noise draw (same seed -> same video).
+        rng: source of every noise draw (same seed -> same video).
         rolling: rolling window cache with EMA sink (True) or a full cache of ``num_frames`` frames.
         dtype: latent/cache dtype (default: the transformer's parameter dtype).
         device: default ``text_emb.device``.
@@ -115,14 +115,14 @@ def stream_chunks(
         :class:`StreamChunk` per chunk, in order.
 
     Raises:
-        ValueError: bad frame count, latent shape, empty steps, generator on another device (before any
+        ValueError: bad frame count, latent shape, empty steps, rng on another device (before any
             model work).
     """
     dev = torch.device(device) if device is not None else text_emb.device
     run_dtype = dtype or denoiser.transformer.patch_embedding.weight.dtype
-    _validate(denoiser, text_emb, num_frames, tuple(latent_shape), timesteps, generator, rolling, dev)
+    _validate(denoiser, text_emb, num_frames, tuple(latent_shape), timesteps, rng, rolling, dev)
     return _generate(denoiser, text_emb.to(dev, run_dtype), num_frames, tuple(latent_shape), list(timesteps),
-                     generator, rolling, run_dtype, dev, float(context_t))
+                     rng, rolling, run_dtype, dev, float(context_t))
 
 
 @torch.no_grad()
@@ -132,7 +132,7 @@ def _generate(
     num_frames: int,
     latent_shape: tuple[int, int, int],
     timesteps: list[float],
-    generator: torch.Generator,
+    rng: torch.Generator,
     rolling: bool,
     dtype: torch.dtype,
     device: torch.device,
@@ -151,12 +151,12 @@ def _generate(
         sync()
         start = time.perf_counter()
         # Noise is drawn in fp32 so a seed gives the same video in every run dtype.
-        x = noise.normal_(generator=generator).to(dtype, copy=True)
+        x = noise.normal_(generator=rng).to(dtype, copy=True)
         x0 = x
         for i, t in enumerate(steps):
             x0 = denoiser.predict_x0(x, t, text, cache, offset)
             if i + 1 < len(steps):
-                x = add_noise(x0, noise.normal_(generator=generator), steps[i + 1], denoiser.shift)
+                x = add_noise(x0, noise.normal_(generator=rng), steps[i + 1], denoiser.shift)
         denoiser.write_context(x0, text, cache, offset, t_context=context_t)
         sync()
         yield StreamChunk(index, offset, x0, (time.perf_counter() - start) * 1000.0)

@@ -37,7 +37,7 @@ def student_steps(cfg: RunConfig) -> list[float]:
     """The 4 student timesteps, warped through the shift-5 table ([1000, 937.5, 833.33, 625]) when configured."""
     r = cfg.rollout
     if r.warp_denoising_steps:
-        return warped_timesteps(list(r.denoising_steps), r.timestep_shift)
+        return warped_timesteps(list(r.denoising_steps), r.student_sigma_shift)
     return [float(t) for t in r.denoising_steps]
 
 
@@ -47,7 +47,7 @@ def make_denoiser(cfg: RunConfig, transformer: torch.nn.Module) -> CausalDenoise
     windowed = m.local_attn_frames != -1
     return CausalDenoiser(
         transformer,  # type: ignore[arg-type]
-        shift=cfg.rollout.timestep_shift,
+        shift=cfg.rollout.student_sigma_shift,
         frames_per_block=m.frames_per_block,
         local_attn_frames=m.local_attn_frames,
         sink_frames=m.sink_frames if windowed else 0,
@@ -108,7 +108,7 @@ class StudentStreamer:
                 num_frames=num_frames,
                 latent_shape=(cfg.rollout.latent_channels, cfg.rollout.latent_height, cfg.rollout.latent_width),
                 timesteps=student_steps(cfg),
-                generator=rng,
+                rng=rng,
                 rolling=cfg.model.local_attn_frames != -1,
                 dtype=self.dtype,
                 device=dev,

@@ -18,7 +18,7 @@ from itertools import product
 
 import torch
 
-from stream_r1.utils.seeding import make_generator
+from stream_r1.utils.seeding import make_rng
 
 COLORS: dict[str, tuple[float, float, float]] = {
     "red": (1.0, 0.0, 0.0),
@@ -147,7 +147,7 @@ HELD_OUT_SEED_BASE = 1_000_000
 def sample_scene(prompt: str, seed: int) -> Scene:
     """The scene of ``prompt`` for ``seed``: a start position that keeps the whole path inside the frame."""
     color, shape, direction = parse_prompt(prompt)
-    g = make_generator(seed, "scene", prompt)
+    g = make_rng(seed, "scene", prompt)
     u = torch.rand(3, generator=g).tolist()
     dx, dy = DIRECTIONS[direction]
     lo, hi = RADIUS_FRAC + EDGE_MARGIN, 1.0 - RADIUS_FRAC - EDGE_MARGIN
@@ -199,7 +199,7 @@ def centres(scene: Scene, num_frames: int, degradation: Degradation, seed: int) 
     s = torch.linspace(0.0, 1.0, num_frames) if num_frames > 1 else torch.zeros(1)
     path = torch.stack([scene.start[0] + dx * TRAVEL_FRAC * s, scene.start[1] + dy * TRAVEL_FRAC * s], dim=1)
     if degradation.jitter:
-        g = make_generator(seed, "jitter", scene.prompt)
+        g = make_rng(seed, "jitter", scene.prompt)
         path = path + (torch.rand(num_frames, 2, generator=g) * 2 - 1) * degradation.jitter
     return path
 

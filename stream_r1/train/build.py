@@ -143,7 +143,7 @@ def build_training(cfg: RunConfig, world: WorldInfo, strategy: Strategy, output_
     m = cfg.model
     student = CausalDenoiser(
         generator,  # type: ignore[arg-type]
-        shift=cfg.rollout.timestep_shift,
+        shift=cfg.rollout.student_sigma_shift,
         frames_per_block=m.frames_per_block,
         local_attn_frames=m.local_attn_frames,
         sink_frames=m.sink_frames,
@@ -154,8 +154,8 @@ def build_training(cfg: RunConfig, world: WorldInfo, strategy: Strategy, output_
     distiller = StreamR1Distiller(
         student,
         # The score wrappers convert flow -> x0 on their own (shift 8) table, as Self-Forcing's do (§1.2).
-        BidirectionalDenoiser(critic, shift=cfg.dmd.score_shift),  # type: ignore[arg-type]
-        BidirectionalDenoiser(teacher, shift=cfg.dmd.score_shift),  # type: ignore[arg-type]
+        BidirectionalDenoiser(critic, shift=cfg.dmd.score_sigma_shift),  # type: ignore[arg-type]
+        BidirectionalDenoiser(teacher, shift=cfg.dmd.score_sigma_shift),  # type: ignore[arg-type]
         model_cfg=m,
         rollout_cfg=cfg.rollout,
         dmd_cfg=cfg.dmd,

@@ -38,7 +38,7 @@ from stream_r1.train.optim import build_adamw
 from stream_r1.train.preflight import resolve_checkpoint_path
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.progress import progress
-from stream_r1.utils.seeding import make_generator
+from stream_r1.utils.seeding import make_rng
 
 log = get_logger(__name__)
 
@@ -72,7 +72,7 @@ def run_ode_pairs(cfg: RunConfig, output_dir: str | Path, prompts_file: str | No
         dtype = DTYPES[cfg.model.dtype]
         net = load_wan_transformer(resolve_checkpoint_path(cfg, teacher), causal=False, dtype=dtype).to(world.device)
         net.requires_grad_(False)
-        den = BidirectionalDenoiser(net, shift=cfg.ode.shift)
+        den = BidirectionalDenoiser(net, shift=cfg.ode.sampler_sigma_shift)
         cache, negative = build_text_pipeline(cfg, out / "text_cache", world.device)
         generate_pairs(den, prompts, cache.get, negative.get(), out, cfg.ode, cfg.rollout, seed=cfg.train.seed,
                        rank=world.rank, world_size=world.world_size, device=world.device, dtype=dtype)
@@ -131,7 +131,7 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, 
                                  reshard_after_forward=p.reshard_after_forward)
         net = load_wan_transformer(resolve_checkpoint_path(cfg, "base"), causal=True, dtype=master_dtype(cfg))
         net = strategy.prepare_trainable(net.to(world.device).train(), checkpointing=cfg.model.gradient_checkpointing)
-        student = CausalDenoiser(net, shift=cfg.rollout.timestep_shift,  # type: ignore[arg-type]
+        student = CausalDenoiser(net, shift=cfg.rollout.student_sigma_shift,  # type: ignore[arg-type]
                                  frames_per_block=cfg.model.frames_per_block,
                                  attention_backend=cfg.model.attention_backend)
         opt = build_adamw(net, cfg.ode.lr, cfg.optim)
@@ -155,8 +155,8 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, 
             items = [pairs[i] for i in sampler.next_indices()]
             states = torch.stack([s for _, s in items]).to(world.device, compute)
             emb = cache.get([pr for pr, _ in items]).to(world.device, compute)
-            gen = make_generator(cfg.train.seed, "ode-index", world.rank, step)
-            x_t, t, target = regression_inputs(states, pairs.timesteps, cfg.model.frames_per_block, gen)
+            rng = make_rng(cfg.train.seed, "ode-index", world.rank, step)
+            x_t, t, target = regression_inputs(states, pairs.timesteps, cfg.model.frames_per_block, rng)
             opt.zero_grad(set_to_none=True)
             loss = regression_loss(student, x_t, t, emb, target)
             loss.backward()

@@ -31,7 +31,7 @@ from stream_r1.models.denoiser import BidirectionalDenoiser
 from stream_r1.utils.io import atomic_write, atomic_write_json, sha256_file
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.progress import progress
-from stream_r1.utils.seeding import make_generator
+from stream_r1.utils.seeding import make_rng
 
 log = get_logger(__name__)
 
@@ -46,7 +46,7 @@ def euler_sigmas(num_steps: int, shift: float) -> torch.Tensor:
 
 def stored_timesteps(cfg: ODEConfig) -> list[float]:
     """``t = 1000 sigma`` of every stored state ([1000, 960, 888.9, 727.3, 0] for the reference)."""
-    sig = euler_sigmas(cfg.num_inference_steps, cfg.shift)
+    sig = euler_sigmas(cfg.num_inference_steps, cfg.sampler_sigma_shift)
     return [float(1000.0 * sig[i]) for i in cfg.stored_indices]
 
 
@@ -67,7 +67,7 @@ def teacher_trajectory(
     Returns:
         ``[B, S, F, C, H, W]`` float32 states, noise first and the clean latent last.
     """
-    sig = euler_sigmas(cfg.num_inference_steps, cfg.shift)
+    sig = euler_sigmas(cfg.num_inference_steps, cfg.sampler_sigma_shift)
     b = noise.shape[0]
     neg = negative_emb.expand(b, *negative_emb.shape[1:])
     x = noise.to(torch.float64)
@@ -172,8 +172,8 @@ def generate_pairs(
             continue
         states = []
         for i in range(shard.start, shard.start + shard.count):
-            g = make_generator(seed, "ode-noise", i)
-            noise = torch.randn((1, *shape), generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
+            rng = make_rng(seed, "ode-noise", i)
+            noise = torch.randn((1, *shape), generator=rng, dtype=torch.float32).to(device=device, dtype=dtype)
             emb = embed([prompts[i]]).to(device=device, dtype=dtype)
             states.append(teacher_trajectory(teacher, noise, emb, negative_emb.to(device=device, dtype=dtype), ode).cpu())
         write_shard(out_dir, shard, torch.cat(states))

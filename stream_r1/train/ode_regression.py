@@ -14,7 +14,7 @@ from stream_r1.models.denoiser import CausalDenoiser
 
 
 def regression_inputs(
-    states: Tensor, timesteps: list[float], frames_per_block: int, gen: torch.Generator
+    states: Tensor, timesteps: list[float], frames_per_block: int, rng: torch.Generator
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Draw per-block noise levels from stored trajectories.
 
@@ -22,7 +22,7 @@ def regression_inputs(
         states: ``[B, S, F, C, H, W]`` stored states (noise first, clean last).
         timesteps: ``S`` timesteps of the states (the last is 0).
         frames_per_block: Latent frames per causal block.
-        gen: RNG for the per-block state index (on ``states``' device or CPU).
+        rng: RNG for the per-block state index (on ``states``' device or CPU).
 
     Returns:
         ``(x_t [B, F, C, H, W], t [B, F], target [B, F, C, H, W])``.
@@ -35,7 +35,7 @@ def regression_inputs(
         raise ValueError(f"{f} latent frames are not a multiple of frames_per_block={frames_per_block}")
     if len(timesteps) != s:
         raise ValueError(f"{len(timesteps)} timesteps for {s} stored states")
-    idx = torch.randint(0, s - 1, (b, f // frames_per_block), generator=gen, device=gen.device)
+    idx = torch.randint(0, s - 1, (b, f // frames_per_block), generator=rng, device=rng.device)
     idx = idx.to(states.device).repeat_interleave(frames_per_block, dim=1)  # [B, F]
     gather = idx[:, None, :, None, None, None].expand(b, 1, f, *states.shape[3:])
     x_t = torch.gather(states, 1, gather)[:, 0]

@@ -90,11 +90,3 @@ class TrainSchedule:
         """Micro-steps from ``raw_step`` (a window start when resuming) to the end of the run."""
         for r in range(raw_step, self.total_raw_steps):
             yield self.micro(r)
-
-    def ema_exists_after(self, raw_steps_done: int) -> bool:
-        """Whether the EMA shadow exists once ``raw_steps_done`` micro-steps have completed."""
-        return raw_steps_done >= max(self.ema_start_raw_step, 1)
-
-    def generator_steps_before(self, optimizer_step: int) -> int:
-        """Generator optimizer steps taken in windows ``0 .. optimizer_step-1``."""
-        return -(-optimizer_step // self.gen_update_every)

@@ -44,7 +44,7 @@ from stream_r1.train.window import WindowLog, system_scalars, window_ess
 from stream_r1.utils.io import atomic_write_json
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.progress import progress
-from stream_r1.utils.seeding import make_generator
+from stream_r1.utils.seeding import make_rng
 
 log = get_logger(__name__)
 
@@ -130,12 +130,12 @@ class Trainer:
     # ------------------------------------------------------------------ randomness
     def _exit_step(self, role: str, raw_step: int) -> int:
         """One exit index k shared by every block and rank (drawn on rank 0, broadcast; §5 item 6, 22)."""
-        g = make_generator(self.cfg.train.seed, "exit", role, raw_step)
-        k = int(torch.randint(0, self.num_exit_choices, (1,), generator=g))
+        rng = make_rng(self.cfg.train.seed, "exit", role, raw_step)
+        k = int(torch.randint(0, self.num_exit_choices, (1,), generator=rng))
         return int(broadcast_from_rank0(torch.tensor([k], dtype=torch.int64))[0])
 
     def _noise(self, role: str, raw_step: int) -> torch.Generator:
-        return make_generator(self.cfg.train.seed, "noise", role, self.world.rank, raw_step, device=self.world.device)
+        return make_rng(self.cfg.train.seed, "noise", role, self.world.rank, raw_step, device=self.world.device)
 
     def _batch(self):  # -> DistillBatch
         idx = self.setup.sampler.next_indices()

@@ -1,4 +1,4 @@
-"""Explicit RNG: generators derived from (base seed, rank, step); no global RNG changes at import."""
+"""Explicit RNG: ``torch.Generator`` objects (named ``rng`` throughout) derived from (base seed, rank, step); no global RNG changes at import."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def derive_seed(base: int, *parts: int | str) -> int:
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
-def make_generator(base: int, *parts: int | str, device: str | torch.device = "cpu") -> torch.Generator:
+def make_rng(base: int, *parts: int | str, device: str | torch.device = "cpu") -> torch.Generator:
     """A ``torch.Generator`` seeded with :func:`derive_seed`."""
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(base, *parts))

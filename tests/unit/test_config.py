@@ -17,10 +17,10 @@ def test_presets_listed_and_load():
 
 def test_real_recipe_values():
     c = load_config("wan2.1_t2v_1.3b_stream_r1")
-    assert c.rollout.denoising_steps == (1000, 750, 500, 250) and c.rollout.timestep_shift == 5.0
+    assert c.rollout.denoising_steps == (1000, 750, 500, 250) and c.rollout.student_sigma_shift == 5.0
     assert c.rollout.num_frames == 21 and (c.rollout.latent_height, c.rollout.latent_width) == (60, 104)
     assert c.dmd.guidance_scale == 3.0 and (c.dmd.min_step, c.dmd.max_step) == (20, 980)
-    assert c.dmd.score_shift == 8.0  # teacher/critic wrappers keep the SF default table (docs/method.md §1.2)
+    assert c.dmd.score_sigma_shift == 8.0  # teacher/critic wrappers keep the SF default table (docs/method.md §1.2)
     assert c.dmd.negative_prompt == WAN_NEGATIVE_PROMPT
     assert (c.optim.lr_generator, c.optim.lr_critic, c.optim.beta1, c.optim.beta2) == (2e-6, 4e-7, 0.0, 0.999)
     assert c.optim.grad_clip_norm == 10.0
@@ -31,7 +31,7 @@ def test_real_recipe_values():
     assert (r.mode, r.beta, r.balance_window, r.balance_warmup, r.balance_lambda) == ("BalancedOverall", 2.0, 50, 50, 0.5)
     assert (r.spatial_min, r.temporal_min, r.combination, r.temperature) == (0.15, 0.2, "adaptive", 1.0)
     assert r.saliency_metrics == ("MQ", "VQ", "TA") and r.dims == ("VQ", "MQ", "TA")
-    assert (c.ode.num_inference_steps, c.ode.shift, c.ode.guidance_scale) == (48, 8.0, 6.0)
+    assert (c.ode.num_inference_steps, c.ode.sampler_sigma_shift, c.ode.guidance_scale) == (48, 8.0, 6.0)
 
 
 def test_unknown_key_has_dotted_path_and_suggestion(tmp_path):
@@ -118,3 +118,25 @@ def test_float_spelling_does_not_turn_strings_or_ints_into_floats():
     assert cfg.name == "1e3"
     with pytest.raises(ConfigError, match=r"train\.seed must be an integer"):
         load_config("tiny_cpu", ["train.seed=1e3"])
+
+
+@pytest.mark.parametrize("beta", [-0.5, 50.5, 1e3])
+def test_beta_is_a_bounded_inverse_temperature(beta):
+    with pytest.raises(ConfigError, match=r"reward\.beta=.* must be in \[0, 50\.0\] \(an inverse temperature"):
+        load_config("tiny_cpu", [f"reward.beta={beta}"])
+    assert load_config("tiny_cpu", ["reward.beta=0"]).reward.beta == 0.0
+
+
+@pytest.mark.parametrize(
+    "old", ["rollout.same_step_across_blocks=true", "dmd.num_train_timesteps=1000", "rollout.timestep_shift=5.0",
+            "dmd.timestep_shift=5.0", "dmd.score_shift=8.0", "ode.shift=8.0"],
+)
+def test_deleted_and_renamed_keys_are_unknown(old):
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config("tiny_cpu", [old])
+
+
+def test_shifts_are_positive():
+    for key in ("rollout.student_sigma_shift", "dmd.timestep_sampling_shift", "dmd.score_sigma_shift"):
+        with pytest.raises(ConfigError, match=rf"{key.replace('.', chr(92) + '.')}=0\.0 must be > 0"):
+            load_config("tiny_cpu", [f"{key}=0.0"])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from stream_r1.losses import dmd_surrogate_loss, normalized_direction, stream_r1_loss
+from stream_r1.losses import dmd_surrogate_loss, normalized_direction, weighted_dmd_loss
 
 SHAPE = (1, 3, 4, 2, 5)  # B, F, C, H, W
 
@@ -24,7 +24,7 @@ def test_gradient_equals_inter_times_intra_times_g_over_n() -> None:
     x, g, w_intra = _setup()
     beta, r_final = 2.0, 0.3
     w_inter = math.exp(beta * r_final)
-    loss = stream_r1_loss(x, g, w_inter, w_intra)
+    loss = weighted_dmd_loss(x, g, w_inter, w_intra)
     loss.backward()
     expected = w_inter * w_intra.double().view(1, SHAPE[1], 1, SHAPE[3], SHAPE[4]) * g / x.numel()
     torch.testing.assert_close(x.grad.double(), expected)
@@ -34,15 +34,15 @@ def test_gradient_equals_inter_times_intra_times_g_over_n() -> None:
 
 def test_unit_weights_reduce_to_plain_dmd() -> None:
     x, g, _ = _setup(1)
-    torch.testing.assert_close(stream_r1_loss(x, g), dmd_surrogate_loss(x, g))
-    torch.testing.assert_close(stream_r1_loss(x, g, 1.0, torch.ones(3, 2, 5)), dmd_surrogate_loss(x, g))
+    torch.testing.assert_close(weighted_dmd_loss(x, g), dmd_surrogate_loss(x, g))
+    torch.testing.assert_close(weighted_dmd_loss(x, g, 1.0, torch.ones(3, 2, 5)), dmd_surrogate_loss(x, g))
 
 
 def test_weights_are_detached() -> None:
     x, g, w_intra = _setup(2)
     w_intra = w_intra.requires_grad_(True)
     w_inter = torch.tensor(1.7, requires_grad=True)
-    stream_r1_loss(x, g, w_inter, w_intra).backward()
+    weighted_dmd_loss(x, g, w_inter, w_intra).backward()
     assert w_intra.grad is None and w_inter.grad is None and x.grad is not None
 
 
@@ -53,7 +53,7 @@ def test_per_sample_weights_for_batches() -> None:
     g = torch.randn(shape, generator=gen, dtype=torch.float64)
     w_inter = torch.tensor([0.5, 2.0])
     w_intra = torch.rand(2, 3, 2, 2, generator=gen)
-    stream_r1_loss(x, g, w_inter, w_intra).backward()
+    weighted_dmd_loss(x, g, w_inter, w_intra).backward()
     expected = w_inter.double().view(2, 1, 1, 1, 1) * w_intra.double().unsqueeze(2) * g / x.numel()
     torch.testing.assert_close(x.grad.double(), expected)
 
@@ -61,7 +61,7 @@ def test_per_sample_weights_for_batches() -> None:
 def test_mask_restricts_mean_to_selected_frames() -> None:
     x, g, w_intra = _setup(4)
     mask = torch.tensor([False, True, True]).view(1, 3, 1, 1, 1)
-    stream_r1_loss(x, g, 3.0, w_intra, mask).backward()
+    weighted_dmd_loss(x, g, 3.0, w_intra, mask).backward()
     n_sel = int(mask.expand(SHAPE).sum())
     expected = 3.0 * w_intra.double()[None, :, None] * g / n_sel
     expected = torch.where(mask.expand(SHAPE), expected, torch.zeros_like(expected))
@@ -71,8 +71,8 @@ def test_mask_restricts_mean_to_selected_frames() -> None:
 def test_bad_weight_shapes_are_rejected() -> None:
     x, g, _ = _setup()
     with pytest.raises(ValueError, match="w_intra must be"):
-        stream_r1_loss(x, g, 1.0, torch.ones(3, 4, 4))
+        weighted_dmd_loss(x, g, 1.0, torch.ones(3, 4, 4))
     with pytest.raises(ValueError, match="w_inter must be"):
-        stream_r1_loss(x, g, torch.ones(2), None)
+        weighted_dmd_loss(x, g, torch.ones(2), None)
     with pytest.raises(ValueError, match="selects no element"):
-        stream_r1_loss(x, g, 1.0, None, torch.zeros(1, 3, 1, 1, 1, dtype=torch.bool))
+        weighted_dmd_loss(x, g, 1.0, None, torch.zeros(1, 3, 1, 1, 1, dtype=torch.bool))

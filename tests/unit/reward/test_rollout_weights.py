@@ -40,7 +40,6 @@ def test_stream_r1_default_weights(tiny_reward: VideoRewardModel, cfg: RewardCon
     assert float(w.temporal_profile.mean()) == pytest.approx(1.0, abs=1e-5)
     assert w.saliency is not None and w.saliency.shape == LATENT
     assert w.fusion == pytest.approx(fusion_weights(w.rewards, list(cfg.saliency_metrics)))
-    assert set(w.log_scalars()) >= {"reward/r_final", "reward/w_inter", "reward/MQ"}
     assert all(p.grad is None for p in tiny_reward.parameters())
 
 

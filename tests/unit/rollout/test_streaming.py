@@ -33,7 +33,7 @@ def _run(
     gen = torch.Generator().manual_seed(seed)
     return list(
         stream_chunks(
-            den, text, num_frames=frames, latent_shape=SHAPE, timesteps=steps, generator=gen, rolling=rolling
+            den, text, num_frames=frames, latent_shape=SHAPE, timesteps=steps, rng=gen, rolling=rolling
         )
     )
 
@@ -89,7 +89,7 @@ def test_rolling_stream_beyond_rope_table_runs_and_matches_full_while_window_not
 def test_bad_arguments_fail_before_model_work(student: CausalWanTransformer, text: torch.Tensor) -> None:
     den = CausalDenoiser(student, frames_per_block=3)
     gen = torch.Generator()
-    kw = dict(latent_shape=SHAPE, timesteps=STEPS, generator=gen, rolling=False)
+    kw = dict(latent_shape=SHAPE, timesteps=STEPS, rng=gen, rolling=False)
     with pytest.raises(ValueError, match="use 6 or 9"):
         stream_chunks(den, text, num_frames=7, **kw)
     with pytest.raises(ValueError, match="latent_shape"):
@@ -109,7 +109,7 @@ def test_bfloat16_stream_runs(student: CausalWanTransformer, text: torch.Tensor)
     gen = torch.Generator().manual_seed(0)
     chunks = list(
         stream_chunks(
-            den, text, num_frames=9, latent_shape=SHAPE, timesteps=STEPS[:2], generator=gen, rolling=True
+            den, text, num_frames=9, latent_shape=SHAPE, timesteps=STEPS[:2], rng=gen, rolling=True
         )
     )
     assert [c.x0.dtype for c in chunks] == [torch.bfloat16] * 3  # run dtype follows the model

@@ -12,6 +12,6 @@ def test_student_uses_generator_table_scores_use_their_own(tiny_checkpoints, tmp
     cfg = load_config("tiny_cpu", [f"checkpoints.root={tiny_checkpoints}", "reward.mode=none"])
     setup = build_training(cfg, WorldInfo(), make_strategy("none"), tmp_path)
     d = setup.distiller
-    assert d.generator.shift == cfg.rollout.timestep_shift == 5.0
+    assert d.student.shift == cfg.rollout.student_sigma_shift == 5.0
     # teacher and critic convert flow -> x0 on the wrapper-default shift-8 table, not the generator's
-    assert d.teacher.shift == d.critic.shift == cfg.dmd.score_shift == 8.0
+    assert d.teacher.shift == d.critic.shift == cfg.dmd.score_sigma_shift == 8.0
