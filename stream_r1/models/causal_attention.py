@@ -1,27 +1,41 @@
-"""Attention processor of the causal student (docs/method.md §4.2, §4.4, §5 items 7, 10, 12).
+"""Attention processor of the causal student, routed through diffusers' attention dispatch.
 
 ``CausalWanAttnProcessor`` subclasses diffusers' ``WanAttnProcessor`` and is installed on every
 ``WanAttention`` of a :class:`~stream_r1.models.causal_wan.CausalWanTransformer` with
-``set_attn_processor``. It receives everything explicitly (no state on modules):
+``set_attn_processor``. Every attention product goes through ``diffusers.models.attention_dispatch.
+dispatch_attention_fn`` with the processor's ``_attention_backend`` (what ``model.set_attention_backend``
+sets; None = diffusers' active backend), so the native / flex / flash / sage / xformers kernels are
+reachable exactly as on the stock model. Fused projections (``fuse_qkv_projections()``) are honoured.
 
-* self-attention: :class:`SelfAttentionInputs` — separate RoPE for queries and keys (the keys of a
-  re-indexed [sink ++ window] cache have other positions than the queries), an optional mask
-  (dense boolean block-causal mask or flex ``BlockMask``), and an optional :class:`KVCache` that is read
-  (virtual append of this chunk's fresh K/V) and, in the no-grad context pass only, written.
-* cross-attention: all text tokens, no mask (Wan attends the zero padding too, §5 item 21); text K/V are
-  taken from / put into the cache only while autograd is off.
+Self-attention receives :class:`SelfAttentionInputs` explicitly (no state on modules): separate RoPE for
+queries and keys (the keys of a re-indexed [sink ++ window] cache have other positions than the queries),
+an optional block-causal mask, an optional :class:`KVCache` that is read (virtual append of this chunk's
+fresh K/V) and, in the no-grad context pass only, written. The mask is built once per forward in the form
+the backend takes (a dense boolean mask for the SDPA family, a ``BlockMask`` for flex); a backend that
+cannot apply a mask raises one line naming it. The cached path attends everything it is given (the cache
+selects the keys), so it runs on every backend.
 
-q/k RMSNorm statistics are computed in fp32 whatever the run dtype (parity with Wan/Self-Forcing, §4.4).
+Cross-attention attends all text tokens without a mask (Wan attends the zero padding too); text K/V are
+taken from / put into the cache only while autograd is off.
+
+q/k RMSNorm statistics are computed in fp32 whatever the run dtype (parity with Wan / Self-Forcing).
 Without ``inputs`` it behaves like the stock processor (same RoPE for q and k, ``attention_mask`` as is).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention_dispatch import (
+    AttentionBackendName,
+    _AttentionBackendRegistry,
+    dispatch_attention_fn,
+)
 from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor
 from torch import Tensor
 
@@ -30,6 +44,40 @@ from stream_r1.models.rope import apply_rope
 
 AttentionBackend = Literal["sdpa", "flex", "flash"]
 
+# The project's ``model.attention_backend`` names -> diffusers backends.
+PROJECT_BACKENDS: dict[str, AttentionBackendName] = {
+    "sdpa": AttentionBackendName.NATIVE,
+    "flex": AttentionBackendName.FLEX,
+    "flash": AttentionBackendName.FLASH,
+}
+# diffusers backends whose kernels take an arbitrary boolean mask (the SDPA family) or a BlockMask (flex).
+MASK_BACKENDS = frozenset(
+    {
+        AttentionBackendName.NATIVE,
+        AttentionBackendName.FLEX,
+        AttentionBackendName._NATIVE_MATH,
+        AttentionBackendName._NATIVE_EFFICIENT,
+        AttentionBackendName._NATIVE_CUDNN,
+    }
+)
+
+
+def resolve_backend(name: str | AttentionBackendName | None) -> AttentionBackendName | None:
+    """A project name (``sdpa``/``flex``/``flash``) or a diffusers backend name -> ``AttentionBackendName``.
+
+    Raises:
+        ValueError: an unknown name (the message lists both vocabularies).
+    """
+    if name is None or isinstance(name, AttentionBackendName):
+        return name
+    if name in PROJECT_BACKENDS:
+        return PROJECT_BACKENDS[name]
+    try:
+        return AttentionBackendName(name.lower())
+    except ValueError:
+        known = ", ".join(sorted(x.value for x in AttentionBackendName))
+        raise ValueError(f"attention_backend={name!r}; use 'sdpa', 'flex', 'flash' or a diffusers backend ({known})") from None
+
 
 def check_flash_available(device: torch.device) -> None:
     """Raise a teaching error unless flash-attn can run here (CUDA + the ``gpu`` extra).
@@ -37,8 +85,6 @@ def check_flash_available(device: torch.device) -> None:
     Raises:
         ValueError: not on CUDA, or ``flash_attn`` is not installed.
     """
-    import importlib.util
-
     if device.type != "cuda" or importlib.util.find_spec("flash_attn") is None:
         raise ValueError(
             f"attention_backend='flash' needs CUDA and flash-attn (device={device.type}, flash_attn "
@@ -48,6 +94,9 @@ def check_flash_available(device: torch.device) -> None:
         )
 
 
+MaskBuilder = Callable[[bool], Any]
+
+
 @dataclass
 class SelfAttentionInputs:
     """Inputs shared by the self-attention of every layer in one forward.
@@ -55,19 +104,30 @@ class SelfAttentionInputs:
     Attributes:
         q_rope: ``(cos, sin)`` ``[1, Nq, 1, head_dim]`` for the queries (this forward's tokens).
         k_rope: ``(cos, sin)`` ``[1, Nk, 1, head_dim]`` for the attended keys (cache + fresh).
-        mask: None, a bool ``[Nq, Nk]`` mask (True = attend) or a flex ``BlockMask``.
+        build_mask: None (no mask), or ``build_mask(flex)`` -> the block-causal mask as a flex ``BlockMask``
+            (``flex=True``) or a dense bool ``[1, 1, Nq, Nk]`` tensor (True = attend); called at most once
+            per form and forward.
         cache: KV cache to read (and to write when ``write_cache``), or None.
         write_cache: store this forward's K/V into ``cache`` (context pass; must run without grad).
-        backend: ``"sdpa"`` (CPU and GPU), ``"flex"`` (``mask`` is a ``BlockMask``; GPU) or ``"flash"``
-            (flash-attn on CUDA; only for unmasked attention — masked forwards use flex).
+        backend: per-forward self-attention backend overriding the processors' (None = the processor's).
+        masked_backend: backend for masked self-attention when ``backend`` cannot take a mask (the project's
+            ``flash`` setting runs its masked full-sequence forwards on flex), or None.
     """
 
     q_rope: tuple[Tensor, Tensor]
     k_rope: tuple[Tensor, Tensor]
-    mask: Any = None
+    build_mask: MaskBuilder | None = None
     cache: KVCache | None = None
     write_cache: bool = False
-    backend: AttentionBackend = "sdpa"
+    backend: AttentionBackendName | None = None
+    masked_backend: AttentionBackendName | None = None
+    _masks: dict[bool, Any] = field(default_factory=dict, repr=False)
+
+    def mask(self, flex: bool) -> Any:
+        """The block mask in the form a flex (``True``) or SDPA-family (``False``) kernel takes."""
+        if flex not in self._masks:
+            self._masks[flex] = self.build_mask(flex)
+        return self._masks[flex]
 
 
 def _rms_norm_fp32(norm: torch.nn.Module, x: Tensor) -> Tensor:
@@ -79,35 +139,23 @@ def _rms_norm_fp32(norm: torch.nn.Module, x: Tensor) -> Tensor:
     return F.rms_norm(x.float(), norm.normalized_shape, weight, eps).to(x.dtype)
 
 
-_COMPILED_FLEX: dict[str, Any] = {}
+_COMPILED_DISPATCH: list[Callable[..., Tensor]] = []
 
 
-def _flex_fn(device_type: str) -> Any:
-    """flex_attention, compiled once per process on CUDA (uncompiled it materialises the full score matrix)."""
-    from torch.nn.attention.flex_attention import flex_attention
+def _dispatch(q: Tensor, k: Tensor, v: Tensor, mask: Any, backend: AttentionBackendName | None) -> Tensor:
+    """``dispatch_attention_fn`` on ``[B, N, heads, head_dim]``; returns ``[B, Nq, heads*head_dim]``.
 
-    if device_type != "cuda":
-        return flex_attention  # eager reference path (CPU tests); no CPU backward in torch 2.13
-    if "cuda" not in _COMPILED_FLEX:
-        _COMPILED_FLEX["cuda"] = torch.compile(flex_attention, dynamic=False)
-    return _COMPILED_FLEX["cuda"]
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Any, backend: AttentionBackend) -> Tensor:
-    """Multi-head attention on ``[B, N, heads, head_dim]`` tensors; returns ``[B, Nq, heads*head_dim]``."""
-    if backend == "flash":
-        # flash-attn takes [B, N, heads, head_dim] directly; unmasked (the chunk attends to all it is given).
-        from flash_attn import flash_attn_func
-
-        if mask is not None:
-            raise AssertionError("flash backend got a mask; masked forwards must use flex")
-        return flash_attn_func(q, k, v, dropout_p=0.0, causal=False).flatten(2, 3)
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    if backend == "flex":
-        out = _flex_fn(q.device.type)(q, k, v, block_mask=mask)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
-    return out.transpose(1, 2).flatten(2, 3)
+    Eager flex on CUDA materialises the whole score matrix (tens of GB at full size), so outside an
+    enclosing ``torch.compile`` the flex dispatch runs through one compiled copy of the dispatch function.
+    """
+    attend = dispatch_attention_fn
+    active = backend if backend is not None else _AttentionBackendRegistry._active_backend
+    if active == AttentionBackendName.FLEX and q.is_cuda and not torch.compiler.is_compiling():
+        if not _COMPILED_DISPATCH:
+            _COMPILED_DISPATCH.append(torch.compile(dispatch_attention_fn, dynamic=False))
+        attend = _COMPILED_DISPATCH[0]
+    out = attend(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False, backend=backend)
+    return out.flatten(2, 3)
 
 
 class CausalWanAttnProcessor(WanAttnProcessor):
@@ -128,7 +176,7 @@ class CausalWanAttnProcessor(WanAttnProcessor):
         """Run self- or cross-attention.
 
         Args:
-            attn: the ``WanAttention`` module (its projections and norms are used as they are).
+            attn: the ``WanAttention`` module (its projections, fused or not, and norms are used as they are).
             hidden_states: ``[B, Nq, dim]``.
             encoder_hidden_states: text ``[B, L, dim]`` for cross-attention, None for self-attention.
             attention_mask: stock-compatible mask when ``inputs`` is None.
@@ -142,8 +190,6 @@ class CausalWanAttnProcessor(WanAttnProcessor):
         """
         if attn.add_k_proj is not None:
             raise ValueError("CausalWanAttnProcessor supports text-to-video Wan only (added_kv_proj_dim must be None)")
-        if getattr(attn, "fused_projections", False):
-            raise ValueError("CausalWanAttnProcessor needs unfused projections; call unfuse_qkv_projections()")
         if encoder_hidden_states is None:
             out = self._self_attention(attn, hidden_states, attention_mask, rotary_emb, inputs, layer_idx)
         else:
@@ -151,8 +197,20 @@ class CausalWanAttnProcessor(WanAttnProcessor):
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
 
-    @staticmethod
+    def _masked(self, inputs: SelfAttentionInputs, backend: AttentionBackendName | None) -> tuple[Any, Any]:
+        """(backend, mask) for a masked self-attention: the mask in the backend's form, or one clear error."""
+        active = backend if backend is not None else _AttentionBackendRegistry._active_backend
+        if active not in MASK_BACKENDS:
+            if inputs.masked_backend is None:
+                raise ValueError(
+                    f"attention backend {active.value!r} cannot apply the block-causal mask of a full-sequence "
+                    "forward (frames_per_block); set 'native' or 'flex' for masked forwards, or stream with a KV cache"
+                )
+            backend = active = inputs.masked_backend
+        return backend, inputs.mask(active == AttentionBackendName.FLEX)
+
     def _self_attention(
+        self,
         attn: WanAttention,
         hidden_states: Tensor,
         attention_mask: Tensor | None,
@@ -160,16 +218,21 @@ class CausalWanAttnProcessor(WanAttnProcessor):
         inputs: SelfAttentionInputs | None,
         layer_idx: int,
     ) -> Tensor:
-        query = _rms_norm_fp32(attn.norm_q, attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1))
-        key = _rms_norm_fp32(attn.norm_k, attn.to_k(hidden_states)).unflatten(2, (attn.heads, -1))
-        value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
+        if getattr(attn, "fused_projections", False):
+            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        else:
+            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        query = _rms_norm_fp32(attn.norm_q, query).unflatten(2, (attn.heads, -1))
+        key = _rms_norm_fp32(attn.norm_k, key).unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        backend = self._attention_backend
         if inputs is None:
             if rotary_emb is not None:
                 query, key = apply_rope(query, *rotary_emb), apply_rope(key, *rotary_emb)
-            return _attend(query, key, value, attention_mask, "sdpa").type_as(query)
+            return _dispatch(query, key, value, attention_mask, backend).type_as(query)
 
         if inputs.cache is not None:
-            # Read = virtual append; the cache rows are never touched here (§5 item 7).
+            # Read = virtual append; the cache rows are never touched here.
             keys, values = inputs.cache.attended(layer_idx, key, value)
             if inputs.write_cache:
                 if torch.is_grad_enabled():
@@ -177,12 +240,17 @@ class CausalWanAttnProcessor(WanAttnProcessor):
                 inputs.cache.store(layer_idx, key, value)
         else:
             keys, values = key, value
+        if inputs.backend is not None:
+            backend = inputs.backend
+        mask = None
+        if inputs.build_mask is not None:
+            backend, mask = self._masked(inputs, backend)
         query = apply_rope(query, *inputs.q_rope)
         keys = apply_rope(keys, *inputs.k_rope)
-        return _attend(query, keys, values, inputs.mask, inputs.backend).type_as(query)
+        return _dispatch(query, keys, values, mask, backend).type_as(query)
 
-    @staticmethod
     def _cross_attention(
+        self,
         attn: WanAttention,
         hidden_states: Tensor,
         text: Tensor,
@@ -190,15 +258,19 @@ class CausalWanAttnProcessor(WanAttnProcessor):
         cross_cache: KVCache | None,
     ) -> Tensor:
         query = _rms_norm_fp32(attn.norm_q, attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1))
-        # A K/V built under no_grad would silently cut gradients to attn2.to_k/to_v (§5 item 7):
+        # A K/V built under no_grad would silently cut gradients to attn2.to_k/to_v:
         # the text cache is used and filled only while autograd is off.
         use_cache = cross_cache is not None and not torch.is_grad_enabled()
         if use_cache and cross_cache.cross_keys[layer_idx] is not None:
             key, value = cross_cache.cross_keys[layer_idx], cross_cache.cross_values[layer_idx]
         else:
-            key = _rms_norm_fp32(attn.norm_k, attn.to_k(text)).unflatten(2, (attn.heads, -1))
-            value = attn.to_v(text).unflatten(2, (attn.heads, -1))
+            if getattr(attn, "fused_projections", False):
+                key, value = attn.to_kv(text).chunk(2, dim=-1)
+            else:
+                key, value = attn.to_k(text), attn.to_v(text)
+            key = _rms_norm_fp32(attn.norm_k, key).unflatten(2, (attn.heads, -1))
+            value = value.unflatten(2, (attn.heads, -1))
             if use_cache:
                 cross_cache.cross_keys[layer_idx] = key
                 cross_cache.cross_values[layer_idx] = value
-        return _attend(query, key, value, None, "sdpa").type_as(query)
+        return _dispatch(query, key, value, None, self._attention_backend).type_as(query)

@@ -23,17 +23,21 @@ the library layout ``[B, F, C, H, W]`` is converted in :mod:`stream_r1.models.de
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
+from diffusers.utils import apply_lora_scale
 from torch import Tensor, nn
 
 from stream_r1.models.block_mask import dense_block_causal_mask, flex_block_causal_mask
 from stream_r1.models.causal_attention import (
-    AttentionBackend,
+    AttentionBackendName,
     CausalWanAttnProcessor,
     SelfAttentionInputs,
     check_flash_available,
+    resolve_backend,
 )
 from stream_r1.models.kv_cache import KVCache
 from stream_r1.models.rope import FrameRope
@@ -162,7 +166,8 @@ class CausalWanTransformer(WanTransformer3DModel):
             ]
         )
         self.frame_rope = FrameRope(attention_head_dim, rope_max_seq_len)
-        self.set_attn_processor(CausalWanAttnProcessor())
+        # One processor per attention module, as the stock model has (set_attention_backend sets each).
+        self.set_attn_processor({name: CausalWanAttnProcessor() for name in self.attn_processors})
 
     def _check_inputs(self, hidden_states: Tensor, timestep: Tensor, text: Tensor) -> Tensor:
         """Validate shapes and return per-frame timesteps ``[B, F]`` (float)."""
@@ -190,6 +195,36 @@ class CausalWanTransformer(WanTransformer3DModel):
             raise ValueError(f"timestep must be [B] or per-frame [B, F]=[{b}, {f}], got {tuple(t.shape)}")
         return t.float()
 
+    def enable_cache(self, config: Any) -> None:
+        """Refuse diffusers' step caches (FirstBlockCache, MagCache, SeaCache, TaylorSeer, PAB, FasterCache, ...).
+
+        Each of them skips blocks or attention calls on steps it judges redundant. A skipped block stores
+        no K/V, so a skipped context pass (``write_cache=True``) would silently leave stale rows in the
+        KV cache that every later chunk attends to; the student is distilled to 4 steps, which leaves
+        nothing to skip safely anyway.
+
+        Raises:
+            ValueError: always, naming the config.
+        """
+        raise ValueError(
+            f"CausalWanTransformer does not support {type(config).__name__}: block/step caches skip blocks, and a "
+            "skipped block writes no K/V into the streaming KV cache (use the KV cache, which is exact)"
+        )
+
+    def _refuse_skip_hooks(self) -> None:
+        """Refuse diffusers step-cache hooks attached directly (``apply_first_block_cache(model, ...)`` etc.)."""
+        for block in self.blocks:
+            registry = getattr(block, "_diffusers_hook", None)
+            if registry is None:
+                continue
+            skipping = [name for name in registry.hooks if any(key in name for key in _SKIPPING_HOOKS)]
+            if skipping:
+                raise ValueError(
+                    f"block hook {skipping[0]!r} skips blocks, and a skipped block writes no K/V into the streaming "
+                    "KV cache; remove it (CausalWanTransformer supports no block/step caches)"
+                )
+
+    @apply_lora_scale("attention_kwargs")
     def forward(  # type: ignore[override]
         self,
         hidden_states: Tensor,
@@ -203,7 +238,7 @@ class CausalWanTransformer(WanTransformer3DModel):
         frames_per_block: int | None = None,
         kv_cache: KVCache | None = None,
         write_cache: bool = False,
-        attention_backend: AttentionBackend = "sdpa",
+        attention_backend: str | None = None,
     ) -> Tensor | tuple[Tensor] | Transformer2DModelOutput:
         """Predict the flow ``v`` for latent frames at stream position ``frame_offset``.
 
@@ -213,37 +248,42 @@ class CausalWanTransformer(WanTransformer3DModel):
             encoder_hidden_states: text embeddings ``[B, L, text_dim]`` (all L tokens attended).
             encoder_hidden_states_image: must be None (text-to-video only).
             return_dict: return a ``Transformer2DModelOutput`` (else a 1-tuple).
-            attention_kwargs: must be None (kept for signature compatibility).
+            attention_kwargs: as on the stock model: ``{"scale": s}`` scales the LoRA layers for this call
+                (diffusers' ``apply_lora_scale``, effective with the PEFT backend); other keys are ignored,
+                as the stock Wan forward ignores them.
             frame_offset: absolute frame position of the first input frame (RoPE offset; with a cache it
                 must equal ``kv_cache.frames_written``).
             frames_per_block: chunk size for the block-causal mask (no cache); None = bidirectional.
             kv_cache: cache for chunk-by-chunk streaming (read; also written if ``write_cache``).
             write_cache: store this chunk's K/V (call under ``torch.no_grad()``).
-            attention_backend: ``"sdpa"`` (default, CPU-safe), ``"flex"`` (block mask as a flex BlockMask) or
-                ``"flash"`` (flash-attn for unmasked attention on CUDA; masked forwards use flex).
+            attention_backend: self-attention backend for this call, overriding ``set_attention_backend``:
+                a project name (``"sdpa"`` -> native, ``"flex"``, ``"flash"`` — flash-attn for unmasked
+                attention on CUDA, its masked forwards on flex) or any diffusers backend name; None = the
+                processors' backend.
 
         Returns:
             Flow prediction ``[B, C_out, F, H, W]``.
         """
-        if encoder_hidden_states_image is not None or attention_kwargs:
-            raise ValueError("CausalWanTransformer is text-to-video only: no image embeddings or attention_kwargs")
+        if encoder_hidden_states_image is not None:
+            raise ValueError("CausalWanTransformer is text-to-video only: encoder_hidden_states_image must be None")
         if write_cache and kv_cache is None:
             raise ValueError("write_cache=True needs a kv_cache")
         if write_cache and torch.is_grad_enabled():
-            raise RuntimeError("KV cache writes must run under torch.no_grad() (the context pass, docs/method.md §5 item 7)")
-        if attention_backend not in ("sdpa", "flex", "flash"):
-            raise ValueError(f"attention_backend={attention_backend!r}; use 'sdpa', 'flex' or 'flash'")
+            raise RuntimeError("KV cache writes must run under torch.no_grad() (the context pass)")
+        backend = resolve_backend(attention_backend)
         if attention_backend == "flash":
             check_flash_available(hidden_states.device)
+        self._refuse_skip_hooks()
         t = self._check_inputs(hidden_states, timestep, encoder_hidden_states)
         b, _, f, h, w = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
         hp, wp = h // p_h, w // p_w
         device = hidden_states.device
 
-        inputs = self._attention_inputs(
-            f, hp, wp, frame_offset, frames_per_block, kv_cache, write_cache, attention_backend, device
-        )
+        inputs = self._attention_inputs(f, hp, wp, frame_offset, frames_per_block, kv_cache, write_cache, device)
+        inputs.backend = backend
+        if attention_backend == "flash":
+            inputs.masked_backend = AttentionBackendName.FLEX  # flash-attn has no block masks
         cross_cache = None
         if kv_cache is not None and not torch.is_grad_enabled():
             kv_cache.bind_text(encoder_hidden_states)  # text K/V reused only for this very tensor
@@ -283,10 +323,9 @@ class CausalWanTransformer(WanTransformer3DModel):
         frames_per_block: int | None,
         kv_cache: KVCache | None,
         write_cache: bool,
-        backend: AttentionBackend,
         device: torch.device,
     ) -> SelfAttentionInputs:
-        """RoPE tables, mask and cache for one forward (validated before any heavy work)."""
+        """RoPE tables, mask builder and cache for one forward (validated before any heavy work)."""
         tokens_per_frame = hp * wp
         if kv_cache is not None:
             if kv_cache.tokens_per_frame != tokens_per_frame:
@@ -302,18 +341,21 @@ class CausalWanTransformer(WanTransformer3DModel):
             n_k = kv_cache.attended_frames(f)
             q_rope = self.frame_rope.freqs(n_k - f, f, hp, wp, device)
             k_rope = self.frame_rope.freqs(0, n_k, hp, wp, device)
-            unmasked = "flash" if backend == "flash" else "sdpa"
-            return SelfAttentionInputs(q_rope, k_rope, None, kv_cache, write_cache, unmasked)
+            return SelfAttentionInputs(q_rope, k_rope, None, kv_cache, write_cache)
         rope = self.frame_rope.freqs(frame_offset, f, hp, wp, device)
-        mask = None
+        build = None
         if frames_per_block is not None:
             if frames_per_block < 1:
                 raise ValueError(f"frames_per_block={frames_per_block} must be >= 1")
             if f > frames_per_block:
-                # flash-attn has no block masks: the masked (full-sequence) path runs on flex instead.
-                backend = "flex" if backend == "flash" else backend
-                build = flex_block_causal_mask if backend == "flex" else dense_block_causal_mask
-                mask = build(f, tokens_per_frame, frames_per_block, device)
-        if mask is None:
-            backend = "flash" if backend == "flash" else "sdpa"
-        return SelfAttentionInputs(rope, rope, mask, None, False, backend)
+
+                def build(flex: bool) -> Any:
+                    if flex:
+                        return flex_block_causal_mask(f, tokens_per_frame, frames_per_block, device)
+                    return dense_block_causal_mask(f, tokens_per_frame, frames_per_block, device)[None, None]
+
+        return SelfAttentionInputs(rope, rope, build)
+
+
+# Names of diffusers hooks that skip block / attention computations on some steps.
+_SKIPPING_HOOKS = ("fbc_", "mag_cache", "sea_cache", "taylorseer", "pyramid_attention", "faster_cache", "layer_skip")

@@ -52,7 +52,8 @@ class CausalDenoiser:
         local_attn_frames: attended frames per chunk incl. sink (9 for RF/Stream-R1), -1 = all.
         sink_frames: attention-sink frames (3 for RF/Stream-R1, 0 without a window).
         sink_ema_alpha: EMA-sink weight on eviction (0.999).
-        attention_backend: ``"sdpa"`` or ``"flex"`` for the full-sequence mask (GPU).
+        attention_backend: self-attention backend of every call (``"sdpa"`` -> diffusers' native, ``"flex"``,
+            ``"flash"`` with its masked forwards on flex, or a diffusers backend name).
     """
 
     def __init__(
@@ -162,7 +163,9 @@ class CausalDenoiser:
                 frames_per_block=self.frames_per_block,
                 attention_backend=self.attention_backend,
             )
-        return self._flow(x_t, t, text_emb, frame_offset=frame_offset, kv_cache=cache)
+        return self._flow(
+            x_t, t, text_emb, frame_offset=frame_offset, kv_cache=cache, attention_backend=self.attention_backend
+        )
 
     def predict_x0(
         self, x_t: Tensor, t: Tensor, text_emb: Tensor, cache: KVCache | None, frame_offset: int
@@ -192,7 +195,15 @@ class CausalDenoiser:
         """
         b, f = x0.shape[:2]
         t = torch.full((b, f), float(t_context), device=x0.device)
-        self._flow(x0, t, text_emb, frame_offset=frame_offset, kv_cache=cache, write_cache=True)
+        self._flow(
+            x0,
+            t,
+            text_emb,
+            frame_offset=frame_offset,
+            kv_cache=cache,
+            write_cache=True,
+            attention_backend=self.attention_backend,
+        )
 
     def forward_full(self, x_t: Tensor, t: Tensor, text_emb: Tensor, frame_offset: int = 0) -> Tensor:
         """x0 for a whole sequence ``[B, F, C, H, W]`` with the block-causal mask (no cache).
