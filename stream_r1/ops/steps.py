@@ -203,16 +203,15 @@ def register(registry: Registry, info: ModelVersionInfo) -> ModelVersionInfo:
 
 
 def record_exit(status: dict[str, Any], run_id: str, bucket: str, backend: str) -> dict[str, Any]:
-    """Exit handler: write ``runs/<run-id>/status.json``; on failure cancel an orphan cluster job.
+    """Exit handler: write ``runs/<run-id>/status.json``; after a cancelled or failed run, clean up the cluster job.
 
     Never raises for a store/cluster problem (it runs after failures); problems go into the record.
     """
     record: dict[str, Any] = {"run_id": run_id, "backend": backend, **status}
-    failed = str(status.get("state", "")).upper() not in ("SUCCEEDED", "")
-    if failed and backend != "local":
-        try:
-            make_backend(backend).cancel(run_id)
-            record["cancelled_job"] = run_id
+    state = str(status.get("state", "")).upper()
+    if state not in ("SUCCEEDED", "") and backend != "local":
+        try:  # deletes a cancelled run's job, or a failed run's job that is still active (launcher.cleanup)
+            record["job_cleanup"] = make_backend(backend).cleanup(run_id, state)
         except Exception as e:  # cleanup must not mask the pipeline's own failure
             record["cancel_error"] = repr(e)
     try:

@@ -2,8 +2,11 @@
 
 ``FakeClock`` is an injected clock whose ``sleep`` only advances time. ``RecordedApiFake`` replays
 recorded API responses from ``recorded/*.json`` through the launcher's ``KubeApi`` protocol: each
-poll (``get_job``) takes the next recorded frame (the last one repeats), pods and logs come from the
-same frame, and every mutating call is recorded so tests can assert what was created or deleted.
+poll (``get_job``) takes the next recorded frame (the last one repeats), pods, events and logs come
+from the same frame, and every mutating call is recorded so tests can assert what was created or
+deleted. Scripted failures: ``create`` answers, ``error`` frames (API outage), ``stream_cuts`` (a log
+stream that breaks after N lines), a ``workflow`` (the run's Argo Workflow, or 404) and the
+``launcher_pod`` the launcher reads its owner from.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_r1.ops.k8s.api import ApiError
+from stream_r1.ops.k8s.logs import timestamp_key
 
 RECORDED = Path(__file__).parent / "recorded"
 
@@ -54,6 +58,8 @@ class RecordedApiFake:
         self.deleted: list[tuple[str, str, str]] = []
         self.gets = 0
         self.watch_calls = 0
+        self.log_streams: list[tuple[str, str | None]] = []
+        self.event_queries: list[str] = []
         self._frame: dict[str, Any] = {}
 
     def _next_frame(self) -> dict[str, Any]:
@@ -107,11 +113,45 @@ class RecordedApiFake:
         pods = self._frame.get("pods", [])
         return [p for p in pods if p["metadata"]["labels"].get(key) == value]
 
-    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str:
-        names = {c["name"] for p in self._frame.get("pods", []) for c in p["spec"]["containers"]}
-        if container not in names:
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        pod = self.rec.get("launcher_pod")
+        if pod is None or pod["metadata"]["name"] != name:
+            raise ApiError(404, "Not Found", f"pods {name!r} not found")
+        return pod
+
+    def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        self.event_queries.append(field_selector)
+        _, _, pod = field_selector.partition("involvedObject.name=")
+        return [e for e in self._frame.get("events", []) if e["involvedObject"]["name"] == pod]
+
+    def get_workflow(self, namespace: str, name: str) -> dict[str, Any]:
+        wf = self.rec.get("workflow")
+        if isinstance(wf, dict) and "error" in wf:
+            raise _error(wf["error"])
+        if wf is None or wf["metadata"]["name"] != name:
+            raise ApiError(404, "Not Found", f"workflows {name!r} not found")
+        return wf
+
+    def _pod_log(self, pod: str, container: str) -> str:
+        pods = self._frame.get("pods", [])
+        match = [p for p in pods if p["metadata"]["name"] == pod]
+        if not match or container not in {c["name"] for c in match[0]["spec"]["containers"]}:
             raise ApiError(400, "Bad Request", f"container {container} is not valid for pod {pod}")
-        return self._frame.get("log", "")
+        logs = self._frame.get("logs") or ({pods[0]["metadata"]["name"]: self._frame.get("log", "")} if pods else {})
+        return logs.get(pod, "")
+
+    def stream_pod_log(self, namespace: str, pod: str, container: str, since_time: str | None) -> Iterator[str]:
+        self.log_streams.append((pod, since_time))
+        text = self._pod_log(pod, container)
+        session = sum(1 for p, _ in self.log_streams if p == pod) - 1
+        cuts = self.rec.get("stream_cuts", {}).get(pod, [])
+        cut = cuts[session] if session < len(cuts) else None
+        for i, raw in enumerate(text.splitlines()):
+            if since_time and timestamp_key(raw.split(" ", 1)[0]) < timestamp_key(since_time):
+                continue  # what the API does with sinceTime (whole seconds)
+            if cut is not None and i >= cut:
+                raise ApiError(0, "ProtocolError", "Connection broken: IncompleteRead")
+            yield raw
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,10 +292,15 @@ class FakeKubeApiServer:
     """In-memory custom objects + recorded pods/logs on 127.0.0.1 (a FAKE, not an API server)."""
 
     def __init__(self, pods: list[dict[str, Any]] | None = None, log: str = "",
-                 installed: tuple[str, ...] = ("pytorchjobs", "trainjobs")) -> None:
+                 installed: tuple[str, ...] = ("pytorchjobs", "trainjobs", "workflows"),
+                 events: list[dict[str, Any]] | None = None, cut_log_at: int | None = None) -> None:
+        """``cut_log_at``: the log response promises the whole log but the connection closes after that
+        many bytes (a broken follow stream)."""
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pods = pods or []
         self.log = log
+        self.events = events or []
+        self.cut_log_at = cut_log_at
         self.installed = installed
         self.requests: list[tuple[str, str]] = []
         self.watch_events: list[dict[str, Any]] = []
@@ -331,9 +376,38 @@ class FakeKubeApiServer:
             items = [o for (n, p, _), o in self.objects.items() if n == ns and p == plural]
             return self._send(h, 200, {"apiVersion": "v1", "kind": "List", "items": items[: int(q.get("limit", 500))],
                                        "metadata": {"resourceVersion": "1"}})
-        # /api/v1/namespaces/<ns>/pods[/<name>/log]
+        # /api/v1/namespaces/<ns>/pods[/<name>[/log]] and /api/v1/namespaces/<ns>/events
+        if parts[:2] == ["api", "v1"] and parts[4] == "events":
+            _, _, name = q.get("fieldSelector", "").partition("involvedObject.name=")
+            items = [e for e in self.events if e["involvedObject"]["name"] == name]
+            return self._send(h, 200, {"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": items})
         if parts[:2] == ["api", "v1"] and parts[4] == "pods":
             if len(parts) == 7 and parts[6] == "log":
-                return self._send(h, 200, self.log, "text/plain")
+                since = q.get("sinceTime", "")
+                text = "".join(ln for ln in self.log.splitlines(keepends=True) if not since or ln[:19] >= since[:19])
+                if self.cut_log_at is None:
+                    return self._send(h, 200, text, "text/plain")
+                # A follow stream is chunked, one chunk per line; the connection drops inside a chunk.
+                h.protocol_version = "HTTP/1.1"
+                h.send_response(200)
+                h.send_header("Content-Type", "text/plain")
+                h.send_header("Transfer-Encoding", "chunked")
+                h.end_headers()
+                sent = 0
+                for line in text.encode().splitlines(keepends=True):
+                    part = line[: max(0, self.cut_log_at - sent)]
+                    h.wfile.write(f"{len(line):x}\r\n".encode() + part)
+                    sent += len(part)
+                    if len(part) < len(line):
+                        break
+                    h.wfile.write(b"\r\n")
+                h.wfile.flush()
+                h.close_connection = True
+                return None
+            if len(parts) == 6:
+                match = [p for p in self.pods if p["metadata"]["name"] == parts[5]]
+                if not match:
+                    return self._send(h, 404, self._status(404, "NotFound", f"pods {parts[5]!r} not found"))
+                return self._send(h, 200, match[0])
             return self._send(h, 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": self.pods})
         return self._send(h, 404, self._status(404, "NotFound", f"fake has no {method} {url.path}"))

@@ -10,7 +10,7 @@ import pytest
 
 from stream_r1.ops.jobs.base import TrainJobRequest
 from stream_r1.ops.k8s.launcher import KubernetesJobBackend
-from stream_r1.ops.k8s.logs import LogFollower, timestamp_key
+from stream_r1.ops.k8s.logs import timestamp_key
 from stream_r1.ops.k8s.waiter import Observation, Phase, WaitPolicy, WaitState, advance, job_status, pod_report
 from tests.k8s.conftest import TRAIN_IMAGE
 from tests.k8s.fakes import RECORDED, FakeClock, RecordedApiFake
@@ -24,7 +24,7 @@ def _backend(scenario, kind="pytorchjob", policy=None, list_error=None, **kw):
     api = RecordedApiFake(scenario, clock, list_error=list_error)
     lines: list[str] = []
     backend = KubernetesJobBackend(kind, api, {"image": TRAIN_IMAGE}, policy=policy, poll_seconds=POLL, clock=clock,
-                                   sleep=clock.sleep, log_sink=lines.append, **kw)
+                                   sleep=clock.sleep, log_sink=lines.append, log_threads=False, **kw)
     return backend, api, clock, lines
 
 
@@ -75,13 +75,14 @@ def test_api_errors_and_409_attach_without_duplicate():
     assert api.gets == 4  # the attach GET (frame 1) + 3 polls: 500, connection reset, Succeeded
 
 
-def test_too_many_api_errors_fail_the_step():
+def test_a_long_api_outage_detaches_and_never_deletes_the_job():
     rec = json.loads((RECORDED / "pytorchjob_api_errors.json").read_text())
     rec["create"] = [{"status": 201}]
     rec["polls"] = [{"error": {"status": 503, "reason": "Service Unavailable"}}]
-    backend, _api, _, _ = _backend(rec, policy=WaitPolicy(max_consecutive_api_errors=3))
+    backend, api, clock, _ = _backend(rec, policy=WaitPolicy(api_outage_seconds=600))
     result = backend.run(REQUEST)
-    assert result.state == "Failed" and "4 API errors in a row" in result.message and "503" in result.message
+    assert result.state == "Detached" and "left running" in result.message and "503" in result.message
+    assert 600 < clock.now - 1000.0 <= 600 + POLL and api.deleted == []
 
 
 def test_watch_reconnects_and_wakes_on_terminal_event():
@@ -129,10 +130,11 @@ def test_launcher_deadline_deletes_the_job():
     assert api.deleted == [("PyTorchJob", "stream-r1", "stream-r1-run-a")]
 
 
-def test_invalid_image_fails_at_once():
-    backend, _, clock, _ = _backend("pytorchjob_bad_image")
+def test_invalid_image_fails_at_once_and_frees_the_gpus():
+    backend, api, clock, _ = _backend("pytorchjob_bad_image")
     result = backend.run(REQUEST)
     assert result.state == "Failed" and "InvalidImageName" in result.message and clock.sleeps == []
+    assert api.deleted == [("PyTorchJob", "stream-r1", "stream-r1-run-a")]
 
 
 def test_missing_crd_and_forbidden_fail_before_create():
@@ -167,14 +169,14 @@ def test_job_deleted_externally_fails():
     assert result.state == "Failed" and "deleted" in result.message
 
 
-def test_sigterm_deletes_the_job():
+def test_bare_sigterm_outside_a_workflow_leaves_the_job_running():
     backend, api, clock, _ = _backend("pytorchjob_success")
     backend._api.rec["polls"] = backend._api.rec["polls"][1:2]
     clock.on_sleep.append(lambda: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
     result = backend.run(REQUEST)
-    assert result.state == "Cancelled"
-    assert api.deleted == [("PyTorchJob", "stream-r1", "stream-r1-run-a")]
+    assert result.state == "Detached" and "no Argo Workflow" in result.message
+    assert api.deleted == []
     assert signal.getsignal(signal.SIGTERM) is before  # handler restored
 
 
@@ -213,18 +215,9 @@ def test_waiter_state_machine_directly():
     assert pod_report([], policy.fatal_waiting_reasons).restarts == 0
 
 
-def test_log_follower_handles_trimmed_fractions_and_overlap():
+def test_timestamp_keys_sort_trimmed_fractions():
     assert timestamp_key("2026-11-22T02:41:00.1Z") > timestamp_key("2026-11-22T02:41:00.09Z")
     assert timestamp_key("2026-11-22T02:41:00Z") < timestamp_key("2026-11-22T02:41:00.000000001Z")
-    out: list[str] = []
-    rec = json.loads((RECORDED / "pytorchjob_success.json").read_text())
-    api = RecordedApiFake(rec)
-    follower = LogFollower(out.append)
-    api.get_job("PyTorchJob", "stream-r1", "stream-r1-run-a")
-    api.get_job("PyTorchJob", "stream-r1", "stream-r1-run-a")
-    assert follower.poll(api, "stream-r1", "p", "pytorch") == 2
-    assert follower.poll(api, "stream-r1", "p", "pytorch") == 0
-    assert follower.poll(api, "stream-r1", "p", "wrong-container") == 0  # API error: logged, not raised
 
 
 def test_make_backend_and_env_settings(monkeypatch):

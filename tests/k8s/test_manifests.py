@@ -104,6 +104,7 @@ def test_rbac_is_exactly_what_the_launcher_needs(rendered):
     want = {("kubeflow.org", "pytorchjobs", v) for v in job_verbs}
     want |= {("trainer.kubeflow.org", "trainjobs", v) for v in job_verbs}
     want |= {("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get")}
+    want |= {("", "events", "list"), ("argoproj.io", "workflows", "get")}  # fail-fast quotes; cancel vs drain
     assert got == want
     binding = next(o for o in objs if o["kind"] == "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-JobState = Literal["Succeeded", "Failed", "Cancelled", "DeadlineExceeded"]
+JobState = Literal["Succeeded", "Failed", "Cancelled", "DeadlineExceeded", "Detached"]
+"""``Detached``: the launcher stopped watching (SIGTERM without a cancelled run, or a long API outage)
+and left the job running; a retried step re-attaches to it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,4 +69,8 @@ class JobBackend(Protocol):
 
     def cancel(self, run_id: str) -> None:
         """Stop and delete the job of ``run_id`` if it exists (idempotent)."""
+        ...
+
+    def cleanup(self, run_id: str, pipeline_state: str) -> str:
+        """The exit handler's clean-up for a run that ended in ``pipeline_state``; says what it did."""
         ...

@@ -106,3 +106,10 @@ class LocalJobBackend:
             proc = self._procs.get(run_id)
         if proc is not None:
             self._kill(proc)
+
+    def cleanup(self, run_id: str, pipeline_state: str) -> str:
+        """A local job lives in the launcher's process group: kill it unless the run succeeded."""
+        if pipeline_state.strip().upper() == "SUCCEEDED":
+            return "nothing to clean up"
+        self.cancel(run_id)
+        return f"killed local job {run_id} (if it was running)"

@@ -66,22 +66,41 @@ class KubeApi(Protocol):
         """LIST pods matching a selector."""
         ...
 
-    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str:
-        """The container's log with RFC 3339 timestamps (``timestamps=true``)."""
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """GET one pod (the launcher reads its own, for the run's owner)."""
+        ...
+
+    def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        """LIST core/v1 events, e.g. ``involvedObject.name=<pod>``."""
+        ...
+
+    def get_workflow(self, namespace: str, name: str) -> dict[str, Any]:
+        """GET the Argo ``Workflow`` that runs a KFP run (404 when the run was deleted)."""
+        ...
+
+    def stream_pod_log(self, namespace: str, pod: str, container: str, since_time: str | None) -> Iterator[str]:
+        """Follow the container's log (``follow=true&timestamps=true``), from ``since_time`` (RFC 3339) on.
+
+        Yields complete lines ``"<RFC 3339 timestamp> <text>"`` until the container exits or the
+        connection ends; a line cut by a broken connection is not yielded (the reconnect re-reads it).
+        """
         ...
 
 
 class KubernetesClientApi:
     """:class:`KubeApi` over the official ``kubernetes`` client (in-cluster or kubeconfig)."""
 
-    def __init__(self, custom: Any, core: Any, request_timeout_seconds: float = 60.0) -> None:
+    def __init__(self, custom: Any, core: Any, request_timeout_seconds: float = 60.0,
+                 follow_idle_seconds: float = 600.0) -> None:
         """Wrap ``CustomObjectsApi`` and ``CoreV1Api`` instances sharing one ``ApiClient``.
 
-        ``request_timeout_seconds`` bounds each call; the overall wait is the launcher's policy.
+        ``request_timeout_seconds`` bounds each call; the overall wait is the launcher's policy. A log
+        stream silent for ``follow_idle_seconds`` is closed (and reopened by the follower).
         """
         self._custom = custom
         self._core = core
         self._timeout = request_timeout_seconds
+        self._follow_idle = follow_idle_seconds
 
     @classmethod
     def from_environment(cls, request_timeout_seconds: float = 60.0) -> KubernetesClientApi:
@@ -147,6 +166,51 @@ class KubernetesClientApi:
         # The typed V1Pod objects -> the API's camelCase JSON, the shape the waiter reads.
         return list(self._core.api_client.sanitize_for_serialization(pods).get("items") or [])
 
-    def read_pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str:
-        return self._call(self._core.read_namespaced_pod_log, pod, namespace, container=container,
-                          timestamps=True, tail_lines=tail_lines)
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        pod = self._call(self._core.read_namespaced_pod, name, namespace)
+        return dict(self._core.api_client.sanitize_for_serialization(pod))
+
+    def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        events = self._call(self._core.list_namespaced_event, namespace, field_selector=field_selector)
+        return list(self._core.api_client.sanitize_for_serialization(events).get("items") or [])
+
+    def get_workflow(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._call(self._custom.get_namespaced_custom_object, "argoproj.io", "v1alpha1", namespace,
+                          "workflows", name)
+
+    def stream_pod_log(self, namespace: str, pod: str, container: str, since_time: str | None) -> Iterator[str]:
+        # The generated client has no sinceTime parameter (only sinceSeconds, which depends on clock skew
+        # between this pod and the API server), so the log endpoint is called directly.
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        query = [("container", container), ("follow", "true"), ("timestamps", "true")]
+        if since_time:
+            query.append(("sinceTime", since_time))
+        try:
+            resp = self._core.api_client.call_api(
+                "/api/v1/namespaces/{namespace}/pods/{name}/log", "GET",
+                path_params={"namespace": namespace, "name": pod}, query_params=query,
+                header_params={"Accept": "*/*"}, auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=(self._timeout, self._follow_idle), _return_http_data_only=True)
+            yield from complete_lines(resp.stream(65536))
+        except ApiException as e:
+            raise ApiError(int(e.status or 0), str(e.reason or ""), str(e.body or "")) from e
+        except HTTPError as e:  # connection reset / idle read timeout: the caller reconnects
+            raise ApiError(0, type(e).__name__, str(e)) from e
+
+
+def complete_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Decode a byte stream into lines; a trailing fragment is yielded only if the stream ended cleanly.
+
+    A connection that breaks mid-line raises out of ``chunks`` before the fragment is yielded, so the
+    reconnect (``sinceTime``) reads the whole line instead of emitting half of it.
+    """
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", errors="replace")
+    if buf:
+        yield buf.decode("utf-8", errors="replace")

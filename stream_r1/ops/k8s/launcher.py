@@ -4,6 +4,15 @@ Runs inside the CPU-only KFP launcher pod. The job gets the GPUs; the launcher o
 Every wait goes through an injected ``clock``/``sleep`` so it never busy-loops and tests run instantly.
 Pod restarts need no action here: the container command carries ``--resume auto`` and the run
 directory lives on the PVC, so a restarted pod continues from the newest verified checkpoint.
+
+The job outlives the launcher pod. It is deleted only when the run is really cancelled (SIGTERM and
+the run's Workflow says so, :mod:`stream_r1.ops.k8s.run_context`), when the launcher's own deadline
+passes, when it holds GPUs for a failure that will not resolve (stuck image pull, unschedulable
+replica), and by the exit handler of a failed run while it is still active (:meth:`cleanup`). A bare
+SIGTERM (node drain, eviction) or an API outage leaves it running; the retried step re-attaches
+(HTTP 409 on create). Re-attaching to a Failed job deletes it and creates it again: the new pods
+resume from the newest PVC checkpoint (``--resume auto``). Deleting the run deletes the job through
+its owner reference to the run's Workflow.
 """
 
 from __future__ import annotations
@@ -19,10 +28,11 @@ from typing import Any, Literal
 from stream_r1.ops.jobs.base import JobResult, TrainJobRequest
 from stream_r1.ops.k8s import pytorchjob, trainjob, webhook_rules
 from stream_r1.ops.k8s.api import ApiError, JobKind, KubeApi
-from stream_r1.ops.k8s.logs import LogFollower
+from stream_r1.ops.k8s.logs import LogStreams
+from stream_r1.ops.k8s.run_context import Owner, RunContext, find_owner, run_cancelled
 from stream_r1.ops.k8s.spec import ClusterJobSpec, job_name_for
 from stream_r1.ops.k8s.staging import copy_back, stage_request
-from stream_r1.ops.k8s.waiter import Observation, Phase, WaitPolicy, WaitState, advance, job_status, master_pod
+from stream_r1.ops.k8s.waiter import Observation, Phase, WaitPolicy, WaitState, advance, job_status
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.names import validate_run_id
 
@@ -30,10 +40,13 @@ _log = get_logger(__name__)
 BackendName = Literal["pytorchjob", "trainjob"]
 _KINDS: dict[str, JobKind] = {"pytorchjob": "PyTorchJob", "trainjob": "TrainJob"}
 _CREATE_ATTEMPTS = 4
+_GONE_TIMEOUT_SECONDS = 600.0  # foreground deletion of a failed job waits for its pods to terminate
+_GONE_POLL_SECONDS = 5.0
+_CANCELLED_STATES = frozenset({"CANCELED", "CANCELLED", "CANCELING", "CANCELLING"})
 
 
-class _Cancelled(Exception):
-    """SIGTERM arrived (KFP run cancelled / launcher pod deleted)."""
+class _Interrupted(Exception):
+    """SIGTERM arrived: the run was cancelled, or the launcher pod is being drained/evicted."""
 
 
 class KubernetesJobBackend:
@@ -51,6 +64,8 @@ class KubernetesJobBackend:
         sleep: Callable[[float], None] = time.sleep,
         log_sink: Callable[[str], None] | None = None,
         handle_sigterm: bool = True,
+        context: RunContext | None = None,
+        log_threads: bool = True,
     ) -> None:
         """Args:
         name: ``"pytorchjob"`` (Training Operator v1) or ``"trainjob"`` (Trainer v2).
@@ -59,8 +74,12 @@ class KubernetesJobBackend:
         policy: Wait limits (overall deadline, fail-fast without status, API error budget).
         poll_seconds: Interval between status/log polls (a watch wakes the launcher earlier).
         clock, sleep: Injected time source and sleeper (tests pass fakes).
-        log_sink: Receives the master pod's log lines (default: this module's logger).
-        handle_sigterm: Delete the job when SIGTERM arrives (main thread only).
+        log_sink: Receives every replica's log lines (default: this module's logger).
+        handle_sigterm: Stop waiting when SIGTERM arrives (main thread only); the job is deleted only
+            when the run is being cancelled.
+        context: The KFP run and launcher pod (owner reference, run label); default: none known.
+        log_threads: Follow each pod's log on a background thread (False: inline, for test fakes
+            whose streams end at once).
 
         Raises:
             ValueError: unknown backend name or missing ``image``.
@@ -79,10 +98,16 @@ class KubernetesJobBackend:
         self._sleep = sleep
         self._sink = log_sink or _log.info
         self._handle_sigterm = handle_sigterm
+        self._context = context or RunContext()
+        self._owner = Owner()
+        self._log_threads = log_threads
 
     def spec_for(self, request: TrainJobRequest) -> ClusterJobSpec:
         """The cluster spec of a request (validates settings; raises ValueError before any API call)."""
-        return ClusterJobSpec.from_request(request, **self._cluster)
+        extra: dict[str, Any] = {"owner_references": self._owner.references}
+        if self._context.kfp_run_id:
+            extra["kfp_run_id"] = self._context.kfp_run_id
+        return ClusterJobSpec.from_request(request, **{**extra, **self._cluster})
 
     def build(self, spec: ClusterJobSpec) -> dict[str, Any]:
         """The job manifest of a spec, checked against the admission rules."""
@@ -101,18 +126,19 @@ class KubernetesJobBackend:
         name = job_name_for(self._cluster.get("name_prefix", "stream-r1"), request.run_id)
         self.build(self.spec_for(replace(request, output_dir=f"{mount}/{name}/train")))  # settings fail fast
         staged = stage_request(request, mount, name)
+        self._owner = find_owner(self._api, self._context, str(self._cluster.get("namespace", "stream-r1")))
         spec = self.spec_for(staged.request)
         body = self.build(spec)
         failed = self._preflight(spec) or self._create_or_attach(spec, body)
         if failed:
             return JobResult(state="Failed", output_dir=request.output_dir, message=failed)
+        streams = LogStreams(self._api, spec.namespace, self._container, self._sink, threaded=self._log_threads)
         try:
-            with self._sigterm_cancels():
-                result = self._wait(spec)
-        except (_Cancelled, KeyboardInterrupt):
-            _log.warning("cancelled: deleting %s %s/%s", self.kind, spec.namespace, spec.job_name)
-            self._delete(spec.namespace, spec.job_name)
-            return JobResult(state="Cancelled", output_dir=request.output_dir, message="cancelled by the pipeline")
+            with self._sigterm_interrupts():
+                result = self._wait(spec, streams)
+        except (_Interrupted, KeyboardInterrupt):
+            return replace(self._interrupted(spec), output_dir=request.output_dir)
+        streams.finish()
         if result.state == "Succeeded":
             copy_back(staged)
         return replace(result, output_dir=request.output_dir)
@@ -122,6 +148,38 @@ class KubernetesJobBackend:
         validate_run_id(run_id, "run_id")
         name = job_name_for(self._cluster.get("name_prefix", "stream-r1"), run_id)
         self._delete(self._cluster.get("namespace", "stream-r1"), name)
+
+    def cleanup(self, run_id: str, pipeline_state: str) -> str:
+        """The exit handler's policy for the job of a finished run; returns what it did.
+
+        A cancelled run's job is deleted. A failed run's job is deleted only while it is still active
+        (the launcher gave up on it, e.g. after a long API outage, and it would hold GPUs until its
+        deadline); a job that already ended is kept, pods included, so its logs stay readable until
+        ``ttlSecondsAfterFinished``. A succeeded run's job is left to that TTL.
+        """
+        state = pipeline_state.strip().upper()
+        namespace = str(self._cluster.get("namespace", "stream-r1"))
+        name = job_name_for(self._cluster.get("name_prefix", "stream-r1"), run_id)
+        if state == "SUCCEEDED":
+            return f"kept {self.kind} {name} (run succeeded; removed after its TTL)"
+        if state in _CANCELLED_STATES:
+            self._delete(namespace, name)
+            return f"deleted {self.kind} {name} (run cancelled)"
+        try:
+            job = self._api.get_job(self.kind, namespace, name)
+        except ApiError as e:
+            if e.status == 404:
+                return f"no {self.kind} {name}"
+            raise
+        phase = job_status(self.kind, job).phase
+        if phase in (Phase.SUCCEEDED, Phase.FAILED):
+            return f"kept {self.kind} {name} ({phase.value}; pods kept for their logs until the TTL)"
+        self._delete(namespace, name)
+        return f"deleted {self.kind} {name} (run {state or 'failed'} while the job was {phase.value})"
+
+    @property
+    def _container(self) -> str:
+        return pytorchjob.CONTAINER if self.kind == "PyTorchJob" else trainjob.NODE
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -139,7 +197,7 @@ class KubernetesJobBackend:
             _log.warning("pre-flight list of %ss failed (%s); continuing", self.kind, e)
         return ""
 
-    def _create_or_attach(self, spec: ClusterJobSpec, body: dict[str, Any]) -> str:
+    def _create_or_attach(self, spec: ClusterJobSpec, body: dict[str, Any], recreate: bool = True) -> str:
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
                 self._api.create_job(self.kind, spec.namespace, body)
@@ -147,7 +205,7 @@ class KubernetesJobBackend:
                 return ""
             except ApiError as e:
                 if e.status == 409:  # a retried launcher, or a create that succeeded before a 5xx
-                    return self._attach(spec)
+                    return self._attach(spec, body, recreate)
                 if _transient(e):
                     _log.warning("create %s failed (attempt %d/%d): %s", self.kind, attempt, _CREATE_ATTEMPTS, e)
                     self._sleep(min(2.0**attempt, 30.0))
@@ -155,7 +213,7 @@ class KubernetesJobBackend:
                 return f"the API rejected {self.kind} {spec.job_name}: {e}"
         return f"could not create {self.kind} {spec.job_name} after {_CREATE_ATTEMPTS} attempts"
 
-    def _attach(self, spec: ClusterJobSpec) -> str:
+    def _attach(self, spec: ClusterJobSpec, body: dict[str, Any], recreate: bool) -> str:
         existing: dict[str, Any] | None = None
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
@@ -170,15 +228,34 @@ class KubernetesJobBackend:
         if owner != spec.job_name:
             return (f"a {self.kind} named {spec.job_name} exists but was not created for this run "
                     f"(label stream-r1/run-id={owner!r}); delete it or use another run id")
-        _log.info("re-attached to existing %s %s/%s (launcher retry)", self.kind, spec.namespace, spec.job_name)
+        phase = job_status(self.kind, existing).phase
+        if phase is Phase.FAILED and recreate:
+            # A retried step after a failed job: a new job resumes from the PVC checkpoint (--resume auto).
+            _log.warning("%s %s/%s has Failed: deleting it and creating it again to resume from its newest "
+                         "checkpoint", self.kind, spec.namespace, spec.job_name)
+            self._delete(spec.namespace, spec.job_name)
+            gone = self._wait_gone(spec)
+            return gone or self._create_or_attach(spec, body, recreate=False)
+        _log.info("re-attached to existing %s %s/%s (%s)", self.kind, spec.namespace, spec.job_name, phase.value)
         return ""
 
-    def _wait(self, spec: ClusterJobSpec) -> JobResult:
+    def _wait_gone(self, spec: ClusterJobSpec) -> str:
+        """Wait until a deleted job is gone (foreground deletion removes the pods first)."""
+        t0 = self._clock()
+        while self._clock() - t0 < _GONE_TIMEOUT_SECONDS:
+            try:
+                self._api.get_job(self.kind, spec.namespace, spec.job_name)
+            except ApiError as e:
+                if e.status == 404:
+                    return ""
+            self._sleep(_GONE_POLL_SECONDS)
+        return f"{self.kind} {spec.job_name} was deleted but still exists after {_GONE_TIMEOUT_SECONDS:.0f} s"
+
+    def _wait(self, spec: ClusterJobSpec, streams: LogStreams) -> JobResult:
         state = WaitState(started_at=self._clock())
-        follower = LogFollower(self._sink)
         while True:
             obs = self._observe(spec)
-            self._stream_logs(spec, obs, follower)
+            streams.follow([p["metadata"]["name"] for p in obs.pods if _has_started(p)])
             prev = state
             state, verdict = advance(state, obs, self._clock(), self.kind, self._policy)
             if state.phase is not prev.phase:
@@ -188,11 +265,16 @@ class KubernetesJobBackend:
                              "(--resume auto)", self.kind, spec.job_name, state.restarts)
             if verdict.done:
                 assert verdict.state is not None
-                if verdict.state == "DeadlineExceeded" and state.phase not in (Phase.FAILED, Phase.SUCCEEDED):
-                    self._delete(spec.namespace, spec.job_name)  # our deadline: free the GPUs
+                message = verdict.message
+                if verdict.pod:
+                    message = _with_events(message, self._pod_events(spec.namespace, verdict.pod))
+                ours = verdict.state == "DeadlineExceeded" and state.phase not in (Phase.FAILED, Phase.SUCCEEDED)
+                if ours or verdict.release:
+                    _log.error("deleting %s %s/%s to free its resources", self.kind, spec.namespace, spec.job_name)
+                    self._delete(spec.namespace, spec.job_name)
                 log = _log.info if verdict.state == "Succeeded" else _log.error
-                log("%s %s ended: %s %s", self.kind, spec.job_name, verdict.state, verdict.message)
-                return JobResult(state=verdict.state, output_dir=spec.request.output_dir, message=verdict.message,
+                log("%s %s ended: %s %s", self.kind, spec.job_name, verdict.state, message)
+                return JobResult(state=verdict.state, output_dir=spec.request.output_dir, message=message,
                                  restarts=state.restarts)
             self._pause(spec)
 
@@ -210,11 +292,28 @@ class KubernetesJobBackend:
             pods = ()
         return Observation(job=job, pods=pods)
 
-    def _stream_logs(self, spec: ClusterJobSpec, obs: Observation, follower: LogFollower) -> None:
-        master = master_pod(self.kind, obs.pods)
-        if master is not None:
-            container = pytorchjob.CONTAINER if self.kind == "PyTorchJob" else trainjob.NODE
-            follower.poll(self._api, spec.namespace, master["metadata"]["name"], container)
+    def _pod_events(self, namespace: str, pod: str) -> list[str]:
+        """The pod's events, oldest first, as ``"Type Reason: message"`` (the cluster's own words)."""
+        try:
+            events = self._api.list_events(namespace, f"involvedObject.name={pod}")
+        except ApiError as e:
+            return [f"(events of {pod} not readable: {e})"]
+        events.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return [f"{e.get('type', '')} {e.get('reason', '')}: {str(e.get('message', '')).strip()}".strip()
+                for e in events]
+
+    def _interrupted(self, spec: ClusterJobSpec) -> JobResult:
+        """SIGTERM: delete the job only if the run is being cancelled; otherwise leave it for the retry."""
+        cancelled, why = run_cancelled(self._api, spec.namespace, self._owner.workflow)
+        if cancelled:
+            _log.warning("run cancelled (%s): deleting %s %s/%s", why, self.kind, spec.namespace, spec.job_name)
+            self._delete(spec.namespace, spec.job_name)
+            return JobResult(state="Cancelled", output_dir=spec.request.output_dir, message=f"run cancelled: {why}")
+        _log.warning("SIGTERM without a cancelled run (%s): %s %s/%s keeps running; a retry of this step "
+                     "re-attaches to it", why, self.kind, spec.namespace, spec.job_name)
+        return JobResult(state="Detached", output_dir=spec.request.output_dir,
+                         message=f"launcher stopped (SIGTERM; {why}); the {self.kind} keeps running and a retry "
+                                 "of this step re-attaches to it")
 
     def _pause(self, spec: ClusterJobSpec) -> None:
         """Wait up to ``poll_seconds`` for the job to change (watch), reconnecting; never spins."""
@@ -240,13 +339,13 @@ class KubernetesJobBackend:
                 _log.error("could not delete %s %s/%s: %s", self.kind, namespace, name, e)
 
     @contextmanager
-    def _sigterm_cancels(self) -> Iterator[None]:
+    def _sigterm_interrupts(self) -> Iterator[None]:
         if not self._handle_sigterm or threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def _raise(signum: int, frame: object) -> None:
-            raise _Cancelled(signum)
+            raise _Interrupted(signum)
 
         previous = signal.signal(signal.SIGTERM, _raise)
         try:
@@ -261,6 +360,20 @@ def _transient(e: ApiError) -> bool:
 
 
 _WAKE_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.RESTARTING})
+_MAX_EVENTS_QUOTED = 5
+
+
+def _has_started(pod: dict[str, Any]) -> bool:
+    """A pod whose container has a log to read (scheduled and past the image pull)."""
+    return any("running" in (cs.get("state") or {}) or "terminated" in (cs.get("state") or {})
+               or (cs.get("lastState") or {}).get("terminated")
+               for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
+def _with_events(message: str, events: list[str]) -> str:
+    if not events:
+        return message
+    return message + " | events: " + "; ".join(events[-_MAX_EVENTS_QUOTED:])
 
 
 DEFAULT_TRAIN_IMAGE = "ghcr.io/stream-r1/stream-r1-train:0.1.0"
@@ -308,6 +421,7 @@ def make_backend(name: BackendName, *, api: KubeApi | None = None, cluster: Mapp
     import os
 
     settings = dict(cluster) if cluster is not None else cluster_settings_from_env(os.environ)
+    kwargs.setdefault("context", RunContext.from_env(os.environ))
     if api is None:
         from stream_r1.ops.k8s.api import KubernetesClientApi
 
