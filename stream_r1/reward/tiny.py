@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -148,7 +149,7 @@ def _model_config(lora_rank: int, lora_alpha: int) -> dict[str, object]:
     }
 
 
-def write_tiny_videoreward(path: Path, *, seed: int = 0) -> Path:
+def write_tiny_videoreward(path: Path, *, seed: int = 0, base_config: Callable[[dict[str, int]], object] | None = None) -> Path:
     """Write a tiny VideoReward in the official layout under ``path`` (created; must not exist or be empty).
 
     Layout: ``path/model_config.json``, ``path/checkpoint-1/{adapter_model.safetensors,
@@ -157,6 +158,8 @@ def write_tiny_videoreward(path: Path, *, seed: int = 0) -> Path:
     Args:
         path: Target directory.
         seed: Seed of all random weights (same seed -> identical files).
+        base_config: Builds the base ``Qwen2VLConfig`` from the tokenizer's special-token ids (default: the
+            tiny one); a larger geometry (e.g. Qwen2-VL-2B's, for GPU memory checks) in the same layout.
 
     Returns:
         ``path``.
@@ -174,7 +177,7 @@ def write_tiny_videoreward(path: Path, *, seed: int = 0) -> Path:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        base = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(ids)).eval()
+        base = Qwen2VLForConditionalGeneration((base_config or tiny_qwen2vl_config)(ids)).eval()
         base_dir = path / TINY_BASE_NAME
         base.save_pretrained(str(base_dir))
         tokenizer.save_pretrained(str(base_dir))
