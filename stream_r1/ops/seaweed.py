@@ -138,9 +138,12 @@ class SeaweedServer:
     def _launch(self, weed: str) -> S3Credentials:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="stream-r1-seaweed-"))
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The bucket's objects (checkpoints, exports) and the generated keys live here: owner only, also when
+        # the directory already existed with a looser mode.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
         store_dir = self.data_dir / "data"
-        store_dir.mkdir(exist_ok=True)
+        store_dir.mkdir(mode=0o700, exist_ok=True)
         access, secret = "sr1" + secrets.token_hex(8), secrets.token_urlsafe(24)
         s3_json = self.data_dir / "s3.json"
         s3_json.write_text(json.dumps({"identities": [{
