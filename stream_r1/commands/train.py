@@ -11,6 +11,9 @@ HELP = "train the streaming student: `stream-r1 train --config tiny_cpu --output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from stream_r1.train.run_identity import RESUME_RULE  # torch-free
+
+    parser.epilog = f"Resuming: {RESUME_RULE}"
     add_config_arguments(parser)
     parser.add_argument("--output", required=True, help="run directory (config.yaml, checkpoints/, tensorboard/)")
     parser.add_argument("--resume", default=None, metavar="auto|PATH",

@@ -12,6 +12,7 @@ from stream_r1.distributed.collectives import barrier
 from stream_r1.distributed.env import init_distributed, shutdown_distributed, world_size_from_env
 from stream_r1.distributed.fsdp import make_strategy
 from stream_r1.train.preflight import preflight
+from stream_r1.train.run_identity import write_identity
 from stream_r1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -53,6 +54,7 @@ def run_training(
         if world.is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
             write_resolved_config(cfg, output_dir)
+            write_identity(output_dir, plan.identity)
         barrier()
         p = cfg.parallel
         strategy = make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
@@ -60,7 +62,8 @@ def run_training(
                                  grad_clip_norm=cfg.optim.grad_clip_norm, grad_accum_steps=cfg.train.grad_accum_steps,
                                  micro_batch_size=cfg.train.batch_size_per_rank)
         setup = build_training(cfg, world, strategy, output_dir)
-        options = TrainerOptions(output_dir, plan.checkpoint, sigkill_after_checkpoint, sigkill_during_checkpoint)
+        options = TrainerOptions(output_dir, plan.checkpoint, sigkill_after_checkpoint, sigkill_during_checkpoint,
+                                 trajectory_hash=plan.trajectory_hash)
         trainer = Trainer(cfg, setup, world, strategy, options)
         log.info("training from optimizer step %d to %d", trainer.steps_done, cfg.train.num_optimizer_steps)
         return trainer.run()

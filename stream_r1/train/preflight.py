@@ -1,18 +1,20 @@
 """Checks that run before any model is built: a bad input fails in a second, clearly.
 
 Missing weights, config or prompt files; a world size that does not match the batch; an output
-directory that holds a different run (config-hash mismatch) or an existing run without
+directory that holds a different run (trajectory-identity mismatch) or an existing run without
 ``--resume``; a ``--resume PATH`` that does not verify.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stream_r1.config import config_hash, load_config
 from stream_r1.config.schema import RunConfig
 from stream_r1.train.checkpoint import find_resume_checkpoint, list_checkpoints, read_trainer_state, verify_checkpoint
+from stream_r1.train.run_identity import describe_difference, identity_hash, read_identity, trajectory_identity
 from stream_r1.utils.io import check_safetensors_under
 from stream_r1.utils.paths import check_output_dir
 
@@ -66,10 +68,28 @@ class ResumePlan:
 
     checkpoint: Path | None
     optimizer_step: int
+    identity: dict[str, Any] = field(default_factory=dict)
+    """The run's trajectory identity (:func:`stream_r1.train.run_identity.trajectory_identity`)."""
+
+    @property
+    def trajectory_hash(self) -> str:
+        """The identity's hash, recorded in ``run_identity.json`` and every checkpoint."""
+        return identity_hash(self.identity)
+
+
+def _refuse(what: str, old: dict[str, Any], new: dict[str, Any], output_dir: Path) -> ValueError:
+    return ValueError(
+        f"{what} holds a different run: {describe_difference(old, new)} changed; choose another --output, or resume "
+        f"it with its own settings (--config {output_dir / 'config.yaml'}). Rule: see `stream-r1 train --help`"
+    )
 
 
 def plan_resume(cfg: RunConfig, output_dir: Path, resume: str | None) -> ResumePlan:
-    """Decide fresh start vs. resume, checking the output directory belongs to this config.
+    """Decide fresh start vs. resume, checking the output directory belongs to this run.
+
+    "This run" is the training trajectory (:mod:`stream_r1.train.run_identity`): settings that do not
+    change the numbers (``train.num_optimizer_steps``, ``keep_last_checkpoints``, eval, ...) and the
+    spelling of paths to the same weights may differ.
 
     Args:
         cfg: The run config.
@@ -78,29 +98,32 @@ def plan_resume(cfg: RunConfig, output_dir: Path, resume: str | None) -> ResumeP
 
     Raises:
         ValueError: the directory holds another run, or a run without ``--resume``, or the
-            given checkpoint does not verify.
+            given checkpoint does not verify or belongs to another run.
         FileNotFoundError: ``--resume PATH`` does not exist.
     """
-    want = config_hash(cfg)
+    identity = trajectory_identity(cfg, required_weights(cfg))
+    want = identity_hash(identity)
+    recorded = read_identity(output_dir)
     resolved = output_dir / "config.yaml"
-    if resolved.is_file():
-        have = config_hash(load_config(resolved))
-        if have != want:
-            raise ValueError(
-                f"--output {str(output_dir)!r} holds a different run (config hash {have[:12]} != {want[:12]}); "
-                f"choose another --output, or resume it with --config {resolved} --resume auto"
-            )
+    if recorded is not None:
+        if recorded.get("hash") != want:
+            raise _refuse(f"--output {str(output_dir)!r}", recorded.get("identity", {}), identity, output_dir)
+    elif resolved.is_file():  # a run directory written before run_identity.json existed
+        old_cfg = load_config(resolved)
+        old = trajectory_identity(old_cfg, required_weights(old_cfg))
+        if identity_hash(old) != want:
+            raise _refuse(f"--output {str(output_dir)!r}", old, identity, output_dir)
     if resume is None:
         if list_checkpoints(output_dir):
             raise ValueError(
                 f"--output {str(output_dir)!r} already holds checkpoints of this run; pass --resume auto "
                 "to continue it or choose another --output"
             )
-        return ResumePlan(None, 0)
+        return ResumePlan(None, 0, identity)
     if resume == "auto":
         found = find_resume_checkpoint(output_dir)
         if found is None:
-            return ResumePlan(None, 0)
+            return ResumePlan(None, 0, identity)
         path = found
     else:
         path = Path(resume)
@@ -108,12 +131,16 @@ def plan_resume(cfg: RunConfig, output_dir: Path, resume: str | None) -> ResumeP
             raise FileNotFoundError(f"--resume {resume!r} is not a checkpoint directory; use --resume auto or a step_* dir")
         verify_checkpoint(path)
     state = read_trainer_state(path)
-    if state.get("config_hash") != want:
+    have = state.get("trajectory_hash")
+    if have is None:  # written before trajectory hashes: the whole config must match, as it did then
+        have, want = state.get("config_hash"), config_hash(cfg)
+    if have != want:
         raise ValueError(
-            f"checkpoint {path} was written by a different config (hash {str(state.get('config_hash'))[:12]} != "
-            f"{want[:12]}); resume with the run's own config ({output_dir / 'config.yaml'}) or start a new --output"
+            f"checkpoint {path} was written by a different run (hash {str(have)[:12]} != {want[:12]}); resume "
+            f"with the run's own config ({output_dir / 'config.yaml'}) or start a new --output. Rule: see "
+            "`stream-r1 train --help`"
         )
-    return ResumePlan(path, int(state["optimizer_step"]))
+    return ResumePlan(path, int(state["optimizer_step"]), identity)
 
 
 def preflight(cfg: RunConfig, output_dir: Path, resume: str | None, world_size: int) -> ResumePlan:

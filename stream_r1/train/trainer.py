@@ -59,12 +59,15 @@ class TrainerOptions:
         sigkill_after_checkpoint: Testing: SIGKILL this process right after the checkpoint of this
             optimizer step is published (crash/resume tests).
         sigkill_during_checkpoint: Testing: SIGKILL while writing this step's checkpoint.
+        trajectory_hash: The run's identity hash (:mod:`stream_r1.train.run_identity`), recorded in every
+            checkpoint so a resume can tell this run from another.
     """
 
     output_dir: Path
     resume_from: Path | None = None
     sigkill_after_checkpoint: int | None = None
     sigkill_during_checkpoint: int | None = None
+    trajectory_hash: str = ""
 
 
 def _sigkill() -> None:
@@ -272,6 +275,7 @@ class Trainer:
             "sampler": self.setup.sampler.state_dict(),
             "ema": ema_meta,
             "last_media_step": self._last_media_step,
+            "trajectory_hash": self.options.trajectory_hash,
         }
         rank_state: dict[str, object] = {"rng": capture_rng_state(), "sampler": self.setup.sampler.state_dict()}
         if local_optimizers:  # rank-local optimizer partitions (DeepSpeed ZeRO)

@@ -60,7 +60,7 @@ def test_existing_run_needs_resume_flag_and_matching_hash(tmp_path):
         plan_resume(cfg, out, str(tmp_path / "nope"))
     other = tmp_path / "other"
     save_checkpoint(other, 1, CheckpointPayload(state={"optimizer_step": 1, "config_hash": "x"}), rank=0, keep_last=1)
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(ValueError, match="different run"):
         plan_resume(cfg, out, str(other / "checkpoints" / "step_000001"))
 
 
