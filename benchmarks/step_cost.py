@@ -97,14 +97,13 @@ def _build(
     import torch
 
     from stream_r1.config import load_config
-    from stream_r1.method.distiller import DistillBatch, StreamR1Distiller
+    from stream_r1.method.build import build_distiller
+    from stream_r1.method.distiller import DistillBatch
     from stream_r1.models.causal_wan import CausalWanTransformer
-    from stream_r1.models.denoiser import BidirectionalDenoiser, CausalDenoiser
     from stream_r1.models.tiny import TINY_TEXT_DIM, TINY_TEXT_LEN, build_tiny_transformer, build_tiny_vae
     from stream_r1.models.vae import WanVAE
     from stream_r1.reward.model import VideoRewardModel
     from stream_r1.reward.tiny import write_tiny_videoreward
-    from stream_r1.reward.weighting import RewardBalancer
 
     device = torch.device(args.device)
     cfg = load_config(
@@ -119,11 +118,10 @@ def _build(
     stock = build_tiny_transformer(0)
     student = CausalWanTransformer.from_config(stock.config)
     student.load_state_dict(stock.state_dict(), strict=True)
-    generator = CausalDenoiser(student.to(device), shift=cfg.rollout.student_sigma_shift, frames_per_block=3)
-    critic = BidirectionalDenoiser(build_tiny_transformer(1).to(device), shift=8.0)  # dmd.score_sigma_shift
-    teacher = BidirectionalDenoiser(build_tiny_transformer(2, teacher=True).to(device), shift=8.0)
-    for p in teacher.transformer.parameters():
-        p.requires_grad_(False)
+    student = student.to(device)
+    critic = build_tiny_transformer(1).to(device)
+    teacher = build_tiny_transformer(2, teacher=True).to(device)
+    teacher.requires_grad_(False)
     needs_reward = any(MODES[m]["mode"] != "none" for m in modes)
     vae = WanVAE(build_tiny_vae(0).to(device)) if needs_reward else None
     reward_model = (
@@ -133,24 +131,11 @@ def _build(
     )
     distillers = {}
     for mode in modes:
-        reward_cfg = dataclasses.replace(cfg.reward, **MODES[mode])  # type: ignore[arg-type]
-        balancer = RewardBalancer(
-            window=reward_cfg.balance_window,
-            warmup=reward_cfg.balance_warmup,
-            lam=reward_cfg.balance_lambda,
-            axes=reward_cfg.dims,
-        )
-        distillers[mode] = StreamR1Distiller(
-            generator,
-            critic,
-            teacher,
-            model_cfg=cfg.model,
-            rollout_cfg=cfg.rollout,
-            dmd_cfg=cfg.dmd,
-            reward_cfg=reward_cfg,
-            vae=vae if reward_cfg.enabled else None,
-            reward_model=reward_model if reward_cfg.enabled else None,
-            balancer=balancer,
+        mode_cfg = dataclasses.replace(cfg, reward=dataclasses.replace(cfg.reward, **MODES[mode]))  # type: ignore[arg-type]
+        enabled = mode_cfg.reward.enabled
+        # The same composition root as training (one distiller per mode over the shared networks).
+        distillers[mode] = build_distiller(
+            mode_cfg, student, critic, teacher, vae=vae if enabled else None, reward_model=reward_model if enabled else None
         )
     gen = torch.Generator().manual_seed(0)
     text = torch.randn(1, TINY_TEXT_LEN, TINY_TEXT_DIM, generator=gen).to(device)

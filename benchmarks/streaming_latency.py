@@ -20,6 +20,7 @@ wall time mostly measures the neighbours; on a GPU it is synchronised wall time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -29,12 +30,12 @@ from dataclasses import dataclass, field
 import torch
 
 from stream_r1.config import load_config
-from stream_r1.diffusion import warped_timesteps
+from stream_r1.method.build import student_denoiser
 from stream_r1.models.causal_wan import CausalWanTransformer
-from stream_r1.models.denoiser import CausalDenoiser
 from stream_r1.models.loading import cast_keeping_fp32_modules
 from stream_r1.models.tiny import TINY_STUDENT, TINY_VAE
 from stream_r1.models.vae import WanVAE
+from stream_r1.rollout.self_forcing import student_timesteps
 from stream_r1.rollout.streaming import stream_chunks
 
 # Wan2.1-T2V-1.3B (docs/method.md §4.1).
@@ -104,13 +105,10 @@ def run_case(
 ) -> CaseResult:
     """Stream ``num_frames`` latent frames once and time every chunk."""
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    m = args.model_cfg
     windowed = mode == "window"
-    den = CausalDenoiser(
-        model, shift=args.shift, frames_per_block=m.frames_per_block,
-        local_attn_frames=m.local_attn_frames if windowed else -1, sink_frames=m.sink_frames if windowed else 0,
-        sink_ema_alpha=m.sink_ema_alpha,
-    )
+    cfg = args.cfg if windowed else dataclasses.replace(
+        args.cfg, model=dataclasses.replace(args.cfg.model, local_attn_frames=-1, sink_frames=0))
+    den = student_denoiser(cfg, model)
     h, w = args.latent_hw
     text = torch.randn(1, args.text_len, model.config.text_dim, generator=torch.Generator().manual_seed(0))
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -159,12 +157,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", default=None, help="write all results as JSON here")
     args = p.parse_args(argv)
     cfg = load_config("wan2.1_t2v_1.3b_stream_r1" if args.full_size else "tiny_cpu")
-    args.model_cfg = cfg.model
+    args.cfg = cfg
     args.dtype = args.dtype or ("bfloat16" if args.full_size else "float32")
     args.latent_hw = tuple(args.latent_hw or (cfg.rollout.latent_height, cfg.rollout.latent_width))
     args.text_len = cfg.model.text_len_tokens
-    args.shift = cfg.rollout.student_sigma_shift
-    args.steps = warped_timesteps(list(cfg.rollout.denoising_steps), cfg.rollout.student_sigma_shift)
+    args.steps = student_timesteps(cfg.rollout)
     args.with_vae = args.with_vae or args.full_size
     args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
     if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
@@ -179,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     model = build_student(args.full_size, device, dtype, args.seed)
     vae = build_vae(args.full_size, device, dtype, args.seed + 1) if args.with_vae else None
-    run_case(model, vae, "window", 2 * args.model_cfg.frames_per_block, args)  # warm-up (allocator, kernels)
+    run_case(model, vae, "window", 2 * args.cfg.model.frames_per_block, args)  # warm-up (allocator, kernels)
     results = []
     for frames in args.frames:
         for mode in args.modes:

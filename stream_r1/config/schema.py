@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from stream_r1.config.derived import latent_frames_problem
+
 # Wan's fixed negative prompt (Wan2.1 `sample_neg_prompt`), used by the teacher's CFG (§1.4).
 WAN_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
@@ -93,6 +95,13 @@ class ModelConfig:
                 )
             if not 0 <= self.sink_frames < self.local_attn_frames:
                 _fail("model.sink_frames", self.sink_frames, "must be in [0, local_attn_frames)")
+        elif self.sink_frames != 0:
+            # A sink is the front of a rolling window; a full cache keeps every frame and has none.
+            _fail(
+                "model.sink_frames",
+                self.sink_frames,
+                "needs a local window: with model.local_attn_frames=-1 (full cache) set model.sink_frames=0",
+            )
         if not 0.0 <= self.sink_ema_alpha <= 1.0:
             _fail("model.sink_ema_alpha", self.sink_ema_alpha, "must be in [0, 1]")
 
@@ -130,6 +139,8 @@ class RolloutConfig:
             _fail("rollout.denoising_steps", self.denoising_steps, "must be strictly decreasing")
         if self.student_sigma_shift <= 0:
             _fail("rollout.student_sigma_shift", self.student_sigma_shift, "must be > 0")
+        if not 0 <= self.context_noise < NUM_TRAIN_TIMESTEPS:
+            _fail("rollout.context_noise", self.context_noise, f"must be a timestep in [0, {NUM_TRAIN_TIMESTEPS})")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -341,6 +352,18 @@ class ParallelConfig:
     zero_stage: int = 2
     """DeepSpeed ZeRO stage (deepspeed strategy only)."""
 
+    def __post_init__(self) -> None:
+        if self.strategy == "deepspeed":
+            if self.zero_stage not in (2, 3):
+                _fail(
+                    "parallel.zero_stage",
+                    self.zero_stage,
+                    "is not supported by parallel.strategy=deepspeed; use 2 (gradients + optimizer states) or 3 "
+                    "(+ parameters), or parallel.strategy=fsdp2",
+                )
+            if self.param_dtype not in ("float32", "bfloat16"):
+                _fail("parallel.param_dtype", self.param_dtype, "under parallel.strategy=deepspeed must be float32 or bfloat16")
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ODEConfig:
@@ -425,9 +448,15 @@ class RunConfig:
     def __post_init__(self) -> None:
         fpb = self.model.frames_per_block
         for path, frames in (("rollout.num_frames", self.rollout.num_frames), ("eval.num_frames", self.eval.num_frames)):
-            if frames % fpb:
-                lo, hi = frames - frames % fpb, frames - frames % fpb + fpb
-                raise ValueError(
-                    f"{path}={frames} is not a multiple of model.frames_per_block={fpb}; "
-                    f"use {max(lo, fpb)} or {hi}, or change model.frames_per_block"
-                )
+            problem = latent_frames_problem(frames, fpb, path)
+            if problem is not None:
+                raise ValueError(problem)
+        p = self.parallel
+        if p.strategy in ("fsdp2", "deepspeed") and p.param_dtype != self.model.dtype:
+            # FSDP2/DeepSpeed compute in param_dtype; rollout latents and KV caches are allocated in model.dtype.
+            _fail(
+                "parallel.param_dtype",
+                p.param_dtype,
+                f"must equal model.dtype={self.model.dtype!r} under parallel.strategy={p.strategy} (the compute "
+                f"dtype); set model.dtype={p.param_dtype} or parallel.param_dtype={self.model.dtype}",
+            )

@@ -26,11 +26,11 @@ from torch.distributed.tensor import DTensor
 
 from stream_r1.distributed.collectives import _active, all_reduce_mean_
 from stream_r1.distributed.state_dicts import full_optimizer_state_dict, load_full_optimizer_state_dict
+from stream_r1.utils.dtypes import torch_dtype
 from stream_r1.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Strategy(Protocol):
@@ -221,17 +221,14 @@ class FSDP2Strategy(TorchOptimizerSteps):
         if not _active():
             # fully_shard needs a process group; one process is the unsharded case.
             return model
-        for dtype in (self.param_dtype, self.reduce_dtype):
-            if dtype not in _DTYPES:
-                raise ValueError(f"parallel dtype {dtype!r} is not one of {sorted(_DTYPES)}")
         master = next(model.parameters()).dtype
-        compute = _DTYPES[self.param_dtype]
+        compute = torch_dtype(self.param_dtype)
         # FSDP2's own input casting rebuilds dataclass arguments (torch.distributed.utils._apply_to_tensors),
         # which would hand the blocks a *copy* of the KV cache and lose its bookkeeping; so FSDP never
         # touches inputs and only the latent/text tensors entering the root are cast (hook below).
         policy = MixedPrecisionPolicy(
             param_dtype=None if compute == master else compute,
-            reduce_dtype=_DTYPES[self.reduce_dtype],
+            reduce_dtype=torch_dtype(self.reduce_dtype),
             cast_forward_inputs=False,
         )
         blocks = getattr(model, "blocks", None)

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from stream_r1.config import RunConfig, config_hash, write_resolved_config
+from stream_r1.config.derived import check_latent_frames, checkpoint_path, chunk_pixel_frames
 from stream_r1.eval.matching import VideoEntry, match_videos
 from stream_r1.eval.metrics import VideoMetrics, video_metrics
 from stream_r1.eval.report import MAX_STRIPS, frame_strip_png, write_report
-from stream_r1.eval.reward_scores import REWARD_AXES, reward_checkpoint_path
+from stream_r1.eval.reward_scores import REWARD_AXES
 from stream_r1.eval.speed import read_generation, speed_metrics
 from stream_r1.eval.suites import PromptSuite, resolve_suite
 from stream_r1.eval.video_io import read_video
@@ -45,24 +46,6 @@ class EvaluationResult:
     per_video: list[dict[str, Any]]
     info: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-
-
-def check_num_frames(cfg: RunConfig, num_frames: int | None) -> int:
-    """Latent frames to generate: ``num_frames`` or ``eval.num_frames``; a positive multiple of the block size."""
-    n = cfg.eval.num_frames if num_frames is None else num_frames
-    fpb = cfg.model.frames_per_block
-    if not isinstance(n, int) or isinstance(n, bool) or n < fpb or n % fpb:
-        raise ValueError(
-            f"--num-frames {n!r} must be a positive multiple of model.frames_per_block={fpb} latent frames "
-            f"(e.g. {fpb * 7} = 5 s, 120 = 30 s, 240 = 60 s at frames_per_block=3)"
-        )
-    return n
-
-
-def _chunking(cfg: RunConfig) -> tuple[int, int]:
-    """(pixel frames per chunk, pixel frames of the first chunk) for ``frames_per_block`` latents (design.md)."""
-    fpb = cfg.model.frames_per_block
-    return 4 * fpb, 1 + 4 * (fpb - 1)
 
 
 def _generate(
@@ -150,7 +133,8 @@ def evaluate(
     # ---- validate everything a user can get wrong, before heavy work ----
     out = check_output_dir(output_dir)
     resolve_device(device)
-    n_latent = check_num_frames(cfg, num_frames)
+    n_latent = check_latent_frames(cfg.eval.num_frames if num_frames is None else num_frames,
+                                   cfg.model.frames_per_block, "--num-frames")
     spec = prompts if prompts is not None else cfg.eval.prompts
     suite: PromptSuite | None = None
     if videos_dir is None:
@@ -167,9 +151,9 @@ def evaluate(
             raise FileNotFoundError(f"--videos {str(videos_dir)!r} is not a directory")
     with_reward = bool(cfg.eval.reward_scores)
     notes: list[str] = []
-    if with_reward and reward_model is None and not reward_checkpoint_path(cfg).exists():
+    if with_reward and reward_model is None and not checkpoint_path(cfg, "reward").exists():
         raise FileNotFoundError(
-            f"VideoReward checkpoint {str(reward_checkpoint_path(cfg))!r} does not exist; set checkpoints.root / "
+            f"VideoReward checkpoint {str(checkpoint_path(cfg, 'reward'))!r} does not exist; set checkpoints.root / "
             "checkpoints.reward, or --set eval.reward_scores=false to skip reward scores"
         )
     if not with_reward:
@@ -196,7 +180,7 @@ def evaluate(
         from stream_r1.eval.reward_scores import load_reward_model
 
         reward_model = load_reward_model(cfg, device)
-    chunk, first_chunk = _chunking(cfg)
+    chunk, first_chunk = chunk_pixel_frames(cfg.model.frames_per_block)
     per_video: list[dict[str, Any]] = []
     strips: dict[str, bytes] = {}
     for entry in entries:

@@ -8,20 +8,14 @@ resized to the ``reward.min_pixels``/``reward.max_pixels`` budget by ``stream_r1
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stream_r1.config import RunConfig
+from stream_r1.config.derived import checkpoint_path
 
 REWARD_AXES = ("VQ", "MQ", "TA")
-
-
-def reward_checkpoint_path(cfg: RunConfig) -> Path:
-    """``checkpoints.reward`` resolved against ``checkpoints.root`` (absolute paths kept)."""
-    p = Path(cfg.checkpoints.reward)
-    return p if p.is_absolute() else Path(cfg.checkpoints.root) / p
 
 
 def load_reward_model(cfg: RunConfig, device: str = "cpu") -> Any:
@@ -30,7 +24,7 @@ def load_reward_model(cfg: RunConfig, device: str = "cpu") -> Any:
 
     from stream_r1.reward.model import VideoRewardModel
 
-    path = reward_checkpoint_path(cfg)
+    path = checkpoint_path(cfg, "reward")
     if not path.exists():
         raise FileNotFoundError(
             f"VideoReward checkpoint {str(path)!r} does not exist; set checkpoints.root/checkpoints.reward, "

@@ -17,7 +17,6 @@ from stream_r1.reward.model import RewardScores
 from stream_r1.reward.preprocess import PreprocessOptions
 from stream_r1.reward.saliency_map import latent_saliency_maps
 from stream_r1.reward.weighting import (
-    AllReduceMean,
     RewardBalancer,
     fuse_saliency,
     fusion_weights,
@@ -78,20 +77,6 @@ class RolloutWeights:
     fusion: dict[str, float] = field(default_factory=dict)
 
 
-def make_balancer(cfg: RewardConfig, all_reduce: AllReduceMean | None = None) -> RewardBalancer | None:
-    """The balancer a run needs (BalancedOverall only); ``all_reduce`` is used when ``balance_sync=all_reduce``.
-
-    Raises:
-        ValueError: ``balance_sync=all_reduce`` without a hook.
-    """
-    if cfg.mode != "BalancedOverall":
-        return None
-    if cfg.balance_sync == "all_reduce" and all_reduce is None:
-        raise ValueError("reward.balance_sync=all_reduce needs an all_reduce hook (stream_r1.distributed)")
-    hook = all_reduce if cfg.balance_sync == "all_reduce" else None
-    return RewardBalancer(cfg.balance_window, cfg.balance_warmup, cfg.balance_lambda, axes=cfg.dims, all_reduce=hook)
-
-
 def _scalar_reward(cfg: RewardConfig, z: dict[str, float], balancer: RewardBalancer | None) -> tuple[float, float]:
     """(r, penalty) for the configured reward mode (§3.3-H)."""
     if cfg.mode in SINGLE_AXIS_MODES:
@@ -100,7 +85,7 @@ def _scalar_reward(cfg: RewardConfig, z: dict[str, float], balancer: RewardBalan
     if cfg.mode == "Overall":
         return r, 0.0
     if balancer is None:
-        raise ValueError("reward.mode=BalancedOverall needs a RewardBalancer (see make_balancer)")
+        raise ValueError("reward.mode=BalancedOverall needs a RewardBalancer (stream_r1.method.build.build_balancer)")
     return r, balancer.update(z)
 
 

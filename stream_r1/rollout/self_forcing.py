@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from stream_r1.config.derived import check_latent_frames
 from stream_r1.config.schema import RolloutConfig
 from stream_r1.diffusion import add_noise, warped_timesteps
 from stream_r1.models.denoiser import CausalDenoiser
@@ -113,10 +114,7 @@ def self_forcing_rollout(
     """
     if text_emb.dim() != 3:
         raise ValueError(f"text_emb must be [B, L, D]; got shape {tuple(text_emb.shape)}")
-    if frames_per_block < 1 or cfg.num_frames % frames_per_block:
-        raise ValueError(
-            f"rollout.num_frames={cfg.num_frames} is not a multiple of model.frames_per_block={frames_per_block}"
-        )
+    check_latent_frames(cfg.num_frames, frames_per_block, "rollout.num_frames")
     steps = student_timesteps(cfg)
     num_blocks = cfg.num_frames // frames_per_block
     exits = _exit_list(exit_step, num_blocks, len(steps))

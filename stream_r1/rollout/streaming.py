@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from stream_r1.config.derived import check_latent_frames
 from stream_r1.diffusion import add_noise
 from stream_r1.models.denoiser import CausalDenoiser
 
@@ -57,12 +58,7 @@ def _validate(
     rolling: bool,
     device: torch.device,
 ) -> None:
-    fpb = denoiser.frames_per_block
-    if num_frames < 1 or num_frames % fpb:
-        lo = max(fpb, num_frames - num_frames % fpb)
-        raise ValueError(
-            f"num_frames={num_frames} is not a positive multiple of frames_per_block={fpb}; use {lo} or {lo + fpb}"
-        )
+    check_latent_frames(num_frames, denoiser.frames_per_block, "num_frames")
     if len(latent_shape) != 3 or latent_shape[0] != denoiser.in_channels:
         raise ValueError(f"latent_shape={tuple(latent_shape)} must be (C={denoiser.in_channels}, H, W)")
     if len(timesteps) == 0:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from stream_r1.config import config_hash, write_resolved_config
+from stream_r1.config.derived import check_latent_frames, checkpoint_path, pixel_frames
 from stream_r1.config.schema import RunConfig
 from stream_r1.models.causal_attention import check_flash_available
 from stream_r1.models.loading import CheckpointInfo, check_checkpoint_matches_base, read_transformer_config
@@ -31,30 +32,6 @@ from stream_r1.utils.progress import progress
 logger = get_logger(__name__)
 
 GENERATION_FILE = "generation.json"
-
-
-def pixel_frames(num_latent_frames: int) -> int:
-    """Pixel frames decoded from ``F`` latent frames: ``1 + 4 (F - 1)`` (21 -> 81, 120 -> 477)."""
-    return 1 + 4 * (num_latent_frames - 1)
-
-
-def checkpoint_path(cfg: RunConfig, name: str) -> Path:
-    """``cfg.checkpoints.<name>`` resolved against ``checkpoints.root`` (absolute paths are kept)."""
-    p = Path(getattr(cfg.checkpoints, name))
-    return p if p.is_absolute() else Path(cfg.checkpoints.root) / p
-
-
-def check_num_frames(num_frames: int, frames_per_block: int) -> None:
-    """Raise ``ValueError`` unless ``num_frames`` is a positive multiple of ``frames_per_block``."""
-    if num_frames >= frames_per_block and num_frames % frames_per_block == 0:
-        return
-    lo = max(frames_per_block, num_frames - num_frames % frames_per_block)
-    hi = lo + frames_per_block if num_frames > lo else lo
-    choices = f"{lo} or {hi}" if hi != lo else f"{lo}"
-    raise ValueError(
-        f"--num-frames={num_frames} latent frames is not a positive multiple of model.frames_per_block="
-        f"{frames_per_block}; use {choices} (pixel frames = 1 + 4*(F-1), e.g. 21 -> 81)"
-    )
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -122,7 +99,7 @@ def plan_generation(
     prompt_list = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
     if not prompt_list or not all(isinstance(p, str) and p.strip() for p in prompt_list):
         raise ValueError("prompts must be a non-empty list of non-empty strings (or a prompt file)")
-    check_num_frames(num_frames, cfg.model.frames_per_block)
+    check_latent_frames(num_frames, cfg.model.frames_per_block, "--num-frames")
     paths = {n: checkpoint_path(cfg, n) for n in ("base", "vae", "text_encoder", "tokenizer")}
     missing = [f"checkpoints.{n}={str(p)!r}" for n, p in paths.items() if not p.exists()]
     if missing:

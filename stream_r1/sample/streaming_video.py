@@ -12,48 +12,24 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from stream_r1.diffusion import warped_timesteps
+from stream_r1.config.derived import pixel_frames
+from stream_r1.method.build import load_student_transformer, student_denoiser
 from stream_r1.models.denoiser import CausalDenoiser
-from stream_r1.models.loading import load_student
 from stream_r1.models.text_encoder import TextEncoder
 from stream_r1.models.vae import WanVAE
+from stream_r1.rollout.self_forcing import student_timesteps
 from stream_r1.rollout.streaming import stream_chunks
 from stream_r1.sample.video_io import Mp4Writer
+from stream_r1.utils.dtypes import torch_dtype
 from stream_r1.utils.progress import progress
 
 if TYPE_CHECKING:
     from stream_r1.config.schema import RunConfig
     from stream_r1.sample.generate import GenerationPlan, VideoResult
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def student_steps(cfg: RunConfig) -> list[float]:
-    """The 4 student timesteps, warped through the shift-5 table ([1000, 937.5, 833.33, 625]) when configured."""
-    r = cfg.rollout
-    if r.warp_denoising_steps:
-        return warped_timesteps(list(r.denoising_steps), r.student_sigma_shift)
-    return [float(t) for t in r.denoising_steps]
-
-
-def make_denoiser(cfg: RunConfig, transformer: torch.nn.Module) -> CausalDenoiser:
-    """Wrap the student with the config's chunking and attention window (sink only with a window)."""
-    m = cfg.model
-    windowed = m.local_attn_frames != -1
-    return CausalDenoiser(
-        transformer,  # type: ignore[arg-type]
-        shift=cfg.rollout.student_sigma_shift,
-        frames_per_block=m.frames_per_block,
-        local_attn_frames=m.local_attn_frames,
-        sink_frames=m.sink_frames if windowed else 0,
-        sink_ema_alpha=m.sink_ema_alpha,
-        attention_backend=m.attention_backend,
-    )
 
 
 class StudentStreamer:
@@ -75,23 +51,23 @@ class StudentStreamer:
         self.text_encoder = text_encoder
         self.vae = vae
         self.device = device
-        self.dtype = _DTYPES[cfg.model.dtype]
+        self.dtype = torch_dtype(cfg.model.dtype)
 
     @classmethod
     def load(cls, cfg: RunConfig, plan: GenerationPlan, device: torch.device) -> StudentStreamer:
         """Load text encoder, VAE and student (base architecture + checkpoint) as the plan says."""
-        dtype = _DTYPES[cfg.model.dtype]
+        dtype = torch_dtype(cfg.model.dtype)
         text = TextEncoder.from_pretrained(
             plan.paths["text_encoder"], plan.paths["tokenizer"], cfg.model.text_len_tokens, dtype=dtype, device=device
         )
         vae = WanVAE.from_pretrained(plan.paths["vae"], dtype=dtype, device=device)
-        student = load_student(plan.paths["base"], plan.checkpoint, use_ema=plan.use_ema, dtype=dtype).to(device)
-        return cls(cfg, make_denoiser(cfg, student), text, vae, device)
+        student = load_student_transformer(cfg, plan.checkpoint, use_ema=plan.use_ema, dtype=dtype, device=device)
+        return cls(cfg, student_denoiser(cfg, student), text, vae, device)
 
     @torch.no_grad()
     def generate_video(self, prompt: str, path: Path, num_frames: int, *, seed: int) -> VideoResult:
         """Stream one video into ``path`` (mp4, ``eval.fps``) and return its timings."""
-        from stream_r1.sample.generate import VideoResult, pixel_frames
+        from stream_r1.sample.generate import VideoResult
 
         cfg, dev = self.cfg, self.device
         text_emb = self.text_encoder.encode([prompt]).to(dev, self.dtype)
@@ -107,7 +83,7 @@ class StudentStreamer:
                 text_emb,
                 num_frames=num_frames,
                 latent_shape=(cfg.rollout.latent_channels, cfg.rollout.latent_height, cfg.rollout.latent_width),
-                timesteps=student_steps(cfg),
+                timesteps=student_timesteps(cfg.rollout),
                 rng=rng,
                 rolling=cfg.model.local_attn_frames != -1,
                 dtype=self.dtype,

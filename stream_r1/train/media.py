@@ -8,6 +8,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from stream_r1.config.derived import last_pixel_frame
+
 
 def video_to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """Pixels ``[T, 3, H, W]`` in [-1, 1] -> ``[T, H, W, 3]`` uint8."""
@@ -31,11 +33,6 @@ def temporal_profile_image(profile: torch.Tensor, title: str = "W_intra temporal
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def latent_to_pixel_frame(f: int) -> int:
-    """The last pixel frame decoded from latent frame ``f`` (latent 0 -> frame 0, f -> 4f; docs/method.md §5 item 9)."""
-    return 0 if f == 0 else 4 * f
-
-
 def heatmap_grid(pixels: torch.Tensor, weights: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
     """Per-latent-frame W_intra maps over the decoded frames, tiled in one row.
 
@@ -56,7 +53,7 @@ def heatmap_grid(pixels: torch.Tensor, weights: torch.Tensor, alpha: float = 0.5
     cmap = colormaps["inferno"]
     tiles = []
     for f in range(w.shape[0]):
-        base = frames[min(latent_to_pixel_frame(f), len(frames) - 1)]
+        base = frames[min(last_pixel_frame(f), len(frames) - 1)]
         heat = cmap(norm[f])[..., :3]
         tiles.append((1 - alpha) * base + alpha * heat)
     return (np.concatenate(tiles, axis=1) * 255).round().astype(np.uint8)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from stream_r1.config import config_hash, write_resolved_config
+from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
 from stream_r1.distributed.collectives import barrier
 from stream_r1.distributed.env import init_distributed, shutdown_distributed, world_size_from_env
@@ -17,9 +18,13 @@ from stream_r1.distributed.state_dicts import (
     load_full_model_state_dict,
     load_full_optimizer_state_dict,
 )
-from stream_r1.models.denoiser import BidirectionalDenoiser, CausalDenoiser
-from stream_r1.models.loading import load_wan_transformer
-from stream_r1.train.build import DTYPES, build_text_pipeline, master_dtype
+from stream_r1.method.build import (
+    load_score_transformer,
+    load_student_transformer,
+    student_denoiser,
+    trajectory_teacher,
+)
+from stream_r1.train.build import build_text_pipeline, master_dtype
 from stream_r1.train.checkpoint import (
     CheckpointPayload,
     find_resume_checkpoint,
@@ -35,7 +40,7 @@ from stream_r1.train.metrics import JsonlSink, MultiSink, NullSink, TensorBoardS
 from stream_r1.train.ode_pairs import OdePairs, generate_pairs, plan_shards, write_index
 from stream_r1.train.ode_regression import regression_inputs, regression_loss
 from stream_r1.train.optim import build_adamw
-from stream_r1.train.preflight import resolve_checkpoint_path
+from stream_r1.utils.dtypes import torch_dtype
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.progress import progress
 from stream_r1.utils.seeding import make_rng
@@ -44,8 +49,8 @@ log = get_logger(__name__)
 
 
 def _require(cfg: RunConfig, names: tuple[str, ...]) -> None:
-    missing = [f"checkpoints.{n}={str(resolve_checkpoint_path(cfg, n))!r}" for n in names
-               if not resolve_checkpoint_path(cfg, n).exists()]
+    missing = [f"checkpoints.{n}={str(checkpoint_path(cfg, n))!r}" for n in names
+               if not checkpoint_path(cfg, n).exists()]
     if missing:
         raise FileNotFoundError(f"missing weights: {', '.join(missing)}; set checkpoints.root or the paths with --set")
 
@@ -69,10 +74,10 @@ def run_ode_pairs(cfg: RunConfig, output_dir: str | Path, prompts_file: str | No
     try:
         if world.is_main:
             write_resolved_config(cfg, out)
-        dtype = DTYPES[cfg.model.dtype]
-        net = load_wan_transformer(resolve_checkpoint_path(cfg, teacher), causal=False, dtype=dtype).to(world.device)
+        dtype = torch_dtype(cfg.model.dtype)
+        net = load_score_transformer(cfg, teacher, dtype=dtype, device=world.device)
         net.requires_grad_(False)
-        den = BidirectionalDenoiser(net, shift=cfg.ode.sampler_sigma_shift)
+        den = trajectory_teacher(cfg, net)
         cache, negative = build_text_pipeline(cfg, out / "text_cache", world.device)
         generate_pairs(den, prompts, cache.get, negative.get(), out, cfg.ode, cfg.rollout, seed=cfg.train.seed,
                        rank=world.rank, world_size=world.world_size, device=world.device, dtype=dtype)
@@ -129,15 +134,13 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, 
         p = cfg.parallel
         strategy = make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
                                  reshard_after_forward=p.reshard_after_forward)
-        net = load_wan_transformer(resolve_checkpoint_path(cfg, "base"), causal=True, dtype=master_dtype(cfg))
-        net = strategy.prepare_trainable(net.to(world.device).train(), checkpointing=cfg.model.gradient_checkpointing)
-        student = CausalDenoiser(net, shift=cfg.rollout.student_sigma_shift,  # type: ignore[arg-type]
-                                 frames_per_block=cfg.model.frames_per_block,
-                                 attention_backend=cfg.model.attention_backend)
+        net = load_student_transformer(cfg, None, use_ema=False, dtype=master_dtype(cfg), device=world.device)
+        net = strategy.prepare_trainable(net.train(), checkpointing=cfg.model.gradient_checkpointing)
+        student = student_denoiser(cfg, net)
         opt = build_adamw(net, cfg.ode.lr, cfg.optim)
         sampler = PromptSampler(len(pairs), world.world_size, world.rank, bs, cfg.train.seed, cfg.data.shuffle)
         cache, _ = build_text_pipeline(cfg, out / "text_cache", world.device)
-        compute = DTYPES[cfg.model.dtype]
+        compute = torch_dtype(cfg.model.dtype)
         start = 0
         if resume_from is not None:
             ck = load_checkpoint(resume_from, world.rank)

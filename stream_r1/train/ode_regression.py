@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stream_r1.config.derived import check_latent_frames
 from stream_r1.models.denoiser import CausalDenoiser
 
 
@@ -31,8 +32,7 @@ def regression_inputs(
         ValueError: ``F`` not a multiple of ``frames_per_block`` or a timestep count mismatch.
     """
     b, s, f = states.shape[:3]
-    if f % frames_per_block:
-        raise ValueError(f"{f} latent frames are not a multiple of frames_per_block={frames_per_block}")
+    check_latent_frames(f, frames_per_block, "ODE pair frames")
     if len(timesteps) != s:
         raise ValueError(f"{len(timesteps)} timesteps for {s} stored states")
     idx = torch.randint(0, s - 1, (b, f // frames_per_block), generator=rng, device=rng.device)

@@ -12,18 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from stream_r1.config import config_hash, load_config
+from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
 from stream_r1.train.checkpoint import find_resume_checkpoint, list_checkpoints, read_trainer_state, verify_checkpoint
 from stream_r1.train.run_identity import describe_difference, identity_hash, read_identity, trajectory_identity
 from stream_r1.utils.io import check_safetensors_under
 from stream_r1.utils.paths import check_output_dir
-
-
-def resolve_checkpoint_path(cfg: RunConfig, name: str) -> Path:
-    """``checkpoints.<name>`` resolved against ``checkpoints.root`` (absolute paths kept)."""
-    value = getattr(cfg.checkpoints, name)
-    p = Path(value)
-    return p if p.is_absolute() else Path(cfg.checkpoints.root) / p
 
 
 def required_weights(cfg: RunConfig, *, ode_pairs: bool = False) -> dict[str, Path]:
@@ -34,7 +28,7 @@ def required_weights(cfg: RunConfig, *, ode_pairs: bool = False) -> dict[str, Pa
     names += ["text_encoder", "tokenizer"]
     if not ode_pairs and cfg.reward.enabled:
         names += ["vae", "reward"]
-    return {n: resolve_checkpoint_path(cfg, n) for n in names}
+    return {n: checkpoint_path(cfg, n) for n in names}
 
 
 def check_weights_exist(cfg: RunConfig, *, ode_pairs: bool = False) -> None:
@@ -152,12 +146,6 @@ def preflight(cfg: RunConfig, output_dir: Path, resume: str | None, world_size: 
     read_prompts(cfg.data.prompts)
     check_weights_exist(cfg)
     p = cfg.parallel
-    if p.strategy in ("fsdp2", "deepspeed") and p.param_dtype != cfg.model.dtype:
-        # FSDP2/DeepSpeed compute in param_dtype; rollout latents and KV caches are allocated in model.dtype.
-        raise ValueError(
-            f"parallel.param_dtype={p.param_dtype!r} must equal model.dtype={cfg.model.dtype!r} under "
-            f"parallel.strategy={p.strategy} (the compute dtype); set --set model.dtype={p.param_dtype}"
-        )
     if p.strategy == "deepspeed":
         from stream_r1.distributed.deepspeed_strategy import check_deepspeed
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from stream_r1.config import config_hash, config_to_dict
+from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
 from stream_r1.distributed.collectives import all_gather_object, broadcast_from_rank0
 from stream_r1.distributed.env import WorldInfo
@@ -296,7 +297,6 @@ class Trainer:
     def _finish(self) -> None:
         """Export the generator (+EMA) and write hparams (rank 0); all ranks gather."""
         from stream_r1.train.export import export_generator
-        from stream_r1.train.preflight import resolve_checkpoint_path
 
         with self.strategy.full_parameters(self.setup.generator):
             gen = full_model_state_dict(self.setup.generator)
@@ -306,7 +306,7 @@ class Trainer:
                           {"generator": digest, "optimizer_step": self.steps_done})
         if self.world.is_main:
             ema = self.ema.shadow if self.ema is not None else None
-            export_generator(self.options.output_dir / "final", resolve_checkpoint_path(self.cfg, "base"), gen, ema)
+            export_generator(self.options.output_dir / "final", checkpoint_path(self.cfg, "base"), gen, ema)
             last: dict[str, float] = {}
             for row in self.history:
                 last.update(row)

@@ -11,9 +11,10 @@ import torch
 
 from stream_r1.cli import main
 from stream_r1.config import config_hash, load_config
+from stream_r1.config.derived import check_latent_frames
 from stream_r1.models.loading import load_generator_state_dict
 from stream_r1.sample import streaming_video
-from stream_r1.sample.generate import check_num_frames, generate
+from stream_r1.sample.generate import generate
 from stream_r1.sample.video_io import count_mp4_frames
 
 
@@ -48,7 +49,7 @@ def test_generate_api_full_cache_with_ema(tiny_checkpoints: Path, tmp_path: Path
     sd = load_generator_state_dict(tiny_checkpoints / "ode_init.pt", use_ema=False)
     ckpt = tmp_path / "model.pt"
     torch.save({"generator": sd, "critic": {}, "generator_ema": {k: v * 0.5 for k, v in sd.items()}}, ckpt)
-    cfg = load_config("tiny_cpu", [f"checkpoints.root={tiny_checkpoints}", "model.local_attn_frames=-1"])
+    cfg = load_config("tiny_cpu", [f"checkpoints.root={tiny_checkpoints}", "model.local_attn_frames=-1", "model.sink_frames=0"])
     report = generate(cfg, ckpt, ["a cat", "a dog"], 3, tmp_path / "gen", True, 0)
     assert report.use_ema is True and len(report.videos) == 2
     assert [count_mp4_frames(p)[0] for p in report.videos] == [9, 9]
@@ -58,10 +59,10 @@ def test_generate_api_full_cache_with_ema(tiny_checkpoints: Path, tmp_path: Path
 
 def test_num_frames_message_suggests_valid_values() -> None:
     with pytest.raises(ValueError, match="use 6 or 9"):
-        check_num_frames(7, 3)
+        check_latent_frames(7, 3, "--num-frames")
     with pytest.raises(ValueError, match="use 3"):
-        check_num_frames(0, 3)
-    check_num_frames(21, 3)
+        check_latent_frames(0, 3, "--num-frames")
+    assert check_latent_frames(21, 3, "--num-frames") == 21
 
 
 def _bad_cases(root: Path, tmp: Path, prompts: Path) -> list[tuple[list[str], str]]:
@@ -74,9 +75,12 @@ def _bad_cases(root: Path, tmp: Path, prompts: Path) -> list[tuple[list[str], st
     torch.save({"generator": load_generator_state_dict(ode, use_ema=False) | {"extra.weight": torch.zeros(1)}}, teacher)
     return [
         (["--prompts", str(prompts), "--checkpoint", str(teacher)], "does not fit the base architecture"),
-        (["--prompts", str(prompts), "--checkpoint", ode, "--num-frames", "66", "--set", "model.local_attn_frames=-1"],
+        (["--prompts", str(prompts), "--checkpoint", ode, "--num-frames", "66", "--set", "model.local_attn_frames=-1",
+          "--set", "model.sink_frames=0"],
          "exceeds the model's rope_max_seq_len=64"),
         (["--prompts", str(tmp / "missing.txt"), "--checkpoint", ode], "prompt file .* does not exist"),
+        (["--prompts", str(prompts), "--checkpoint", ode, "--set", "model.local_attn_frames=-1"],
+         r"model.sink_frames=3 needs a local window: with model.local_attn_frames=-1 \(full cache\) set model.sink_frames=0"),
         (["--prompts", str(empty), "--checkpoint", ode], "is empty"),
         (["--prompts", str(prompts), "--checkpoint", ode, "--num-frames", "7"], "use 6 or 9"),
         (["--prompts", str(prompts), "--checkpoint", str(tmp / "nope.pt")], "checkpoint .* does not exist"),

@@ -60,7 +60,7 @@ def test_overrides_are_typed():
 
 
 def test_frames_rule_names_fix():
-    with pytest.raises(ConfigError, match=r"rollout.num_frames=20 is not a multiple of model.frames_per_block=3; use 18 or 21"):
+    with pytest.raises(ConfigError, match=r"rollout.num_frames=20 latent frames is not a positive multiple of model.frames_per_block=3; use 18 or 21"):
         load_config("tiny_cpu", ["rollout.num_frames=20"])
 
 

@@ -10,8 +10,9 @@ import torch
 
 from stream_r1.config import load_config
 from stream_r1.config.schema import RewardConfig
+from stream_r1.method.build import build_balancer
 from stream_r1.reward.model import VideoRewardModel
-from stream_r1.reward.rollout_weights import compute_rollout_weights, make_balancer
+from stream_r1.reward.rollout_weights import compute_rollout_weights
 from stream_r1.reward.weighting import fusion_weights
 
 LATENT = (6, 4, 4)  # tiny_cpu rollout: 6 latent frames of 4x4 -> 21 frames of 32x32
@@ -28,7 +29,7 @@ def pixels() -> torch.Tensor:
 
 
 def test_stream_r1_default_weights(tiny_reward: VideoRewardModel, cfg: RewardConfig, pixels: torch.Tensor) -> None:
-    balancer = make_balancer(cfg)
+    balancer = build_balancer(cfg)
     assert balancer is not None and balancer.window == cfg.balance_window
     w = compute_rollout_weights(tiny_reward, pixels, "a fox", LATENT, cfg, balancer)
     assert balancer.counter == 1 and w.penalty == 0.0  # warm-up
@@ -44,7 +45,7 @@ def test_stream_r1_default_weights(tiny_reward: VideoRewardModel, cfg: RewardCon
 
 
 def test_balanced_penalty_applied(tiny_reward: VideoRewardModel, cfg: RewardConfig, pixels: torch.Tensor) -> None:
-    balancer = make_balancer(cfg)
+    balancer = build_balancer(cfg)
     assert balancer is not None
     state = balancer.state_dict()
     state.update(counter=10, history={"VQ": [0.0, 0.0, 1.0], "MQ": [0.0, 0.0, 0.0], "TA": [0.0, 0.0, 0.0]})
@@ -81,6 +82,6 @@ def test_errors(tiny_reward: VideoRewardModel, cfg: RewardConfig, pixels: torch.
     with pytest.raises(ValueError, match="RewardBalancer"):
         compute_rollout_weights(tiny_reward, pixels, "a", LATENT, dataclasses.replace(cfg, intra=False), None)
     with pytest.raises(ValueError, match="index the batch"):
-        compute_rollout_weights(tiny_reward, pixels[None], "a", LATENT, cfg, make_balancer(cfg))
+        compute_rollout_weights(tiny_reward, pixels[None], "a", LATENT, cfg, build_balancer(cfg))
     with pytest.raises(ValueError, match="all_reduce hook"):
-        make_balancer(dataclasses.replace(cfg, balance_sync="all_reduce"))
+        build_balancer(dataclasses.replace(cfg, balance_sync="all_reduce"))

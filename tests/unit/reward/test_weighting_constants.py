@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from stream_r1.config import load_config
+from stream_r1.method.build import build_balancer
 from stream_r1.reward.model import VideoRewardModel
-from stream_r1.reward.rollout_weights import compute_rollout_weights, make_balancer
+from stream_r1.reward.rollout_weights import compute_rollout_weights
 from stream_r1.reward.weighting import (
     RewardBalancer,
     fusion_weights,
@@ -36,7 +37,7 @@ def test_beta_scales_the_rollout_weight_as_an_inverse_temperature(tiny_reward: V
     cfg = dataclasses.replace(load_config("tiny_cpu", [f"reward.beta={beta}"]).reward, intra=False)
     assert cfg.beta == beta
     pixels = torch.rand(21, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    w = compute_rollout_weights(tiny_reward, pixels, "a fox", LATENT, cfg, make_balancer(cfg))
+    w = compute_rollout_weights(tiny_reward, pixels, "a fox", LATENT, cfg, build_balancer(cfg))
     assert w.r_final != 0.0
     assert float(w.w_inter) == pytest.approx(math.exp(beta * w.r_final), rel=1e-12)
 
@@ -102,7 +103,7 @@ def test_balancer_window_and_warmup_other_than_the_recipe() -> None:
 @pytest.mark.parametrize("lam", [0.1, 1.5])
 def test_balance_lambda_flows_from_config(tiny_reward: VideoRewardModel, lam: float) -> None:
     cfg = dataclasses.replace(load_config("tiny_cpu", [f"reward.balance_lambda={lam}"]).reward, intra=False)
-    balancer = make_balancer(cfg)
+    balancer = build_balancer(cfg)
     assert balancer is not None
     state = balancer.state_dict()
     state.update(counter=10, history={"VQ": [0.0, 0.0, 1.0], "MQ": [0.0, 0.0, 0.0], "TA": [0.0, 0.0, 0.0]})

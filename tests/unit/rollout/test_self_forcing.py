@@ -105,7 +105,7 @@ def test_bad_exit_steps_and_frame_counts_are_rejected(student, text_emb) -> None
         _rollout(student, text_emb, 4)
     with pytest.raises(ValueError, match="one per chunk"):
         self_forcing_rollout(student, text_emb, CFG, frames_per_block=3, exit_step=[1], rng=torch.Generator())
-    with pytest.raises(ValueError, match=r"not a multiple of model\.frames_per_block=4"):
+    with pytest.raises(ValueError, match=r"not a positive multiple of model\.frames_per_block=4"):
         self_forcing_rollout(student, text_emb, CFG, frames_per_block=4, exit_step=0, rng=torch.Generator())
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream_r1.config import load_config
+from stream_r1.config import ConfigError, load_config
 from stream_r1.distributed import deepspeed_strategy
 from stream_r1.distributed.fsdp import make_strategy
 from stream_r1.train.preflight import preflight
@@ -25,10 +25,13 @@ def test_missing_deepspeed_names_the_extra(tiny_checkpoints, tmp_path, monkeypat
 
 def test_unsupported_stage_and_dtype(tiny_checkpoints, tmp_path, monkeypatch):
     monkeypatch.setattr(deepspeed_strategy, "deepspeed_available", lambda: True)
-    with pytest.raises(ValueError, match=r"zero_stage=1 is not supported.*\[2, 3\]"):
-        preflight(_cfg(tiny_checkpoints, "parallel.zero_stage=1"), tmp_path / "out", None, 1)
-    with pytest.raises(ValueError, match=r"param_dtype='bfloat16' must equal model.dtype='float32'"):
-        preflight(_cfg(tiny_checkpoints, "parallel.param_dtype=bfloat16"), tmp_path / "out", None, 1)
+    # Config couplings: refused when the config loads.
+    with pytest.raises(ConfigError, match=r"zero_stage=1 is not supported by parallel.strategy=deepspeed; use 2"):
+        _cfg(tiny_checkpoints, "parallel.zero_stage=1")
+    with pytest.raises(ConfigError, match=r"param_dtype='bfloat16' must equal model.dtype='float32'"):
+        _cfg(tiny_checkpoints, "parallel.param_dtype=bfloat16")
+    with pytest.raises(ConfigError, match=r"param_dtype='float16' under parallel.strategy=deepspeed must be float32"):
+        _cfg(tiny_checkpoints, "parallel.param_dtype=float16", "model.dtype=float16")
     with pytest.raises(ValueError, match=r"must be one of \['float32', 'bfloat16'\]"):
         make_strategy("deepspeed", param_dtype="float16")
 

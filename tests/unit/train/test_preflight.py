@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from stream_r1.config import load_config, write_resolved_config
+from stream_r1.config import ConfigError, load_config, write_resolved_config
 from stream_r1.train.checkpoint import CheckpointPayload, save_checkpoint
 from stream_r1.train.preflight import check_weights_exist, check_world_size, plan_resume, preflight
 
@@ -65,9 +65,8 @@ def test_existing_run_needs_resume_flag_and_matching_hash(tmp_path):
 
 
 def test_fsdp2_compute_dtype_must_match_model_dtype(tmp_path):
-    (tmp_path / "p.txt").write_text("a\n", encoding="utf-8")
-    cfg = _cfg(tmp_path, "parallel.strategy=fsdp2", "parallel.param_dtype=bfloat16", f"data.prompts={tmp_path / 'p.txt'}")
-    for name in ("teacher", "base", "ode_init.pt", "text_encoder", "tokenizer", "vae", "VideoReward"):
-        (tmp_path / name).mkdir()
-    with pytest.raises(ValueError, match=r"model\.dtype=bfloat16"):
-        preflight(cfg, tmp_path / "out", None, 1)
+    # A coupling of two config fields: refused when the config loads, before any file is looked at.
+    with pytest.raises(ConfigError, match=r"parallel\.param_dtype='bfloat16' must equal model\.dtype='float32'.*"
+                                          r"set model\.dtype=bfloat16"):
+        _cfg(tmp_path, "parallel.strategy=fsdp2", "parallel.param_dtype=bfloat16")
+    assert _cfg(tmp_path, "parallel.strategy=fsdp2", "parallel.param_dtype=float32").parallel.strategy == "fsdp2"
