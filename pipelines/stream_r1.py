@@ -21,8 +21,16 @@ S3_SECRET = "stream-r1-s3"
 """Kubernetes secret with the artifact store's keys (the same one the training job mounts, manifests/)."""
 RUNS_PVC = "stream-r1-runs"
 RUNS_MOUNT = "/mnt/runs"
-"""The runs PVC (manifests/base) where the launcher stages inputs and the training job keeps checkpoints and
-TensorBoard logs, so a restarted pod resumes from its last checkpoint (ops/k8s/staging.py)."""
+"""The runs PVC (manifests/base), mounted at the same path in every step that reads big inputs and in the
+training pods: checkpoint sets are materialised there once (``checkpoint-sets/<id>/``), the training job keeps
+its checkpoints and TensorBoard logs there (``runs/<run-id>/train/``), so a restarted pod resumes, and the
+export built there is what evaluate reads. The ``shared_dir`` parameter names it (``run-local``: a local dir)."""
+
+
+def _with_runs_volume(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Mount the runs PVC at ``RUNS_MOUNT`` (kfp.local ignores it; ``run-local`` passes a local ``shared_dir``)."""
+    kubernetes.mount_pvc(task, pvc_name=RUNS_PVC, mount_path=RUNS_MOUNT)
+    return task
 
 
 def _with_s3(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -52,6 +60,7 @@ def stream_r1_pipeline(
     registry_uri: str = ".stream-r1/registry.db",
     model_name: str = "stream-r1-student",
     data_revision: str = "",
+    shared_dir: str = RUNS_MOUNT,
 ):
     """Args mirror ``stream-r1 pipeline submit --set``; see docs/pipeline.md for each."""
     exit_task = on_exit(run_id=run_id, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, bucket=bucket, backend=backend)
@@ -59,32 +68,32 @@ def stream_r1_pipeline(
     with dsl.ExitHandler(exit_task, name="stream-r1-run"):
         fetch = fetch_checkpoints(source=checkpoint_source, bucket=bucket, run_id=run_id,
                                   job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        # Downloads fail transiently; already-verified objects are skipped on retry.
+        # Transfers fail transiently; already-verified objects are skipped on retry, a stored set is reused.
         fetch.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2, backoff_max_duration="600s")
         _with_s3(fetch)
-        rid = fetch.outputs["Output"]
+        rid, ckpts = fetch.outputs["run_id"], fetch.outputs["checkpoints_uri"]
 
-        init = ode_init(checkpoints=fetch.outputs["checkpoints"], ode_init_path=ode_init_path, config=config,
-                        overrides=overrides, bucket=bucket, run_id=rid)
-        _with_s3(init)
+        init = ode_init(checkpoints_uri=ckpts, ode_init_path=ode_init_path, config=config, overrides=overrides,
+                        bucket=bucket, run_id=rid, shared_dir=shared_dir)
+        _with_runs_volume(_with_s3(init))
         on_gpu_node(init)  # runs the teacher (ODE pairs) and the regression itself
 
-        trained = train(checkpoints=fetch.outputs["checkpoints"], student_init=init.outputs["student_init"],
-                        config=config, overrides=overrides, backend=backend, nproc_per_node=nproc_per_node,
-                        bucket=bucket, run_id=rid)
-        _with_s3(trained)  # launches a job: a side effect, never served from cache
-        kubernetes.mount_pvc(trained, pvc_name=RUNS_PVC, mount_path=RUNS_MOUNT)
+        trained = train(checkpoints_uri=ckpts, student_init=init.output, config=config, overrides=overrides,
+                        backend=backend, nproc_per_node=nproc_per_node, bucket=bucket, run_id=rid,
+                        shared_dir=shared_dir)
+        _with_runs_volume(_with_s3(trained))  # launches a job: a side effect, never served from cache
 
-        scored = evaluate(checkpoints=fetch.outputs["checkpoints"], run=trained.outputs["run"], config=config,
-                          prompts=eval_prompts, bucket=bucket, run_id=rid)
-        _with_s3(scored)
+        scored = evaluate(checkpoints_uri=ckpts, export_uri=trained.outputs["export_uri"], config=config,
+                          prompts=eval_prompts, bucket=bucket, run_id=rid, shared_dir=shared_dir)
+        _with_runs_volume(_with_s3(scored))
         on_gpu_node(scored)  # samples the student and scores it with the reward model
 
         decision = gate(metrics=scored.outputs["metrics"], metric=gate_metric, min_value=gate_min_value,
                         registry=registry, registry_uri=registry_uri, model_name=model_name)
         decision.set_caching_options(False)
         with dsl.If(decision.output == True, name="gate-passed"):  # noqa: E712 - KFP condition syntax
-            reg = register_model(run=trained.outputs["run"], metrics=scored.outputs["metrics"], registry=registry,
-                                 registry_uri=registry_uri, model_name=model_name, data_revision=data_revision,
-                                 run_id=rid)
+            # Strings and the metrics file only: registration never downloads the weights.
+            reg = register_model(export_uri=trained.outputs["export_uri"], config_hash=trained.outputs["config_hash"],
+                                 metrics=scored.outputs["metrics"], registry=registry, registry_uri=registry_uri,
+                                 model_name=model_name, data_revision=data_revision, run_id=rid)
             reg.set_caching_options(False)

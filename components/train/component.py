@@ -1,26 +1,33 @@
 """``train``: reward-weighted DMD training, launched through a job backend."""
 
+from typing import NamedTuple
+
 from kfp import dsl
-from kfp.dsl import Input, Markdown, Model, Output
+from kfp.dsl import Markdown, Model, Output
 
 from components._shared.images import STREAM_R1_OPS_IMAGE
 
 
 @dsl.component(base_image=STREAM_R1_OPS_IMAGE, install_kfp_package=False)
-def train(checkpoints: Input[Model], student_init: Input[Model], config: str, overrides: list, backend: str,
-          nproc_per_node: int, bucket: str, run_id: str, run: Output[Model], tensorboard: Output[Markdown]):
-    """Run ``torchrun -m stream_r1 train --config C --output <run> --resume auto`` through ``backend``
-    (``local`` here; ``pytorchjob``/``trainjob`` in a cluster) and publish the run directory (checkpoints,
-    exported student, TensorBoard + JSONL metrics) to ``s3://<bucket>/runs/<run-id>/train/``.
+def train(checkpoints_uri: str, student_init: str, config: str, overrides: list, backend: str, nproc_per_node: int,
+          bucket: str, run_id: str, shared_dir: str, model: Output[Model], tensorboard: Output[Markdown]
+          ) -> NamedTuple("TrainOutputs", [("export_uri", str), ("config_hash", str)]):
+    """Run ``torchrun -m stream_r1 train --config C --output <shared_dir>/runs/<run-id>/train --resume auto``
+    through ``backend`` (``local`` here; ``pytorchjob``/``trainjob`` in a cluster, whose pods mount the same
+    volume), publish its logs to ``s3://<bucket>/runs/<run-id>/train/`` and the student to
+    ``runs/<run-id>/export/<id>/`` (content-addressed: a registered export is never overwritten).
 
-    The step is a launcher: a retried task re-attaches (``--resume auto`` continues from the newest
-    verified checkpoint), and its caching is disabled in the DAG because it has side effects. KFP v2 has no
-    TensorBoard viewer, so ``tensorboard`` is a Markdown note with the log location and the command.
+    ``model`` is that export: a stock diffusers directory (``config.json`` + safetensors + ``stream_r1_export.json``).
+    The step is a launcher: a retried task re-attaches (``--resume auto`` continues from the newest verified
+    checkpoint on the shared volume), and its caching is disabled in the DAG because it has side effects.
     """
+    from collections import namedtuple
+
     from stream_r1.ops import steps
 
-    info = steps.train_from_artifacts(checkpoints.path, student_init.path, config, list(overrides), backend,
-                                      int(nproc_per_node), bucket, run_id, run.path)
-    run.metadata.update(info)
+    info = steps.train_step(checkpoints_uri, student_init, config, list(overrides), backend, int(nproc_per_node),
+                            bucket, run_id, shared_dir, model.path)
+    model.metadata.update(info)
     with open(tensorboard.path, "w") as f:
         f.write(steps.tensorboard_markdown(info["tensorboard_s3"], info["tensorboard_logdir"]))
+    return namedtuple("TrainOutputs", ["export_uri", "config_hash"])(info["export_uri"], info["config_hash"])

@@ -228,7 +228,8 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
 
     Args:
         workdir: Persistent state: ``seaweed/`` (the bucket), ``registry.db``, ``pipeline_root/``,
-            ``tiny-checkpoints/``. A fresh temp dir is used as the KFP workspace (kfp.local deletes it).
+            ``tiny-checkpoints/``, ``shared/`` (the shared volume: checkpoint sets, run directories). A fresh
+            temp dir is used as the KFP workspace (kfp.local deletes it).
         endpoint: Existing S3 URL (keys from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); None starts SeaweedFS.
         bucket: Bucket for ``runs/<run-id>/...``.
         config: Preset or YAML path.
@@ -247,6 +248,7 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
     # ode_init_path="" runs the real ODE pairs + regression (about 50 s on the tiny config).
     args = pipeline_arguments(config, {"checkpoint_source": str(tiny), "bucket": bucket, "run_id": run_id,
                                        "registry_uri": str(workdir / "registry.db"), "ode_init_path": "",
+                                       "shared_dir": str(workdir / "shared"),
                                        **(params or {})})
     pipeline = load_pipeline()
     summary = LocalRunSummary(run_id=run_id, state="FAILED", bucket=bucket, endpoint="")
@@ -287,6 +289,6 @@ def _fill_summary(summary: LocalRunSummary, store: ArtifactStore, workdir: Path,
     info = MlflowRegistry(workdir / "registry.db").get(model_name, summary.run_id)
     if info is not None:
         summary.registered = f"{info.name}:{info.version} -> {info.uri}"
-    runs = sorted((workdir / "pipeline_root").glob("*/train/run/tensorboard"), key=lambda p: p.stat().st_mtime)
-    if runs:
-        summary.tensorboard_logdir = str(runs[-1])
+    logdir = workdir / "shared" / prefix / "train" / "tensorboard"  # the run dir on the shared volume
+    if logdir.is_dir():
+        summary.tensorboard_logdir = str(logdir)

@@ -1,24 +1,36 @@
 """The library functions the KFP component bodies call: one short function per pipeline step.
 
-Each step reads local inputs (KFP artifact paths), runs the same ``python -m stream_r1 ...`` CLI a
-person would run, publishes its outputs to the S3 store under ``runs/<run-id>/<step>/`` (bucket layout:
-docs/pipeline.md) and returns what the component records as artifact metadata. Store credentials come
-from the environment (``credentials_from_env``), never from parameters.
+Big inputs travel as ``s3://`` URIs (string parameters), never as KFP artifacts: a step materialises
+what it reads on the shared volume (``shared_dir``: the runs PVC in a cluster, the work directory
+locally), where the bucket's layout is mirrored and files already present are not downloaded again.
+Each step runs the same ``python -m stream_r1 ...`` CLI a person would run, publishes its outputs to
+``runs/<run-id>/<step>/`` (bucket layout: docs/pipeline.md) and returns what the component records.
+Store credentials come from the environment (``credentials_from_env``), never from parameters.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from stream_r1.ops.fetch import FetchResult, fetch_checkpoints
+from stream_r1.ops.exports import build_export, publish_export
+from stream_r1.ops.fetch import (
+    FetchResult,
+    fetch_checkpoints,
+    key_of,
+    materialize_dir,
+    materialize_set,
+    mirror_path,
+    resolve_file,
+)
 from stream_r1.ops.jobs.base import JobBackend, JobResult, TrainJobRequest
 from stream_r1.ops.registry.base import ModelVersionInfo, Registry
-from stream_r1.ops.store import ArtifactStore, credentials_from_env
+from stream_r1.ops.store import ArtifactStore, credentials_from_env, local_manifest, safe_relative_path
 from stream_r1.utils.logging import get_logger
 from stream_r1.utils.names import suggest_run_id, validate_run_id
 
@@ -82,48 +94,59 @@ def run_cli(args: list[str], log_file: Path | None = None) -> None:
         raise RuntimeError(f"`stream-r1 {args[0]}` exited with code {code}:\n" + "\n".join(tail))
 
 
-def fetch(source: str, bucket: str, run_id: str, out_dir: str) -> FetchResult:
-    """Step 1: checkpoints from ``source`` into ``runs/<run-id>/checkpoints`` and ``out_dir``."""
+def fetch(source: str, bucket: str, run_id: str) -> FetchResult:
+    """Step 1: the checkpoint set of ``source`` stored once (reused when already there); the run records its URI
+    in ``runs/<run-id>/checkpoints.json``."""
     store = open_store(bucket)
-    return fetch_checkpoints(source, store, run_prefix(run_id, "checkpoints"), out_dir)
+    res = fetch_checkpoints(source, store)
+    store.put_json(f"{run_prefix(run_id, 'checkpoints')}.json",
+                   {"uri": res.uri, "source": source, "set_id": res.set_id, "reused": res.reused})
+    return res
 
 
-def ode_init(checkpoints_dir: str, supplied: str, out_file: str, bucket: str, run_id: str, config: str = "tiny_cpu",
+def shared_run_dir(shared_dir: str, run_id: str, step: str) -> Path:
+    """``<shared_dir>/runs/<run-id>/<step>``: a step's working directory on the shared volume (the bucket's layout)."""
+    return Path(shared_dir) / run_prefix(run_id, step)
+
+
+def ode_init(checkpoints_uri: str, supplied: str, bucket: str, run_id: str, shared_dir: str, config: str = "tiny_cpu",
              overrides: list[str] | None = None) -> dict[str, Any]:
-    """Step 2: the student's ODE-initialised weights (Self-Forcing ``ode_init.pt`` layout).
+    """Step 2: the URI of the student's ODE-initialised weights (Self-Forcing ``ode_init.pt`` layout).
 
-    With ``supplied`` (a path, or a name inside ``checkpoints_dir`` such as ``ode_init.pt``) the
-    regression is skipped and that file is used; otherwise ``stream-r1 ode-pairs`` (teacher trajectories)
-    then ``stream-r1 ode-init`` (block-causal regression) run on the fetched checkpoints.
+    With ``supplied`` (a file inside the checkpoint set such as ``ode_init.pt``, or an absolute path on the
+    shared volume) the regression is skipped and nothing is copied: the result names that file. Otherwise
+    ``stream-r1 ode-pairs`` (teacher trajectories) then ``stream-r1 ode-init`` (block-causal regression) run on
+    the set, materialised once on the shared volume, and ``runs/<run-id>/ode_init/`` is published.
 
     Raises:
         FileNotFoundError: the supplied file does not exist.
+        ValueError: a supplied name that is not a plain relative path.
     """
-    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    info: dict[str, Any]
-    if supplied:
-        src = Path(supplied) if Path(supplied).is_absolute() else Path(checkpoints_dir) / supplied
-        if not src.is_file():
-            raise FileNotFoundError(f"ode_init_path {supplied!r} not found (looked at {src}); pass a path, a file "
-                                    "name inside the fetched checkpoints, or '' to run the ODE regression")
-        shutil.copyfile(src, out_file)
-        info = {"skipped_regression": True, "source": str(src)}
-    else:
-        work = Path(out_file).parent / f"{Path(out_file).name}-work"
-        common = ["--config", config, "--set", f"checkpoints.root={checkpoints_dir}"]
-        for o in overrides or []:
-            common += ["--set", o]
-        run_cli(["ode-pairs", *common, "--output", str(work / "pairs")])
-        run_cli(["ode-init", *common, "--pairs", str(work / "pairs"), "--output", str(work / "init")])
-        shutil.copyfile(work / "init" / "ode_init.pt", out_file)
-        info = {"skipped_regression": False, "pairs": str(work / "pairs")}
     store = open_store(bucket)
-    if not supplied:  # the teacher trajectories and the regression's logs are run outputs too
-        store.upload_dir(Path(out_file).parent / f"{Path(out_file).name}-work", run_prefix(run_id, "ode_init/work"))
-        info["pairs_uri"] = store.uri(run_prefix(run_id, "ode_init/work/pairs"))
+    if supplied and Path(supplied).is_absolute():
+        if not Path(supplied).is_file():
+            raise FileNotFoundError(f"ode_init_path {supplied!r} not found; pass a file inside the checkpoint set "
+                                    "(e.g. ode_init.pt), a path on the shared volume, or '' to run the ODE regression")
+        return {"skipped_regression": True, "uri": str(Path(supplied)), "source": supplied}
+    if supplied:
+        uri = f"{checkpoints_uri.rstrip('/')}/{safe_relative_path(supplied, what='ode_init_path')}"
+        if not store.exists(key_of(uri, store)):
+            raise FileNotFoundError(f"ode_init_path {supplied!r} not found in the checkpoint set ({uri}); pass a file "
+                                    "inside it, a path on the shared volume, or '' to run the ODE regression")
+        return {"skipped_regression": True, "uri": uri, "source": supplied}
+    root = materialize_set(checkpoints_uri, store, shared_dir)
+    work = shared_run_dir(shared_dir, run_id, "ode_init")
+    common = ["--config", config, "--set", f"checkpoints.root={root}"]
+    for o in overrides or []:
+        common += ["--set", o]
+    run_cli(["ode-pairs", *common, "--output", str(work / "work" / "pairs")])
+    run_cli(["ode-init", *common, "--pairs", str(work / "work" / "pairs"), "--output", str(work / "work" / "init")])
+    shutil.copyfile(work / "work" / "init" / "ode_init.pt", work / "ode_init.pt")
+    # The teacher trajectories and the regression's logs are run outputs too.
+    store.upload_dir(work / "work", run_prefix(run_id, "ode_init/work"))
     key = f"{run_prefix(run_id, 'ode_init')}/ode_init.pt"
-    store.upload_file(out_file, key)
-    return {**info, "s3_uri": store.uri(key)}
+    store.upload_file(work / "ode_init.pt", key)
+    return {"skipped_regression": False, "uri": store.uri(key), "pairs_uri": store.uri(run_prefix(run_id, "ode_init/work/pairs"))}
 
 
 def make_backend(name: str, **kwargs: Any) -> JobBackend:
@@ -143,8 +166,13 @@ def make_backend(name: str, **kwargs: Any) -> JobBackend:
     raise ValueError(f"unknown job backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
+RUN_OUTPUTS_KEPT_LOCAL = ("checkpoints/", "final/")
+"""Run-directory parts not copied to the bucket: resume state stays on the shared volume where the trainer
+resumes from it, and ``final/`` is published once as the export (``runs/<run-id>/export/<id>/``)."""
+
+
 def train(request: TrainJobRequest, backend: str, bucket: str) -> JobResult:
-    """Step 3: run the trainer through a job backend, then publish its run directory.
+    """Step 3: run the trainer through a job backend, then publish its logs, config and metrics.
 
     Raises:
         RuntimeError: the job did not succeed (its message included).
@@ -152,7 +180,9 @@ def train(request: TrainJobRequest, backend: str, bucket: str) -> JobResult:
     result = make_backend(backend).run(request)
     if result.state != "Succeeded":
         raise RuntimeError(f"training job {request.run_id} ended {result.state}: {result.message}")
-    open_store(bucket).upload_dir(request.output_dir, run_prefix(request.run_id, "train"))
+    files = {rel: meta for rel, meta in local_manifest(request.output_dir).items()
+             if not rel.startswith(RUN_OUTPUTS_KEPT_LOCAL) and "/.tmp-" not in f"/{rel}"}
+    open_store(bucket).upload_dir(request.output_dir, run_prefix(request.run_id, "train"), files)
     return result
 
 
@@ -232,39 +262,42 @@ def read_metrics(path: str, metadata: dict[str, Any] | None = None) -> dict[str,
     return {k: float(v) for k, v in source.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def find_export(run_dir: str | Path) -> Path:
-    """The trainer's export directory (``final/`` with ``generator/``, ``generator_ema/``, ``model.pt``).
+def train_step(checkpoints_uri: str, student_init: str, config: str, overrides: list[str], backend: str,
+               nproc_per_node: int, bucket: str, run_id: str, shared_dir: str, model_dir: str) -> dict[str, Any]:
+    """The ``train`` component's body: config checked first, inputs from the shared volume, then ``train``.
 
-    Raises:
-        FileNotFoundError: the trainer wrote no export.
-    """
-    final = Path(run_dir) / "final"
-    if (final / "generator" / "config.json").is_file():
-        return final
-    raise FileNotFoundError(f"no exported student (final/generator/config.json) in {run_dir}; "
-                            "did `stream-r1 train` finish its final export?")
-
-
-def train_from_artifacts(checkpoints_dir: str, student_init: str, config: str, overrides: list[str], backend: str,
-                         nproc_per_node: int, bucket: str, run_id: str, out_dir: str) -> dict[str, Any]:
-    """The ``train`` component's body: config checked first, then ``train`` on the fetched checkpoints.
+    The run directory is ``<shared_dir>/runs/<run-id>/train`` (the training pods mount the same volume, so
+    nothing is staged). The published student is one diffusers directory (``exports.build_export``) at a
+    content-addressed prefix; a copy goes to ``model_dir`` (the step's Model artifact).
 
     Returns:
-        Artifact metadata: ``s3_uri``, ``config_hash``, ``export_subdir``, ``tensorboard_logdir``.
+        Artifact metadata: ``export_uri``, ``config_hash``, ``config``, ``run_uri``, ``tensorboard_*``.
     """
     from stream_r1.config import config_hash, load_config
 
-    full = [f"checkpoints.root={checkpoints_dir}", f"checkpoints.student_init={student_init}", *overrides]
+    store = open_store(bucket)
+    root = materialize_set(checkpoints_uri, store, shared_dir)
+    init = Path(student_init) if Path(student_init).is_absolute() else resolve_file(student_init, store, shared_dir)
+    full = [f"checkpoints.root={root}", f"checkpoints.student_init={init}", *overrides]
     cfg = load_config(config, full)  # a bad preset/override fails here, before any job starts
-    request = TrainJobRequest(run_id=run_id, config=config, output_dir=out_dir, overrides=tuple(full),
+    out_dir = shared_run_dir(shared_dir, run_id, "train")
+    request = TrainJobRequest(run_id=run_id, config=config, output_dir=str(out_dir), overrides=tuple(full),
                               nproc_per_node=nproc_per_node)
     train(request, backend, bucket)
-    export = find_export(out_dir).relative_to(out_dir).as_posix()
+    chash = config_hash(cfg)
+    staging = shared_run_dir(shared_dir, run_id, "export-build")
+    build_export(out_dir, staging, {"run_id": run_id, "config": config, "config_hash": chash})
+    uri = publish_export(store, staging, run_id)
+    local = mirror_path(uri, store, shared_dir)  # where evaluate finds it without a download
+    if local.exists():
+        shutil.rmtree(staging)
+    else:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, local)
+    shutil.copytree(local, model_dir, dirs_exist_ok=True)
     prefix = run_prefix(run_id, "train")
-    return {"s3_uri": f"s3://{bucket}/{prefix}", "export_uri": f"s3://{bucket}/{prefix}/{export}",
-            "export_subdir": export, "config_hash": config_hash(cfg), "config": config,
-            "tensorboard_logdir": str(Path(out_dir) / "tensorboard"),
-            "tensorboard_s3": f"s3://{bucket}/{prefix}/tensorboard/"}
+    return {"export_uri": uri, "config_hash": chash, "config": config, "run_uri": store.uri(prefix),
+            "tensorboard_logdir": str(out_dir / "tensorboard"), "tensorboard_s3": f"{store.uri(prefix)}/tensorboard/"}
 
 
 def tensorboard_markdown(s3_logdir: str, local_logdir: str) -> str:
@@ -275,17 +308,20 @@ def tensorboard_markdown(s3_logdir: str, local_logdir: str) -> str:
             "MinIO/SeaweedFS), or point a Kubeflow `Tensorboard` resource's `logspath` at it.\n")
 
 
-def evaluate_from_artifacts(checkpoints_dir: str, run_dir: str, config: str, prompts: str, bucket: str, run_id: str,
-                            metrics_path: str, report_path: str) -> dict[str, float]:
-    """The ``evaluate`` component's body: ``stream-r1 evaluate`` on the run's export; publish the outputs.
+def evaluate_step(checkpoints_uri: str, export_uri: str, config: str, prompts: str, bucket: str, run_id: str,
+                  shared_dir: str, metrics_path: str, report_path: str) -> dict[str, float]:
+    """The ``evaluate`` component's body: ``stream-r1 evaluate`` on the published export; publish the outputs.
+
+    Both inputs come from the shared volume (downloaded, verified, only when missing there).
 
     Returns:
         The numeric entries of ``metrics.json`` (also copied to ``metrics_path``; the report to ``report_path``).
     """
-    out = Path(run_dir).parent / f"{Path(run_dir).name}-evaluate"
-    export = find_export(run_dir)
-    student = export / "generator_ema" if (export / "generator_ema" / "config.json").is_file() else export / "generator"
-    args = ["evaluate", "--config", config, "--set", f"checkpoints.root={checkpoints_dir}",
+    store = open_store(bucket)
+    root = materialize_set(checkpoints_uri, store, shared_dir)
+    student = materialize_dir(export_uri, store, shared_dir)
+    out = shared_run_dir(shared_dir, run_id, "evaluate")
+    args = ["evaluate", "--config", config, "--set", f"checkpoints.root={root}",
             "--checkpoint", str(student), "--prompts", prompts, "--output", str(out)]
     run_cli(args)
     for name in ("metrics.json", "report.html"):
@@ -293,7 +329,7 @@ def evaluate_from_artifacts(checkpoints_dir: str, run_dir: str, config: str, pro
             raise FileNotFoundError(f"`stream-r1 evaluate` wrote no {name} in {out}")
     shutil.copyfile(out / "metrics.json", metrics_path)
     shutil.copyfile(out / "report.html", report_path)
-    open_store(bucket).upload_dir(out, run_prefix(run_id, "evaluate"))
+    store.upload_dir(out, run_prefix(run_id, "evaluate"))
     return read_metrics(metrics_path)
 
 
@@ -303,14 +339,16 @@ def metrics_markdown(metrics: dict[str, float], uri: str) -> str:
     return f"# Evaluation\n\nOutputs: `{uri}`\n\n| metric | value |\n|---|---|\n{rows}\n"
 
 
-def register_from_artifacts(run_dir: str, run_metadata: dict[str, Any], metrics_path: str, registry: str,
-                            registry_uri: str, model_name: str, data_revision: str, run_id: str) -> ModelVersionInfo:
-    """The ``register_model`` component's body: lineage from the train artifact's metadata + metrics."""
-    uri = str(run_metadata.get("export_uri") or "")
-    if not uri:
-        raise ValueError(f"the train artifact at {run_dir} has no export_uri in its metadata; it must come from "
-                         "the train component")
-    info = ModelVersionInfo(name=model_name, version=run_id, uri=uri, run_id=run_id,
-                            config_hash=str(run_metadata.get("config_hash", "")), data_revision=data_revision,
-                            metrics=read_metrics(metrics_path), description=f"stream-r1 run {run_id}")
+def register_export(export_uri: str, config_hash: str, metrics_path: str, registry: str, registry_uri: str,
+                    model_name: str, data_revision: str, run_id: str) -> ModelVersionInfo:
+    """The ``register_model`` component's body: lineage from the train step's outputs + metrics (no weights read).
+
+    Raises:
+        ValueError: an empty export URI, or the version is already registered with another URI (immutable).
+    """
+    if not export_uri.startswith("s3://"):
+        raise ValueError(f"export_uri={export_uri!r} is not an s3:// URI; it must come from the train component")
+    info = ModelVersionInfo(name=model_name, version=run_id, uri=export_uri, run_id=run_id, config_hash=config_hash,
+                            data_revision=data_revision, metrics=read_metrics(metrics_path),
+                            description=f"stream-r1 run {run_id}")
     return register(make_registry(registry, registry_uri), info)

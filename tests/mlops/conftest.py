@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,30 @@ def registry_db(_registry_template: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "registry.db"
     shutil.copyfile(_registry_template, dst)
     return dst
+
+
+def _plain_s3_download(creds: S3Credentials, uri: str, dest: Path) -> tuple[Any, str, str, list[str]]:
+    """Every object under ``uri`` through botocore (what boto3, s3fs and KServe's initializer use), no project code.
+
+    Returns:
+        ``(client, bucket, prefix, keys)``.
+    """
+    import botocore.session
+    from botocore.config import Config
+
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    s3 = botocore.session.get_session().create_client(
+        "s3", endpoint_url=creds.url, aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+        region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]]
+    for key in keys:
+        target = dest / key[len(prefix) + 1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return s3, bucket, prefix, keys
+
+
+@pytest.fixture
+def plain_s3_download() -> Callable[[S3Credentials, str, Path], tuple[Any, str, str, list[str]]]:
+    """``_plain_s3_download``: read a registered URI the way a consumer outside the project would."""
+    return _plain_s3_download

@@ -34,19 +34,22 @@ def test_gate_threshold_and_not_worse_than_registered(tmp_path, registry_db):
 def test_register_model_records_lineage_idempotently(tmp_path, registry_db):
     from components.register_model.component import register_model
 
-    run = dsl.Model(uri=str(tmp_path / "run"), metadata={"export_uri": "s3://b/runs/r7/train/export",
-                                                         "config_hash": "c0ffee"})
-    kw = {"run": run, "metrics": _metrics(tmp_path, reward_overall=0.25, fps=12.0), "registry": "mlflow",
-          "registry_uri": str(registry_db), "model_name": "stream-r1-student",
-          "data_revision": "git:abc", "run_id": "r7"}
+    kw = {"export_uri": "s3://b/runs/r7/export/0123456789abcdef", "config_hash": "c0ffee",
+          "metrics": _metrics(tmp_path, reward_overall=0.25, fps=12.0), "registry": "mlflow",
+          "registry_uri": str(registry_db), "model_name": "stream-r1-student", "data_revision": "git:abc",
+          "run_id": "r7"}
     first = register_model.python_func(**kw)
-    assert first == "stream-r1-student:r7 -> s3://b/runs/r7/train/export"
+    assert first == "stream-r1-student:r7 -> s3://b/runs/r7/export/0123456789abcdef"
     assert register_model.python_func(**kw) == first  # a retried task does not create a second version
     info = MlflowRegistry(registry_db).get("stream-r1-student", "r7")
     assert (info.config_hash, info.data_revision, info.run_id) == ("c0ffee", "git:abc", "r7")
     assert info.metrics == {"reward_overall": 0.25, "fps": 12.0}
-    with pytest.raises(ValueError, match="no export_uri"):
-        register_model.python_func(**{**kw, "run": dsl.Model(uri=str(tmp_path / "x"))})
+    # The same version label with other bytes (another export prefix) is refused: versions are immutable.
+    with pytest.raises(ValueError, match=r"already registered .* versions are immutable"):
+        register_model.python_func(**{**kw, "export_uri": "s3://b/runs/r7/export/fedcba9876543210"})
+    assert MlflowRegistry(registry_db).get("stream-r1-student", "r7").uri == info.uri
+    with pytest.raises(ValueError, match="not an s3:// URI"):
+        register_model.python_func(**{**kw, "export_uri": ""})
 
 
 @pytest.mark.s3

@@ -4,7 +4,8 @@ A real registry (mlflow-skinny + SQLAlchemy + Alembic migrations), no server pro
 versions itself (1, 2, ...); our version label (the pipeline run id) and the lineage live in tags:
 ``stream_r1.version``, ``stream_r1.run_id``, ``stream_r1.config_hash``, ``stream_r1.data_revision``,
 ``stream_r1.namespace``, ``metric.<name>``; the model version's ``source`` is the artifact URI.
-Registering the same (name, version label) twice returns the existing version (idempotent retries).
+Registering the same (name, version label, URI) twice returns the existing version (idempotent retries);
+the same version label with another URI is refused: versions are immutable, as in the Kubeflow registry.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ class MlflowRegistry:
         return found[0] if found else None
 
     def register(self, info: ModelVersionInfo) -> ModelVersionInfo:
-        """Create the model (if new) and the version with its lineage tags; idempotent on (name, version).
+        """Create the model (if new) and the version with its lineage tags; idempotent on (name, version, uri).
 
         Raises:
-            ValueError: empty name, version or uri.
+            ValueError: empty name, version or uri; or the version exists with another URI.
         """
         for field_name in ("name", "version", "uri"):
             if not getattr(info, field_name):
@@ -81,6 +82,9 @@ class MlflowRegistry:
         from mlflow.exceptions import MlflowException
 
         existing = self._find(info.name, info.version)
+        if existing is not None and existing.source != info.uri:
+            raise ValueError(f"{info.name}:{info.version} is already registered with uri={existing.source!r}, not "
+                             f"{info.uri!r}; versions are immutable: use a new run_id (version label)")
         if existing is not None:
             log.info("model %s version %s already registered (mlflow v%s); keeping it", info.name, info.version,
                      existing.version)
