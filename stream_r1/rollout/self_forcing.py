@@ -7,8 +7,10 @@ walks the warped few-step schedule ``[1000, 937.5, 833.3, 625]`` up to the rollo
   (the consistency-style sampler, not an ODE step);
 - step ``k``: predict x0 with gradient (when ``grad_enabled``) — the only forward of the chunk that
   carries gradient; the chunk's output is this x0;
-- then a no-grad context pass at ``t = context_noise`` on the chunk's own output writes its clean
-  K/V into the cache (skipping it would cache noisy K/V and change the model).
+- then a no-grad context pass at ``t = context_noise`` writes the chunk's K/V into the cache (skipping
+  it would cache the K/V of the noisy exit-step input and change the model). Its input is the chunk's
+  output noised to that level, ``add_noise(x0, eps, context_noise)`` with fresh noise, as Self-Forcing's
+  training pipeline does; at ``context_noise = 0`` it is the clean x0 (see :func:`context_input`).
 
 Denoising forwards only *read* the cache (``predict_x0``); ``write_context`` is its only writer, so
 gradient checkpointing can replay a grad-enabled forward safely and the gradient is truncated at chunk
@@ -65,6 +67,23 @@ def student_timesteps(cfg: RolloutConfig) -> list[float]:
     return [float(t) for t in cfg.denoising_steps]
 
 
+def context_input(x0: Tensor, context_noise: float, rng: torch.Generator, sigma_shift: float) -> Tensor:
+    """The input of a chunk's context pass: its output ``x0 [B, f, C, H, W]`` noised to ``context_noise``.
+
+    ``x_ctx = (1 - sigma) x0 + sigma eps`` with ``sigma`` the student's table entry for ``context_noise``
+    and ``eps`` one fresh draw ``[B, f, C, H, W]`` from ``rng`` (on ``rng.device``); the pass then labels
+    it with that timestep, so the cached K/V are those of an input really at that noise level (Self-Forcing's
+    ``context_noise``). ``context_noise = 0`` returns ``x0`` itself and draws nothing: clean context, as the
+    reference's inference pipeline caches it (its training pipeline's nearest-entry lookup would give the
+    smallest table sigma, about 0.005 at shift 5, for t = 0; the table has no zero entry).
+    """
+    if context_noise == 0:
+        return x0
+    eps = torch.randn(x0.shape, generator=rng, dtype=x0.dtype, device=rng.device).to(x0.device)
+    t = torch.full(x0.shape[:2], float(context_noise), dtype=torch.float32, device=x0.device)
+    return add_noise(x0, eps, t, sigma_shift)
+
+
 def _exit_list(exit_step: int | Sequence[int], num_blocks: int, num_steps: int) -> tuple[int, ...]:
     exits = (int(exit_step),) * num_blocks if isinstance(exit_step, int) else tuple(int(k) for k in exit_step)
     if len(exits) != num_blocks:
@@ -90,8 +109,9 @@ def self_forcing_rollout(
 ) -> tuple[Tensor, RolloutInfo]:
     """Generate one training rollout ``[B, F, C, H, W]`` with gradient only through the exit-step forwards.
 
-    Noise draws from ``rng``, in order: the initial noise of all frames ``[B, F, C, H, W]``, then one
-    fresh ``[B, frames_per_block, C, H, W]`` draw per re-noising step, chunk by chunk. Noise is drawn
+    Noise draws from ``rng``, in order: the initial noise of all frames ``[B, F, C, H, W]``, then, chunk by
+    chunk, one fresh ``[B, frames_per_block, C, H, W]`` draw per re-noising step and (when
+    ``cfg.context_noise > 0``, every chunk but the last) one for its context pass. Noise is drawn
     on ``rng.device`` and moved to ``text_emb.device``, so a CPU ``rng`` gives device-independent draws.
 
     Args:
@@ -149,7 +169,8 @@ def self_forcing_rollout(
         if block + 1 < num_blocks:
             # Clean K/V of this chunk for the next ones; the last chunk's context is never read.
             with torch.no_grad():
-                student.write_context(x0.detach(), text_emb, cache, start, t_context=float(cfg.context_noise))
+                x_ctx = context_input(x0.detach(), cfg.context_noise, rng, cfg.student_sigma_shift)
+                student.write_context(x_ctx, text_emb, cache, start, t_context=float(cfg.context_noise))
             num_forwards += 1
     info = RolloutInfo(
         exit_steps=exits,

@@ -6,7 +6,10 @@ For each chunk of ``frames_per_block`` latent frames at stream position ``frame_
 2. for each warped timestep ``t_i`` (e.g. ``[1000, 937.5, 833.33, 625]``): ``x0 = G(x, t_i, cache)``
    (read-only cache); if a next step exists, ``x = add_noise(x0, eps_new, t_{i+1})`` with **fresh** noise
    (the consistency-style sampler, not an ODE step); the chunk's output is the last ``x0``;
-3. the context pass ``G(x0, t = context_t)`` writes the chunk's clean K/V into the cache;
+3. the context pass ``G(x_ctx, t = context_t)`` writes the chunk's K/V into the cache, with ``x_ctx`` the
+   chunk's x0 noised to ``context_t`` by a fresh draw (x0 itself at ``context_t = 0``), exactly as the
+   training rollout does (:func:`stream_r1.rollout.self_forcing.context_input`), so the model reads at
+   inference the cache it was trained on;
 4. yield :class:`StreamChunk` (so the VAE can decode while the next chunk is generated).
 
 ``rolling=True`` uses the Reward Forcing / Stream-R1 cache (window ``local_attn_frames``, sink, EMA sink
@@ -141,6 +144,7 @@ def _generate(
     cache = denoiser.new_cache(b, num_frames, (h, w), rolling=rolling, dtype=dtype, device=device)
     noise = torch.empty((b, f, c, h, w), dtype=torch.float32, device=device)
     steps = [torch.full((b, f), float(t), device=device) for t in timesteps]
+    steps_ctx = torch.full((b, f), float(context_t), device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for index in range(num_frames // f):
         offset = index * f
@@ -153,6 +157,7 @@ def _generate(
             x0 = denoiser.predict_x0(x, t, text, cache, offset)
             if i + 1 < len(steps):
                 x = add_noise(x0, noise.normal_(generator=rng), steps[i + 1], denoiser.shift)
-        denoiser.write_context(x0, text, cache, offset, t_context=context_t)
+        x_ctx = x0 if context_t == 0 else add_noise(x0, noise.normal_(generator=rng), steps_ctx, denoiser.shift)
+        denoiser.write_context(x_ctx, text, cache, offset, t_context=context_t)
         sync()
         yield StreamChunk(index, offset, x0, (time.perf_counter() - start) * 1000.0)

@@ -147,3 +147,47 @@ def test_gradient_checkpointing_replays_see_the_same_cache(text_emb) -> None:
         (x**2).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
+
+
+def _manual_one_step_rollout(student, text_emb, cfg, seed, noised_context: bool) -> torch.Tensor:
+    """Exit step 0 in every chunk, walked by hand: the context pass sees x0 noised to cfg.context_noise
+    (``noised_context``, Self-Forcing's training pipeline) or the clean x0 labelled with it."""
+    rng = torch.Generator().manual_seed(seed)
+    t0 = student_timesteps(cfg)[0]
+    noise = torch.randn((1, cfg.num_frames, 16, 4, 4), generator=rng)
+    cache = student.new_cache(1, cfg.num_frames, (4, 4), rolling=False, dtype=torch.float32, device="cpu")
+    out = []
+    with torch.no_grad():
+        for start in range(0, cfg.num_frames, 3):
+            x0 = student.predict_x0(noise[:, start:start + 3], torch.full((1, 3), t0), text_emb, cache, start)
+            out.append(x0)
+            if start + 3 < cfg.num_frames:
+                t_ctx = torch.full((1, 3), float(cfg.context_noise))
+                eps = torch.randn(CHUNK, generator=rng)
+                x_ctx = add_noise(x0, eps, t_ctx, cfg.student_sigma_shift) if noised_context else x0
+                student.write_context(x_ctx, text_emb, cache, start, t_context=float(cfg.context_noise))
+    return torch.cat(out, dim=1)
+
+
+def test_context_noise_noises_the_context_input_to_its_level(student, text_emb) -> None:
+    cfg = RolloutConfig(num_frames=9, latent_height=4, latent_width=4, context_noise=500)
+    x, _ = self_forcing_rollout(student, text_emb, cfg, frames_per_block=3, exit_step=0,
+                                rng=torch.Generator().manual_seed(9), grad_enabled=False)
+    noised = _manual_one_step_rollout(student, text_emb, cfg, 9, noised_context=True)
+    clean = _manual_one_step_rollout(student, text_emb, cfg, 9, noised_context=False)
+    # Same operations in the same order as the manual walk: equal up to float32 reassociation (none here).
+    torch.testing.assert_close(x, noised, rtol=0, atol=1e-6)
+    # The first chunk attends to no context; later chunks read a different cache under the two semantics.
+    torch.testing.assert_close(x[:, :3], clean[:, :3], rtol=0, atol=1e-6)
+    assert (x[:, 3:] - clean[:, 3:]).abs().max() > 1e-3
+
+
+def test_zero_context_noise_caches_the_clean_output_and_draws_nothing(student, text_emb) -> None:
+    cfg = RolloutConfig(num_frames=9, latent_height=4, latent_width=4, context_noise=0)
+    rng = torch.Generator().manual_seed(9)
+    x, _ = self_forcing_rollout(student, text_emb, cfg, frames_per_block=3, exit_step=0, rng=rng, grad_enabled=False)
+    replay = torch.Generator().manual_seed(9)
+    torch.randn((1, 9, 16, 4, 4), generator=replay)  # the initial noise: the only draw of a one-step rollout
+    assert torch.equal(rng.get_state(), replay.get_state())
+    clean = _manual_one_step_rollout(student, text_emb, cfg, 9, noised_context=False)
+    torch.testing.assert_close(x, clean, rtol=0, atol=1e-6)

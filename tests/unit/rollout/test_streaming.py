@@ -118,3 +118,23 @@ def test_bfloat16_stream_runs(student: CausalWanTransformer, text: torch.Tensor)
                STEPS[:2])
     for a, b in zip(chunks, ref, strict=True):
         assert (a.x0.float() - b.x0).abs().max().item() < 0.1  # bf16 rounding only
+
+
+def test_context_noise_noises_the_cached_context_as_in_training(student: CausalWanTransformer, text: torch.Tensor) -> None:
+    """With rollout.context_noise > 0 the stream caches x0 noised to that level (one fp32 draw per chunk,
+    after its denoising draws), the training rollout's semantics."""
+    den = CausalDenoiser(student, shift=5.0, frames_per_block=3)
+    steps = [1000.0]
+    got = torch.cat([c.x0 for c in stream_chunks(den, text, num_frames=6, latent_shape=SHAPE, timesteps=steps,
+                                                 rng=torch.Generator().manual_seed(4), rolling=False,
+                                                 context_t=500.0)], dim=1)
+    rng = torch.Generator().manual_seed(4)
+    cache = den.new_cache(1, 6, SHAPE[1:], rolling=False, dtype=torch.float32, device="cpu")
+    want = []
+    with torch.no_grad():
+        for start in (0, 3):
+            x0 = den.predict_x0(torch.randn(1, 3, *SHAPE, generator=rng), torch.full((1, 3), 1000.0), text, cache, start)
+            want.append(x0)
+            x_ctx = add_noise(x0, torch.randn(1, 3, *SHAPE, generator=rng), torch.full((1, 3), 500.0), 5.0)
+            den.write_context(x_ctx, text, cache, start, t_context=500.0)
+    torch.testing.assert_close(got, torch.cat(want, dim=1), rtol=0, atol=1e-6)
