@@ -349,6 +349,8 @@ class ParallelConfig:
     """ZeRO-3-like resharding after forward."""
     shard_teacher: bool = True
     """Shard the frozen teacher too."""
+    shard_size: int = 0
+    """FSDP2 HSDP: ranks one network is sharded over (0 = the ranks of a node); replicated across groups."""
     zero_stage: int = 2
     """DeepSpeed ZeRO stage (deepspeed strategy only)."""
 

@@ -23,6 +23,7 @@ DeepSpeed is imported lazily; :func:`check_deepspeed` fails with an install hint
 
 from __future__ import annotations
 
+import enum
 import importlib.util
 import os
 from contextlib import AbstractContextManager, nullcontext
@@ -104,6 +105,30 @@ def _check_partition(local: dict[str, Any], zero_stage: int, world_size: int) ->
             f"ZeRO-{zero_stage} on {world_size}: resume a deepspeed run with its own parallel.zero_stage and "
             "number of processes"
         )
+
+
+_SCALER_ATTRS = "loss_scaler_attributes"
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _plain_partition(state: dict[str, Any]) -> dict[str, Any]:
+    """A ZeRO optimizer partition in weights-only-loadable form (tensors and plain containers).
+
+    ZeRO puts objects in its state: the ``loss_scaler`` (kept as its plain attributes and put back
+    onto the engine's own scaler on load), ``param_slice_mappings`` (``fragment_address``
+    dataclasses describing this rank's slices; ZeRO recomputes them, so only their numbers are
+    kept) and enums such as ``zero_stage`` (kept as their values; only compared as numbers).
+    """
+    out = {k: v.value if isinstance(v, enum.Enum) else v for k, v in state.items()}
+    scaler = out.pop("loss_scaler", None)
+    if scaler is not None:
+        attrs = {k: v for k, v in vars(scaler).items() if isinstance(v, _PLAIN)}
+        out[_SCALER_ATTRS] = attrs
+    mappings = out.pop("param_slice_mappings", None)
+    if mappings is not None:
+        out["param_slice_mappings"] = [{name: {"numel": int(f.numel), "start": int(f.start)} for name, f in group.items()}
+                                       for group in mappings]
+    return out
 
 
 @dataclass
@@ -218,7 +243,7 @@ class DeepSpeedStrategy:
         engine = self.engine(model)
         if engine is None:
             return NoShardStrategy().optimizer_state_dict(model, optimizer)
-        return {"deepspeed_zero_stage": self.zero_stage}, engine.optimizer.state_dict()
+        return {"deepspeed_zero_stage": self.zero_stage}, _plain_partition(engine.optimizer.state_dict())
 
     def load_optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                                   full: dict[str, Any], local: dict[str, Any] | None) -> None:
@@ -235,7 +260,11 @@ class DeepSpeedStrategy:
         world = dist.get_world_size() if _active() else 1
         _check_partition(local, self.zero_stage, world)
         states: list[dict[str, Any] | None] = [None] * world
-        states[dist.get_rank() if _active() else 0] = local
+        part = {k: v for k, v in local.items() if k != _SCALER_ATTRS}
+        if _SCALER_ATTRS in local:  # the engine's own scaler object, with the saved scale
+            vars(engine.optimizer.loss_scaler).update(local[_SCALER_ATTRS])
+            part["loss_scaler"] = engine.optimizer.loss_scaler
+        states[dist.get_rank() if _active() else 0] = part
         engine.optimizer.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=True)
 
     def full_parameters(self, model: nn.Module, *, modify: bool = False) -> AbstractContextManager[None]:

@@ -7,8 +7,9 @@ optimizer's checkpoint state. The torch strategies here do exactly what the loop
 
 The model code is single-device code; parallelism is applied from outside in torchtitan's order
 (the order torchtitan's parallelize functions use: checkpoint wrappers must sit inside the FSDP units): activation checkpointing, then FSDP. FSDP2 shards every transformer block
-and then the root, with ``MixedPrecisionPolicy(param_dtype, reduce_dtype)``; the
-frozen teacher is sharded the same way. Non-final micro-steps of an accumulation window skip the
+and then the root, with ``MixedPrecisionPolicy(param_dtype, reduce_dtype)``, over the HSDP mesh of
+:mod:`stream_r1.distributed.mesh`: trainable networks are sharded within a node and replicated
+across nodes, the frozen teacher is sharded within a node only. Non-final micro-steps of an accumulation window skip the
 gradient reduce-scatter (``set_requires_gradient_sync(False)``, the FSDP2 ``no_sync``; docs/method.md
 §5 item 17).
 """
@@ -25,6 +26,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from stream_r1.distributed.collectives import _active, all_reduce_mean_
+from stream_r1.distributed.mesh import REPLICATE, SHARD, build_mesh
 from stream_r1.distributed.state_dicts import full_optimizer_state_dict, load_full_optimizer_state_dict
 from stream_r1.utils.dtypes import torch_dtype
 from stream_r1.utils.logging import get_logger
@@ -204,23 +206,36 @@ class NoShardStrategy(TorchOptimizerSteps):
 
 @dataclass
 class FSDP2Strategy(TorchOptimizerSteps):
-    """``fully_shard`` per transformer block (``model.blocks``) and the root.
+    """``fully_shard`` per transformer block (``model.blocks``) and the root, over an HSDP mesh.
 
     Attributes:
         param_dtype: Dtype the parameters are all-gathered in (bf16 on GPU).
         reduce_dtype: Dtype of the gradient reduce-scatter (fp32).
         reshard_after_forward: ZeRO-3-like (True) or ZeRO-2-like (False).
+        shard_size: Ranks a network is sharded over (0 = the ranks of a node); the mesh
+            replicates across the ``world / shard_size`` groups.
     """
 
     param_dtype: str = "bfloat16"
     reduce_dtype: str = "float32"
     reshard_after_forward: bool = True
+    shard_size: int = 0
     name: str = "fsdp2"
+    _mesh: Any = None
 
-    def _shard(self, model: nn.Module) -> nn.Module:
+    def mesh(self, device_type: str):  # -> DeviceMesh | None
+        """The job's ``(replicate, shard)`` mesh, built once (None without a process group)."""
+        if self._mesh is None:
+            self._mesh = build_mesh(device_type, self.shard_size)
+        return self._mesh
+
+    def _shard(self, model: nn.Module, *, frozen: bool = False) -> nn.Module:
         if not _active():
             # fully_shard needs a process group; one process is the unsharded case.
             return model
+        mesh = self.mesh(next(model.parameters()).device.type)
+        # One replica group is plain FSDP (1-D); the frozen teacher never leaves its node.
+        target = mesh[SHARD] if frozen or mesh.size(mesh.mesh_dim_names.index(REPLICATE)) == 1 else mesh
         master = next(model.parameters()).dtype
         compute = torch_dtype(self.param_dtype)
         # FSDP2's own input casting rebuilds dataclass arguments (torch.distributed.utils._apply_to_tensors),
@@ -234,10 +249,10 @@ class FSDP2Strategy(TorchOptimizerSteps):
         blocks = getattr(model, "blocks", None)
         if isinstance(blocks, nn.ModuleList):
             for block in blocks:
-                fully_shard(block, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
+                fully_shard(block, mesh=target, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
         else:
             log.warning("%s has no .blocks ModuleList; sharding it as one unit", type(model).__name__)
-        fully_shard(model, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
+        fully_shard(model, mesh=target, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
         if compute != master:
             model.register_forward_pre_hook(_CastLatentInputs(compute), with_kwargs=True)
         return model
@@ -248,7 +263,7 @@ class FSDP2Strategy(TorchOptimizerSteps):
         return self._shard(model)
 
     def prepare_frozen(self, model: nn.Module) -> nn.Module:
-        return self._shard(model)
+        return self._shard(model, frozen=True)
 
     def set_gradient_sync(self, model: nn.Module, enabled: bool) -> None:
         if isinstance(model, FSDPModule):
@@ -262,13 +277,14 @@ class FSDP2Strategy(TorchOptimizerSteps):
 
 def make_strategy(name: str, *, param_dtype: str = "bfloat16", reduce_dtype: str = "float32",
                   reshard_after_forward: bool = True, zero_stage: int = 2, grad_clip_norm: float = 10.0,
-                  grad_accum_steps: int = 1, micro_batch_size: int = 1) -> Strategy:
+                  grad_accum_steps: int = 1, micro_batch_size: int = 1, shard_size: int = 0) -> Strategy:
     """Build the strategy named by ``parallel.strategy``.
 
     Args:
         name: ``none`` | ``fsdp2`` | ``deepspeed``.
         param_dtype, reduce_dtype, reshard_after_forward: FSDP2 mixed precision / resharding
             (``param_dtype`` also selects DeepSpeed bf16).
+        shard_size: FSDP2 HSDP shard-group size (0 = ranks per node; see :mod:`stream_r1.distributed.mesh`).
         zero_stage, grad_clip_norm, grad_accum_steps, micro_batch_size: DeepSpeed engine config
             (``gradient_clipping``, ``gradient_accumulation_steps``, ``train_micro_batch_size_per_gpu``).
 
@@ -278,7 +294,7 @@ def make_strategy(name: str, *, param_dtype: str = "bfloat16", reduce_dtype: str
     if name == "none":
         return NoShardStrategy()
     if name == "fsdp2":
-        return FSDP2Strategy(param_dtype, reduce_dtype, reshard_after_forward)
+        return FSDP2Strategy(param_dtype, reduce_dtype, reshard_after_forward, shard_size)
     if name == "deepspeed":
         from stream_r1.distributed.deepspeed_strategy import DeepSpeedStrategy, check_deepspeed
 

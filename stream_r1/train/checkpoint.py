@@ -9,6 +9,11 @@ Layout of ``<output>/checkpoints/step_<optimizer step:06d>/``::
                         (the reward balancer's history is rank-local, docs/method.md §3.2 item 3)
     MANIFEST.json       sha256 of every file above (written last)
 
+Every ``.pt`` file holds tensors and plain containers only and is read with
+``torch.load(weights_only=True)``: a checkpoint is data, and a tampered one (even with its manifest
+recomputed) cannot run code when a run resumes from it. Python's and numpy's RNG states are stored
+as integer tensors (:func:`capture_rng_state`).
+
 A checkpoint is written into ``.tmp-step_*`` and renamed into place only after every file and the
 manifest are fsynced, so a crash (even SIGKILL) mid-write leaves the previous checkpoint intact.
 """
@@ -56,7 +61,8 @@ class CheckpointPayload:
         models: ``{"generator", "critic", "generator_ema"?}`` full state dicts.
         optimizers: ``{"generator", "critic"}`` full optimizer states.
         state: JSON-serialisable trainer state (counters, config hash, sampler, ...).
-        rank_state: This rank's RNG and rank-local state (``torch.save``-able).
+        rank_state: This rank's RNG and rank-local state: tensors and plain containers only
+            (loaded with ``weights_only=True``).
     """
 
     models: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -66,11 +72,22 @@ class CheckpointPayload:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Global RNG states of this process: torch CPU, every CUDA device, python, numpy."""
+    """Global RNG states of this process as tensors and plain values (weights-only loadable).
+
+    Returns:
+        ``{"torch_cpu": ByteTensor, "python": {"version", "internal": int64 [625], "gauss_next"},
+        "numpy": {"bit_generator", "key": int64 [624], "pos", "has_gauss", "cached_gaussian"},
+        "cuda"?: [ByteTensor per device]}``.
+    """
+    version, internal, gauss_next = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
     state: dict[str, Any] = {
         "torch_cpu": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # MT19937 words are < 2**32: exact in int64.
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "numpy": {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -80,10 +97,31 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state` (CUDA states only if CUDA is present)."""
     torch.set_rng_state(state["torch_cpu"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss_next"]))
+    n = state["numpy"]
+    np.random.set_state((n["bit_generator"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_weights_only(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; a file that needs unpickling is a ``ValueError``.
+
+    Raises:
+        ValueError: the file holds anything but tensors and plain containers (a tampered or
+            foreign file), or is not a torch file at all; nothing in it is executed.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        why = f"it asks to import {found.group(1)}" if found else f"{type(e).__name__}"
+        raise ValueError(
+            f"refusing to load {path}: it is not a weights-only torch file (tensors and plain containers; {why}); "
+            "delete this checkpoint or resume from another one"
+        ) from e
 
 
 def _save_torch(obj: Any, path: Path) -> None:
@@ -200,14 +238,33 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def find_resume_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest checkpoint under ``output_dir`` that verifies; corrupt ones are skipped with a warning."""
-    for path in reversed(list_checkpoints(output_dir)):
+    """The newest checkpoint under ``output_dir`` that verifies; corrupt ones are skipped with a warning.
+
+    Returns:
+        The checkpoint directory, or None when the run has no checkpoints at all.
+
+    Raises:
+        ValueError: checkpoints exist but none verifies. Starting from step 0 instead would
+            silently discard the run (and keep-last-k would then delete the evidence), so the
+            operator decides: the message names every checkpoint's fault and the way out.
+    """
+    published = list_checkpoints(output_dir)
+    faults: list[str] = []
+    for path in reversed(published):
         try:
             verify_checkpoint(path)
         except ValueError as e:
             log.warning("skipping corrupt checkpoint %s: %s", path, e)
+            faults.append(f"{path.name}: {e}")
             continue
         return path
+    if published:
+        root = checkpoint_root(output_dir)
+        raise ValueError(
+            f"--resume auto: none of the {len(published)} checkpoints under {root} verifies "
+            f"({'; '.join(faults)}); refusing to restart from step 0 over them. Move {root} aside "
+            "to start this run afresh, or resume from a good copy with --resume PATH"
+        )
     return None
 
 
@@ -228,8 +285,8 @@ def load_checkpoint(path: str | Path, rank: int) -> CheckpointPayload:
     models: dict[str, Any] = {}
     optimizers: dict[str, Any] = {}
     if rank == 0:
-        models = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-        optimizers = torch.load(path / "optimizers.pt", map_location="cpu", weights_only=True)
+        models = load_weights_only(path / "model.pt")
+        optimizers = load_weights_only(path / "optimizers.pt")
     rank_file = path / f"rank_{rank:05d}.pt"
-    rank_state = torch.load(rank_file, map_location="cpu", weights_only=False) if rank_file.is_file() else {}
+    rank_state = load_weights_only(rank_file) if rank_file.is_file() else {}
     return CheckpointPayload(models=models, optimizers=optimizers, state=state, rank_state=rank_state)

@@ -8,6 +8,7 @@ import torch
 
 from stream_r1.config import write_resolved_config
 from stream_r1.config.schema import RunConfig
+from stream_r1.distributed.batch import plan_batch
 from stream_r1.distributed.collectives import barrier
 from stream_r1.distributed.env import init_distributed, shutdown_distributed, world_size_from_env
 from stream_r1.distributed.fsdp import make_strategy
@@ -59,8 +60,9 @@ def run_training(
         p = cfg.parallel
         strategy = make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
                                  reshard_after_forward=p.reshard_after_forward, zero_stage=p.zero_stage,
-                                 grad_clip_norm=cfg.optim.grad_clip_norm, grad_accum_steps=cfg.train.grad_accum_steps,
-                                 micro_batch_size=cfg.train.batch_size_per_rank)
+                                 grad_clip_norm=cfg.optim.grad_clip_norm, grad_accum_steps=plan_batch(cfg.train, world.world_size).grad_accum_steps,
+                                 micro_batch_size=cfg.train.batch_size_per_rank,
+                                 shard_size=p.shard_size)
         setup = build_training(cfg, world, strategy, output_dir)
         options = TrainerOptions(output_dir, plan.checkpoint, sigkill_after_checkpoint, sigkill_during_checkpoint,
                                  trajectory_hash=plan.trajectory_hash)

@@ -1,6 +1,6 @@
 """Checks that run before any model is built: a bad input fails in a second, clearly.
 
-Missing weights, config or prompt files; a world size that does not match the batch; an output
+Missing weights, config or prompt files; a world size that cannot split the recipe's batch; an output
 directory that holds a different run (trajectory-identity mismatch) or an existing run without
 ``--resume``; a ``--resume PATH`` that does not verify.
 """
@@ -14,6 +14,7 @@ from typing import Any
 from stream_r1.config import config_hash, load_config
 from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
+from stream_r1.distributed.batch import plan_batch
 from stream_r1.train.checkpoint import find_resume_checkpoint, list_checkpoints, read_trainer_state, verify_checkpoint
 from stream_r1.train.run_identity import describe_difference, identity_hash, read_identity, trajectory_identity
 from stream_r1.utils.io import check_safetensors_under
@@ -45,15 +46,8 @@ def check_weights_exist(cfg: RunConfig, *, ode_pairs: bool = False) -> None:
 
 
 def check_world_size(cfg: RunConfig, world_size: int) -> None:
-    """``train.global_batch_size`` must equal ``batch_size_per_rank * world_size``."""
-    t = cfg.train
-    if t.global_batch_size % world_size or t.global_batch_size != t.batch_size_per_rank * world_size:
-        raise ValueError(
-            f"train.global_batch_size={t.global_batch_size} must equal train.batch_size_per_rank="
-            f"{t.batch_size_per_rank} x world size {world_size}; set "
-            f"--set train.global_batch_size={t.batch_size_per_rank * world_size} or launch "
-            f"{t.global_batch_size // t.batch_size_per_rank} processes"
-        )
+    """``world_size`` ranks must split the recipe's effective batch (:func:`plan_batch`)."""
+    plan_batch(cfg.train, world_size)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import torch
 from stream_r1.config import config_hash, config_to_dict
 from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
+from stream_r1.distributed.batch import plan_batch
 from stream_r1.distributed.collectives import all_gather_object, broadcast_from_rank0
 from stream_r1.distributed.env import WorldInfo
 from stream_r1.distributed.fsdp import Strategy
@@ -82,7 +83,10 @@ class Trainer:
                  options: TrainerOptions) -> None:
         self.cfg, self.setup, self.world, self.strategy, self.options = cfg, setup, world, strategy, options
         t = cfg.train
-        self.schedule = TrainSchedule(t.num_optimizer_steps, t.grad_accum_steps, t.gen_update_every, t.ema_start_raw_step)
+        # Accumulation follows the world size so every world size takes the recipe's effective batch.
+        self.batch = plan_batch(t, world.world_size)
+        self.schedule = TrainSchedule(t.num_optimizer_steps, self.batch.grad_accum_steps, t.gen_update_every,
+                                      self.batch.ema_start_raw_step)
         self.gen_opt = strategy.attach_optimizer(
             setup.generator, build_adamw(setup.generator, cfg.optim.lr_generator, cfg.optim))
         self.critic_opt = strategy.attach_optimizer(
@@ -148,7 +152,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self) -> list[dict[str, float]]:
         """Train to ``train.num_optimizer_steps``; returns the logged scalars per optimizer step."""
-        accum = self.cfg.train.grad_accum_steps
+        accum = self.batch.grad_accum_steps
         window = WindowLog()
         first = self.steps_done * accum
         steps = progress(self.schedule.iter_from(first), desc="train (micro-steps)",
@@ -174,7 +178,7 @@ class Trainer:
         return WindowLog()
 
     def _micro_step(self, m: MicroStep, window: WindowLog) -> None:
-        accum = self.cfg.train.grad_accum_steps
+        accum = self.batch.grad_accum_steps
         distiller = self.setup.distiller
         if m.train_generator:
             batch = self._batch()
@@ -208,7 +212,7 @@ class Trainer:
         self.steps_done = m.optimizer_step + 1
         ess = window_ess(all_gather_object(window.w_inter))
         seconds = time.perf_counter() - window.started
-        per_step = self.cfg.train.batch_size_per_rank * self.world.world_size * self.cfg.train.grad_accum_steps
+        per_step = self.batch.effective_batch
         scalars = {
             **window.scalars(),
             **ess,
@@ -269,7 +273,7 @@ class Trainer:
             ema_meta = ema_state
         state = {
             "optimizer_step": self.steps_done,
-            "raw_step": self.steps_done * self.cfg.train.grad_accum_steps,
+            "raw_step": self.steps_done * self.batch.grad_accum_steps,
             "generator_steps": self.generator_steps,
             "config_hash": config_hash(self.cfg),
             "world_size": self.world.world_size,

@@ -49,11 +49,12 @@ def test_two_rank_fsdp2_step_keeps_ranks_identical(tiny_checkpoints, tmp_path, p
 def test_world_size_must_divide_batch_before_models(tiny_checkpoints, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stream_r1", "train", "--config", "tiny_cpu",
-           "--output", str(tmp_path / "run"), "--set", f"checkpoints.root={tiny_checkpoints}"]
+           "--output", str(tmp_path / "run"), "--set", f"checkpoints.root={tiny_checkpoints}",
+           "--set", "train.grad_accum_steps=1"]  # 1 prompt per optimizer step cannot be split over 2 ranks
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0
-    assert "train.global_batch_size=1 must equal" in proc.stderr
+    assert "world size 2 cannot split the recipe's batch: 1 prompts per optimizer step" in proc.stderr
     assert not (tmp_path / "run").exists()  # failed before writing anything
 
 

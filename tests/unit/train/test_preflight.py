@@ -21,13 +21,14 @@ def test_missing_weights_listed(tmp_path):
         check_weights_exist(cfg)
 
 
-def test_world_size_must_match_batch(tmp_path):
-    cfg = _cfg(tmp_path, "train.global_batch_size=2")
-    check_world_size(cfg, 2)
-    with pytest.raises(ValueError, match=re.escape("train.global_batch_size=2 must equal")):
-        check_world_size(cfg, 1)
-    with pytest.raises(ValueError, match="launch 2 processes"):
+def test_world_size_must_split_the_effective_batch(tmp_path):
+    cfg = _cfg(tmp_path, "train.global_batch_size=2")  # 2 x accumulation 2 = 4 prompts per optimizer step
+    for world in (1, 2, 4):
+        check_world_size(cfg, world)
+    with pytest.raises(ValueError, match=re.escape("world size 3 cannot split the recipe's batch: 4 prompts")):
         check_world_size(cfg, 3)
+    with pytest.raises(ValueError, match=re.escape("use a world size in [1, 2, 4]")):
+        check_world_size(cfg, 8)
 
 
 def test_missing_prompt_file_first(tmp_path):
