@@ -106,3 +106,38 @@ def test_run_local_whole_dag(tmp_path, repo_root_path, monkeypatch, plain_s3_dow
         plain_s3_download(creds, info.uri, tmp_path / "registered")
     model = WanTransformer3DModel.from_pretrained(str(tmp_path / "registered"))
     assert model.config.num_layers >= 1 and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_rerun_with_a_registered_run_id_writes_elsewhere(seaweed, s3_env, tmp_path, repo_root_path, monkeypatch):
+    """Run 1 registers ``rerun-1``; run 2 reuses the id on another machine (fresh work dir, same bucket and
+    registry) with other weights and is rejected by the gate: the registered export's objects are untouched."""
+    from stream_r1.ops.pipeline import run_local
+    from stream_r1.ops.registry.mlflow_registry import MlflowRegistry
+
+    monkeypatch.chdir(repo_root_path)
+    bucket, registry = "rerun", str(tmp_path / "registry.db")
+    common = {"run_id": "rerun-1", "registry_uri": registry, "ode_init_path": "ode_init.pt"}
+    store = ArtifactStore(seaweed, bucket)
+
+    def status() -> str:  # the run's own record, whatever the summary says about it
+        return str(store.get_json("runs/rerun-1/status.json")["state"])
+
+    first = run_local(workdir=tmp_path / "w1", endpoint=seaweed.url, bucket=bucket,
+                      params={**common, "overrides": ["train.num_optimizer_steps=2"]})
+    assert status() == "SUCCEEDED", first.error
+    registered = MlflowRegistry(registry).get("stream-r1-student", "rerun-1")
+    key = registered.uri.split("/", 3)[3]
+    before = {o.object_name: (o.etag, o.last_modified) for o in store.client.list_objects(bucket, key + "/",
+                                                                                           recursive=True)}
+    assert f"{key}/diffusion_pytorch_model.safetensors" in before
+
+    second = run_local(workdir=tmp_path / "w2", endpoint=seaweed.url, bucket=bucket,
+                       params={**common, "overrides": ["train.num_optimizer_steps=2", "train.seed=7"],
+                               "gate_min_value": 1.0e9})
+    assert status() == "SUCCEEDED", second.error  # the gate said no; the run itself worked
+    exports = {k.split("/")[3] for k in store.list_keys("runs/rerun-1/export/")}
+    assert len(exports) == 2  # the rerun's export went to its own content address
+    after = {o.object_name: (o.etag, o.last_modified) for o in store.client.list_objects(bucket, key + "/",
+                                                                                          recursive=True)}
+    assert after == before
+    assert MlflowRegistry(registry).get("stream-r1-student", "rerun-1").uri == registered.uri
