@@ -68,8 +68,9 @@ def stream_r1_pipeline(
     with dsl.ExitHandler(exit_task, name="stream-r1-run"):
         fetch = fetch_checkpoints(source=checkpoint_source, bucket=bucket, run_id=run_id,
                                   job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        # Transfers fail transiently; already-verified objects are skipped on retry, a stored set is reused.
-        fetch.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2, backoff_max_duration="600s")
+        # No task-level retry: a KFP retry cannot tell wrong keys from a dropped connection and would repeat an
+        # auth error for minutes. The store retries transient errors itself (bounded); a re-run re-sends only
+        # missing objects and reuses a stored set.
         _with_s3(fetch)
         rid, ckpts = fetch.outputs["run_id"], fetch.outputs["checkpoints_uri"]
 

@@ -70,6 +70,23 @@ def test_source_names_cannot_write_outside_the_set(s3_env, bucket_name, spec, ba
     assert not store.client.bucket_exists(bucket_name)  # refused before the first request
 
 
+@pytest.mark.parametrize("entry", ["/etc/cron.d/evil", "../../evil.sh"])
+def test_s3_source_whose_manifest_points_outside_is_refused(s3_env, bucket_name, tmp_path, entry):
+    """A user fetches from a bucket someone else can write: a manifest entry with an absolute path or ``..``
+    is refused with one line, and neither the set nor any local file is written."""
+    from components.fetch_checkpoints.component import fetch_checkpoints as component
+
+    src = ArtifactStore(s3_env, bucket_name + "-src")
+    src.ensure_bucket()
+    src.put_json("models/vae/MANIFEST.sha256.json", {"files": {entry: {"sha256": src.put_bytes(
+        "models/vae/payload", b"#!/bin/sh\n"), "size": 10}}})
+    with pytest.raises(ValueError, match="refusing to write outside the destination") as info:
+        component.python_func(source=f"vae=s3://{src.bucket}/models/vae", bucket=bucket_name, run_id="u1",
+                              job_id="")
+    assert repr(entry) in str(info.value) and "\n" not in str(info.value)
+    assert ArtifactStore(s3_env, bucket_name).list_keys("") == []
+
+
 def test_fetch_rejects_hub_source_outside_cluster(s3_env, bucket_name, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert parse_source("teacher=hf://Wan-AI/Wan2.1-T2V-14B-Diffusers@main,vae=/x") == {
