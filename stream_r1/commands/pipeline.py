@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--endpoint", help="use this S3 URL (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) "
                                       "instead of starting SeaweedFS")
     r.add_argument("--bucket", default="stream-r1", help="bucket for runs/<run-id>/...")
+    r.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess",
+                   help="subprocess: every step in this venv (fast, default); docker: every step in its cluster "
+                        "image through podman's Docker API (images built when missing; training as a container)")
 
     s = sub.add_parser("submit", help="submit one run to a Kubeflow Pipelines cluster")
     _cluster_args(s)
@@ -79,8 +82,14 @@ def run(args: argparse.Namespace) -> int:
     params = pl.parse_params(args.params)
     if args.action == "run-local":
         check_output_dir(args.workdir, "--workdir")
-        summary = pl.run_local(workdir=args.workdir, endpoint=args.endpoint, bucket=args.bucket, config=args.config,
-                               params=params)
+        from stream_r1.ops.podman import EngineMissing
+
+        try:
+            summary = pl.run_local(workdir=args.workdir, endpoint=args.endpoint, bucket=args.bucket,
+                                   config=args.config, params=params, runner=args.runner)
+        except EngineMissing as e:
+            print(f"stream-r1 pipeline run-local: {e}")
+            return 2
         _print_summary(summary)
         return 0 if summary.state == "SUCCEEDED" else 1
     arguments = pl.cluster_arguments(args.config, params)

@@ -1,9 +1,9 @@
-"""VBench runner: evaluates the 16 standard dimensions in the separate VBench image (``images/vbench``).
+"""VBench runner: evaluates the 16 standard dimensions in a separate VBench environment (docs/evaluation.md).
 
 VBench 0.1.5 pins transformers 4.33 / numpy<2 and downloads its weights, so it
 cannot share the project environment. This module imports only torch-free project code (suites,
-matching, the aggregation) at module level and ``vbench`` lazily, so it runs in that image with the
-project installed ``--no-deps``::
+matching, the aggregation) at module level and ``vbench`` lazily, so it runs in that environment with
+the project installed ``--no-deps``::
 
     python -m stream_r1.eval.vbench_runner --videos DIR --prompts vbench_extended \
         --data-root /data/prompts --output OUT [--dimensions d1 d2 ...] [--mode vbench_standard]
@@ -161,7 +161,8 @@ def _vbench_class() -> Callable[..., Any]:
         from vbench import VBench
     except ImportError as e:
         raise RuntimeError(
-            "the vbench package is not importable here; run this module in the VBench image (images/vbench)"
+            "the vbench package is not importable here; run this module where VBench 0.1.5 is installed "
+            "(docs/evaluation.md, VBench)"
         ) from e
     return VBench
 
@@ -248,5 +249,5 @@ def main(argv: Sequence[str] | None = None, vbench_factory: Callable[..., Any] |
     return 0 if not failures else 1
 
 
-if __name__ == "__main__":  # pragma: no cover - run in the VBench image
+if __name__ == "__main__":  # pragma: no cover - run in a VBench environment
     sys.exit(main())

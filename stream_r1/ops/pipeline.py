@@ -223,8 +223,9 @@ def s3_endpoint(endpoint: str | None, data_dir: Path) -> Iterator[S3Credentials]
 
 
 def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None = None, bucket: str = "stream-r1",
-              config: str = "tiny_cpu", params: dict[str, Any] | None = None) -> LocalRunSummary:
-    """Run the whole DAG with ``kfp.local.SubprocessRunner`` on tiny checkpoints and a real S3 store.
+              config: str = "tiny_cpu", params: dict[str, Any] | None = None,
+              runner: str = "subprocess") -> LocalRunSummary:
+    """Run the whole DAG with ``kfp.local`` on tiny checkpoints and a real S3 store.
 
     Args:
         workdir: Persistent state: ``seaweed/`` (the bucket), ``registry.db``, ``pipeline_root/``,
@@ -234,11 +235,23 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
         bucket: Bucket for ``runs/<run-id>/...``.
         config: Preset or YAML path.
         params: Extra pipeline arguments.
+        runner: ``subprocess`` (every step in this process's venv, the fast default) or ``docker`` (every step
+            in its cluster image through podman, training as a sibling container: ``stream_r1.ops.containers``).
+
+    Raises:
+        ValueError: unknown ``runner``.
+        stream_r1.ops.podman.EngineMissing: ``runner="docker"`` and podman or the docker SDK is missing.
     """
     from kfp import local
 
     from stream_r1.ops import steps
 
+    from stream_r1.ops import containers
+
+    if runner not in containers.RUNNERS:
+        raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(containers.RUNNERS)}")
+    if runner == "docker":
+        containers.check_prerequisites()  # before any work: one line naming what is missing
     start = time.monotonic()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +262,8 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
     args = pipeline_arguments(config, {"checkpoint_source": str(tiny), "bucket": bucket, "run_id": run_id,
                                        "registry_uri": str(workdir / "registry.db"), "ode_init_path": "",
                                        "shared_dir": str(workdir / "shared"),
+                                       # in containers the launcher (ops image, no torch) runs a sibling job
+                                       **({"backend": "container"} if runner == "docker" else {}),
                                        **(params or {})})
     pipeline = load_pipeline()
     summary = LocalRunSummary(run_id=run_id, state="FAILED", bucket=bucket, endpoint="")
@@ -257,7 +272,13 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
         summary.endpoint = creds.url
         workspace = Path(ws_parent) / "workspace"  # rmtree'd by kfp.local after the run
         workspace.mkdir()
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "pipeline_root"),
+        stack = contextlib.ExitStack()
+        kfp_runner: Any = local.SubprocessRunner(use_venv=False)
+        if runner == "docker":
+            rt = stack.enter_context(containers.container_runtime(repo_root(), workdir, workdir / "pipeline_root",
+                                                                  creds.env()))
+            kfp_runner = rt.runner()
+        local.init(runner=kfp_runner, pipeline_root=str(workdir / "pipeline_root"),
                    workspace_root=str(workspace), raise_on_error=True)
         try:
             with warnings.catch_warnings():
@@ -266,6 +287,8 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
                 pipeline(**args)
         except RuntimeError as e:
             summary.error = str(e)
+        finally:
+            stack.close()
         _fill_summary(summary, ArtifactStore(creds, bucket), workdir, str(args.get("model_name", "stream-r1-student")))
     summary.wall_seconds = time.monotonic() - start
     return summary

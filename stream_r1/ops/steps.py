@@ -36,7 +36,7 @@ from stream_r1.utils.names import suggest_run_id, validate_run_id
 
 log = get_logger(__name__)
 
-BACKENDS = ("local", "pytorchjob", "trainjob")
+BACKENDS = ("local", "container", "pytorchjob", "trainjob")
 REGISTRIES = ("mlflow", "kubeflow")
 
 
@@ -150,7 +150,7 @@ def ode_init(checkpoints_uri: str, supplied: str, bucket: str, run_id: str, shar
 
 
 def make_backend(name: str, **kwargs: Any) -> JobBackend:
-    """The job backend ``name`` (``local | pytorchjob | trainjob``); cluster backends are imported lazily.
+    """The job backend ``name`` (``local | container | pytorchjob | trainjob``), each imported lazily.
 
     Raises:
         ValueError: unknown backend name.
@@ -159,6 +159,10 @@ def make_backend(name: str, **kwargs: Any) -> JobBackend:
         from stream_r1.ops.jobs.local import LocalJobBackend
 
         return LocalJobBackend(**kwargs)
+    if name == "container":
+        from stream_r1.ops.jobs.container import ContainerJobBackend
+
+        return ContainerJobBackend(**kwargs)
     if name in ("pytorchjob", "trainjob"):
         from stream_r1.ops.k8s import launcher  # the Kubernetes issue's backends
 
