@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 
 NAME = "images"
 HELP = "build the runtime images (ops, train) with podman from a hermetic wheelhouse and smoke-test them"
@@ -24,11 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--no-smoke", action="store_true", help="skip the smoke test inside each image")
 
 
-def _revision(root: object) -> str:
-    proc = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], text=True, capture_output=True, check=False)
-    return proc.stdout.strip() or "unknown"
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -45,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for name in args.names or list(images.IMAGES):
         built = images.build_image(root, name, cache=(root / args.cache).resolve(), base_image=base,
-                                   python=args.python, revision=_revision(root), force=args.force,
+                                   python=args.python, force=args.force,
                                    extra_wheels=Path(args.extra_wheels).resolve() if args.extra_wheels else None)
         verb = "built" if built.built else "up to date"
         print(f"{built.tag}: {verb} in {built.seconds:.0f} s (inputs {built.inputs})")

@@ -65,6 +65,24 @@ def ensure_images(root: Path, cache: Path) -> dict[str, str]:
     return out
 
 
+def make_readable(tree: Path) -> None:
+    """Files and directories under ``tree`` readable (and directories traversable) by every uid: the host
+    writes some files ``0600`` (atomic writes through ``mkstemp``), which the images' uid 1000 could not read."""
+    for p in [tree, *tree.rglob("*")]:
+        if not p.is_symlink():
+            p.chmod(p.stat().st_mode | (0o555 if p.is_dir() else 0o444))
+
+
+def unfinished_tasks(run_root: Path) -> list[str]:
+    """Tasks under ``run_root`` (one KFP local run's directory) without ``executor_output.json``.
+
+    The KFP executor writes that file last, only when the component returned; kfp's ``DockerRunner`` reports
+    success for a container that was removed before it could be waited on (podman removes an auto-remove
+    container as soon as it exits), so a failed step shows up here, not in the task's status.
+    """
+    return sorted(d.name for d in run_root.iterdir() if d.is_dir() and not (d / "executor_output.json").is_file())
+
+
 def _writable(path: Path) -> None:
     """World-writable (sticky) so the images' uid 1000 can write where the host user created things."""
     path.mkdir(parents=True, exist_ok=True)

@@ -184,6 +184,12 @@ def fill_wheelhouse(lock: str, wheels: Path) -> list[Path]:
     return [found[d] for d in sorted(wanted)]
 
 
+def git_revision(root: Path) -> str:
+    """The checkout's commit (the image's ``org.opencontainers.image.revision``), ``unknown`` outside git."""
+    proc = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], text=True, capture_output=True, check=False)
+    return proc.stdout.strip() or "unknown"
+
+
 def source_digest(root: Path) -> str:
     """sha256 over the project's source files (paths and bytes), ignoring caches."""
     h = hashlib.sha256()
@@ -197,7 +203,7 @@ def source_digest(root: Path) -> str:
 
 
 def build_image(root: Path, name: str, *, cache: Path, base_image: str, python: str = "python3",
-                extra_wheels: Path | None = None, revision: str = "unknown", force: bool = False) -> BuiltImage:
+                extra_wheels: Path | None = None, force: bool = False) -> BuiltImage:
     """Build image ``name`` with podman from a hermetic context, unless an image with the same inputs exists.
 
     The context is ``wheels/`` (the lock's wheels plus ``requirements.lock``; ``extra_wheels`` replace
@@ -239,7 +245,7 @@ def build_image(root: Path, name: str, *, cache: Path, base_image: str, python: 
                            "-w", str(context / "project"), str(root)], text=True, capture_output=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError("building the project wheel failed:\n" + proc.stderr[-2000:])
-    podman.build(context, dockerfile, tag, {"BASE_IMAGE": base_image, "PYTHON": python, "REVISION": revision},
+    podman.build(context, dockerfile, tag, {"BASE_IMAGE": base_image, "PYTHON": python, "REVISION": git_revision(root)},
                  {"io.stream-r1.inputs": inputs})
     return BuiltImage(name, tag, inputs, True, time.monotonic() - start)
 

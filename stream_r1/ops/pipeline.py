@@ -244,20 +244,20 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
     """
     from kfp import local
 
-    from stream_r1.ops import steps
-
-    from stream_r1.ops import containers
+    from stream_r1.ops import containers, steps
 
     if runner not in containers.RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(containers.RUNNERS)}")
     if runner == "docker":
         containers.check_prerequisites()  # before any work: one line naming what is missing
-    start = time.monotonic()
+    start, start_wall = time.monotonic(), time.time()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     run_id = steps.resolve_run_id(f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
     tiny = workdir / "tiny-checkpoints"
     steps.run_cli(["make-tiny-checkpoints", str(tiny)])
+    if runner == "docker":
+        containers.make_readable(tiny)
     # ode_init_path="" runs the real ODE pairs + regression (about 50 s on the tiny config).
     args = pipeline_arguments(config, {"checkpoint_source": str(tiny), "bucket": bucket, "run_id": run_id,
                                        "registry_uri": str(workdir / "registry.db"), "ode_init_path": "",
@@ -285,11 +285,18 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
                 # kfp.local warns when an image name lacks "python"; ours is pinned on purpose and unused locally.
                 warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
                 pipeline(**args)
-        except RuntimeError as e:
+        except (RuntimeError, ValueError) as e:  # ValueError: kfp.local found a task's outputs missing
             summary.error = str(e)
         finally:
             stack.close()
         _fill_summary(summary, ArtifactStore(creds, bucket), workdir, str(args.get("model_name", "stream-r1-student")))
+        if runner == "docker":
+            runs = [d for d in (workdir / "pipeline_root").iterdir() if d.is_dir() and d.stat().st_mtime >= start_wall]
+            failed = [t for d in runs for t in containers.unfinished_tasks(d)]
+            if failed:  # the exit handler may have recorded the status kfp reported: success
+                summary.state = "FAILED"
+                summary.error = (f"task(s) {', '.join(failed)} exited without writing their outputs (kfp's "
+                                 f"DockerRunner reported success; see the task log above)")
     summary.wall_seconds = time.monotonic() - start
     return summary
 

@@ -70,7 +70,7 @@ def ensure_local_base(tag: str = LOCAL_BASE) -> str:
         proc = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs)], text=True,
                               capture_output=True, check=False)
         if proc.returncode != 0:
-            raise RuntimeError("debootstrap failed:\n" + "\n".join(proc.stdout.splitlines()[-10:] + [proc.stderr]))
+            raise RuntimeError("debootstrap failed:\n" + "\n".join([*proc.stdout.splitlines()[-10:], proc.stderr]))
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         podman("import", "--change", "CMD /bin/bash", "-", tag, stdin=tar.stdout)
         tar.wait()

@@ -84,18 +84,30 @@ def atomic_publish_dir(staging: str | Path, target: str | Path) -> Path:
     return target
 
 
+PACKAGE_PREFIX = "package:stream_r1/"
+
+
+def package_path(path: str | Path) -> Path:
+    """``package:stream_r1/<rel>`` -> that file inside the installed package (present in every image and
+    independent of the working directory); any other path unchanged."""
+    text = str(path)
+    if text.startswith(PACKAGE_PREFIX):
+        return Path(__file__).resolve().parents[1] / text[len(PACKAGE_PREFIX):]
+    return Path(path)
+
+
 def read_prompt_file(path: str | Path, *, setting: str = "the prompt file") -> list[str]:
     """Non-empty, stripped lines of a UTF-8 prompt file (one prompt per line).
 
     Args:
-        path: the file.
+        path: the file, or ``package:stream_r1/<rel>`` for one shipped in the package (:func:`package_path`).
         setting: where the user set the path (named in the error, e.g. ``data.prompts`` or ``--prompts``).
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file holds no prompt.
     """
-    path = Path(path)
+    path = package_path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"prompt file {str(path)!r} does not exist; set {setting} to a file with one prompt per line"
