@@ -111,7 +111,7 @@ def container_runtime(root: Path, workdir: Path, pipeline_root: Path, store_env:
     os.environ["DOCKER_HOST"] = f"unix://{sock}"  # kfp's DockerRunner client (docker.from_env)
     try:
         env = {**store_env, "DOCKER_HOST": f"unix://{sock}", "STREAM_R1_TRAIN_IMAGE": tags["train"],
-               "STREAM_R1_CONTAINER_MOUNTS": str(pipeline_root), "STREAM_R1_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+               "STREAM_R1_CONTAINER_MOUNTS": str(workdir), "STREAM_R1_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
         yield ContainerRuntime(socket=sock, images=tags, env=env, mounts=[str(workdir)])
     finally:
         os.umask(old_umask)

@@ -50,8 +50,13 @@ def _is_module(name: str) -> bool:
 
 
 def _imports(nodes: list[ast.AST], package: str) -> set[str]:
-    """Absolute module names imported anywhere inside ``nodes`` (``from a import b`` adds ``a.b`` if a module)."""
+    """Absolute module names imported anywhere inside ``nodes`` (``from a import b`` adds ``a.b`` if a module),
+    plus the modules a ``[..., "-m", "x.y", ...]`` command runs when ``nodes`` start subprocesses (a command
+    handed to a container engine runs in another image, not here)."""
     out: set[str] = set()
+    spawns = any(isinstance(n, (ast.Import, ast.ImportFrom)) and "subprocess" in
+                 ([a.name for a in n.names] if isinstance(n, ast.Import) else [n.module])
+                 for root in nodes for n in ast.walk(root))
     for root in nodes:
         for n in ast.walk(root):
             if isinstance(n, ast.Import):
@@ -64,7 +69,7 @@ def _imports(nodes: list[ast.AST], package: str) -> set[str]:
                 out.add(base)
                 out.update(f"{base}.{a.name}" for a in n.names if base.startswith("stream_r1")
                            and _is_module(f"{base}.{a.name}"))
-            elif isinstance(n, (ast.List, ast.Tuple)):  # [python, "-m", "torch.distributed.run", ...]
+            elif spawns and isinstance(n, (ast.List, ast.Tuple)):  # [python, "-m", "torch.distributed.run", ...]
                 for a, b in itertools.pairwise(n.elts):
                     if isinstance(a, ast.Constant) and a.value == "-m" and isinstance(b, ast.Constant):
                         out.add(str(b.value))
@@ -204,6 +209,7 @@ def test_the_analysis_sees_what_each_step_really_runs():
     assert "kubernetes" in requirements("train") and "mlflow" in requirements("register_model")
     # backend=local would train inside the launcher's process: torch, which the ops image does not have.
     assert "torch" in requirements("train", backends_excluded=set())
+    assert "docker" in requirements("train")  # backend=container starts the job through the Docker API
     assert "torch" not in image_provides("ops") and "torch" in image_provides("train")
     for component in COMPONENTS:
         wanted = "train" if component in torch_steps else "ops"

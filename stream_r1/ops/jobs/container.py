@@ -99,6 +99,13 @@ class ContainerJobBackend:
         return JobResult(state="Failed", output_dir=str(out_dir),
                          message=f"the training container exited with code {code}; last lines:\n" + "\n".join(tail))
 
+    def cleanup(self, run_id: str, pipeline_state: str) -> str:
+        """The exit handler's clean-up: remove the run's job containers unless the run succeeded."""
+        if pipeline_state.strip().upper() == "SUCCEEDED":
+            return "nothing to clean up"
+        self.cancel(run_id)
+        return f"removed the job containers of {run_id} (if any)"
+
     def cancel(self, run_id: str) -> None:
         """Kill and remove the job containers of ``run_id``; no-op if none."""
         for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}):
