@@ -76,32 +76,46 @@ def test_whole_dag_runs_in_the_images(built, repo_root_path, tmp_path):
         [sys.executable, "-m", "stream_r1", "pipeline", "run-local", "--runner", "docker", "--workdir", str(work),
          "--bucket", "ctr", "--param", 'overrides=["train.num_optimizer_steps=2"]'],
         cwd=repo_root_path, text=True, capture_output=True, timeout=1800, check=False)
-    out = proc.stdout
-    assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    check_run_in_containers(work, proc.stdout)
+
+
+def check_run_in_containers(work: Path, out: str) -> None:
+    """The summary's registered line, every task's outputs, the files' owner, the store's objects."""
     run_id = re.search(r"^run (\S+): SUCCEEDED", out, re.M).group(1)
     m = re.search(r"^registered model: stream-r1-student:(\S+) -> s3://ctr/(\S+)$", out, re.M)
     assert m and m.group(1) == run_id, out[-2000:]
 
-    # Every task's outputs, in the KFP pipeline root, written inside a container.
+    # Every task's outputs (KFP pipeline root: parameters and artifacts; the shared volume: run directories),
+    # written inside a container.
     (root,) = [p for p in (work / "pipeline_root").iterdir() if p.is_dir()]
     tasks = {p.name: p for p in root.iterdir() if p.is_dir()}
-    assert {"fetch-checkpoints", "ode-init", "train", "evaluate", "gate", "register-model", "on-exit"} <= set(tasks)
-    ckpts = tasks["fetch-checkpoints"] / "checkpoints"
-    assert (ckpts / "ode_init.pt").stat().st_size > 0 and _owned_by_image_user(ckpts)
-    init = tasks["ode-init"] / "student_init"
-    assert init.stat().st_size > 0 and _owned_by_image_user(init)
-    assert (tasks["ode-init"] / "student_init-work" / "pairs").is_dir()  # the ODE regression ran (train image)
-    run = tasks["train"] / "run"
-    assert (run / "final" / "generator" / "config.json").is_file() and _owned_by_image_user(run / "final")
-    assert (run / "tensorboard" / "metrics.jsonl").read_text().count("\n") >= 2  # two optimizer steps logged
+    assert set(tasks) == {"fetch-checkpoints", "ode-init", "train", "evaluate", "gate", "register-model", "on-exit"}
+    params = {}
+    for name, task in tasks.items():
+        out_file = task / "executor_output.json"
+        assert _owned_by_image_user(out_file), name
+        params[name] = json.loads(out_file.read_text()).get("parameterValues", {})
+    assert params["fetch-checkpoints"]["run_id"] == run_id
+    ckpt_uri = params["fetch-checkpoints"]["checkpoints_uri"]
+    assert ckpt_uri.startswith("s3://ctr/checkpoint-sets/")
+    assert params["ode-init"]["Output"] == f"s3://ctr/runs/{run_id}/ode_init/ode_init.pt"
+    export_uri = params["train"]["export_uri"]
+    assert export_uri.startswith(f"s3://ctr/runs/{run_id}/export/") and params["train"]["config_hash"]
+    model = tasks["train"] / "model"  # the Model artifact: the stock diffusers export
+    assert json.loads((model / "config.json").read_text())["_class_name"]
+    assert (model / "diffusion_pytorch_model.safetensors").stat().st_size > 0 and _owned_by_image_user(model)
     metrics = json.loads((tasks["evaluate"] / "metrics").read_text())
-    assert isinstance(metrics["temporal_flickering"], float) and _owned_by_image_user(tasks["evaluate"] / "metrics")
-    for task in ("gate", "register-model", "on-exit"):
-        outputs = json.loads((tasks[task] / "executor_output.json").read_text())["parameterValues"]
-        assert outputs["Output"] not in ("", None), (task, outputs)
-    assert json.loads((tasks["gate"] / "executor_output.json").read_text())["parameterValues"]["Output"] is True
-    assert json.loads((tasks["on-exit"] / "executor_output.json").read_text())["parameterValues"]["Output"] \
-        == "SUCCEEDED"
+    assert isinstance(metrics["temporal_flickering"], float)
+    assert "<html" in (tasks["evaluate"] / "report").read_text().lower()
+    assert params["gate"]["Output"] is True
+    assert params["register-model"]["Output"] == f"stream-r1-student:{run_id} -> {export_uri}"
+    assert params["on-exit"]["Output"] == "SUCCEEDED"
+    run_dir = work / "shared" / "runs" / run_id
+    assert (run_dir / "ode_init" / "work").is_dir()  # the ODE regression ran (in the train image)
+    assert _owned_by_image_user(run_dir / "ode_init" / "ode_init.pt")
+    assert len((run_dir / "train" / "tensorboard" / "metrics.jsonl").read_text().splitlines()) >= 2
+    assert _owned_by_image_user(run_dir / "train" / "final")  # written by the sibling training container
 
     # ... and in the store the steps published to (the run's server is stopped: serve its data dir again).
     from stream_r1.ops.seaweed import SeaweedServer
@@ -112,4 +126,7 @@ def test_whole_dag_runs_in_the_images(built, repo_root_path, tmp_path):
         assert store.get_json(f"{prefix}/status.json")["state"] == "SUCCEEDED"
         assert store.get_json(f"{prefix}/evaluate/metrics.json")["temporal_flickering"] == metrics["temporal_flickering"]
         assert store.exists(f"{prefix}/ode_init/ode_init.pt")
-        assert any(k.endswith("generator/config.json") for k in store.list_keys(f"{m.group(2)}/"))
+        export_prefix = export_uri.removeprefix("s3://ctr/")
+        assert store.exists(f"{export_prefix}/config.json")
+        assert store.list_keys(ckpt_uri.removeprefix("s3://ctr/") + "/")
+    assert m.group(2) == export_prefix
