@@ -125,7 +125,21 @@ def cluster_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
     from stream_r1.config import load_config
 
     cfg = load_config(config, list(params.get("overrides", [])))
-    return pipeline_arguments(config, {**CLUSTER_DEFAULTS, "ode_init_path": cfg.checkpoints.student_init, **params})
+    args = pipeline_arguments(config, {**CLUSTER_DEFAULTS, "ode_init_path": cfg.checkpoints.student_init, **params})
+    check_backend_for_images(str(args["backend"]))
+    return args
+
+
+def check_backend_for_images(backend: str) -> None:
+    """Refuse ``backend=local`` where the steps run in images: it trains inside the train step's own process,
+    and that step is a launcher on the ops image, which has no torch (it would fail after fetch and ODE init).
+
+    Raises:
+        ValueError: ``backend`` is ``local``.
+    """
+    if backend == "local":
+        raise ValueError("backend=local trains inside the launcher step, whose image (ops) has no torch; use "
+                         "backend=pytorchjob or trainjob in a cluster (run-local --runner docker uses container)")
 
 
 def kfp_client(host: str, namespace: str, token_file: str | None = None) -> Any:
@@ -250,6 +264,7 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
         raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(containers.RUNNERS)}")
     if runner == "docker":
         containers.check_prerequisites()  # before any work: one line naming what is missing
+        check_backend_for_images(str((params or {}).get("backend", "container")))
     start, start_wall = time.monotonic(), time.time()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -58,3 +58,12 @@ def test_make_readable_opens_host_files_written_0600(tmp_path):
     (tree / "sub").chmod(0o700)
     containers.make_readable(tree)
     assert f.stat().st_mode & 0o444 == 0o444 and (tree / "sub").stat().st_mode & 0o555 == 0o555
+
+
+def test_backend_local_is_refused_where_steps_run_in_images():
+    """The launcher's image has no torch: a cluster submission with backend=local fails before anything is sent."""
+    from stream_r1.ops import pipeline as pl
+
+    with pytest.raises(ValueError, match="backend=local trains inside the launcher step"):
+        pl.cluster_arguments("tiny_cpu", {"checkpoint_source": "s3://m/wan", "backend": "local"})
+    assert pl.cluster_arguments("tiny_cpu", {"checkpoint_source": "s3://m/wan"})["backend"] == "pytorchjob"
