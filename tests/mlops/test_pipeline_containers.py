@@ -21,7 +21,8 @@ import pytest
 from stream_r1.ops import images
 from stream_r1.ops.store import ArtifactStore
 
-pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.s3]
+# A clean machine bootstraps the base and builds both images first (~10 min on 2 cores), beyond the 600 s default.
+pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.s3, pytest.mark.timeout(2700)]
 IMAGE_UID = 1000
 
 
