@@ -52,6 +52,7 @@ MODES: dict[str, dict[str, object]] = {
         "mode": "BalancedOverall",
         "intra": True,
         "reward_passes": 2,
+        "saliency_backward": "per_axis",
         "saliency_space": "patch_reference",
         "patch_order": "sr1_naive",
         "spatial_mapping": "trilinear_reference",
@@ -162,7 +163,7 @@ def _worker(args: argparse.Namespace, modes: list[str]) -> dict[str, dict[str, o
         def step(mode: str, i: int) -> None:
             opt.zero_grad(set_to_none=True)
             # Same exit-step sequence and seeds for every mode (k cycles 0..3).
-            loss, _ = distillers[mode].generator_loss(batch, i % 4, torch.Generator().manual_seed(1000 + i))
+            loss = distillers[mode].generator_loss(batch, i % 4, torch.Generator().manual_seed(1000 + i)).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stream_r1.config import load_config
+    from stream_r1.method.metric_keys import LOSS_CRITIC
     from stream_r1.train.entry import run_training
 
     cfg = load_config(args.config, args.overrides)
@@ -38,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
     )
     if history:
         last = history[-1]
-        print(f"trained to optimizer step {int(last['step'])}: critic loss {last.get('loss/critic', float('nan')):.6g}")
+        print(f"trained to optimizer step {int(last['step'])}: critic loss {last.get(LOSS_CRITIC, float('nan')):.6g}")
     return 0

@@ -225,6 +225,9 @@ class RewardConfig:
     """Frames scored: all (dropping the last if odd, SR1) or VideoAlign-native 2 fps."""
     reward_passes: Literal[1, 2] = 1
     """1: logits and saliency from one forward; 2: SR1's separate scalar and saliency passes."""
+    saliency_backward: Literal["batched", "per_axis"] = "batched"
+    """batched: every axis' saliency gradient from one vmapped backward; per_axis: one backward per axis,
+    as SR1 (same values, about twice the backward work for three axes)."""
     max_pixels: int = 200704
     """Per-frame pixel budget of smart_resize (448*448; 336x588 at 480x832)."""
     min_pixels: int = 3136

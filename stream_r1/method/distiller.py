@@ -24,6 +24,7 @@ from torch import Tensor
 
 from stream_r1.config.schema import DMDConfig, ModelConfig, RewardConfig, RolloutConfig
 from stream_r1.losses import critic_flow_loss, dmd_direction, weighted_dmd_loss
+from stream_r1.method import metric_keys as mk
 from stream_r1.method.guidance import GuidedScore
 from stream_r1.models.denoiser import BidirectionalDenoiser, CausalDenoiser
 from stream_r1.models.vae import WanVAE
@@ -61,20 +62,36 @@ class DistillBatch:
 
 @dataclass(frozen=True)
 class GeneratorMedia:
-    """Detached CPU tensors of the last generator step, for TensorBoard images/videos.
+    """Detached CPU tensors of one generator step's first rollout, for TensorBoard images/videos.
 
     Attributes:
-        rollout: the rollout latents ``[B, F, C, H, W]`` (float32).
-        w_intra: Intra-Perplexity weights ``[B, F, H, W]``, or None (plain DMD / no intra weighting).
-        temporal_profile: the temporal factor tau of W_intra per latent frame ``[B, F]``, or None.
-        pixels: the decoded rollout ``[B, T, 3, Hp, Wp]`` in [-1, 1] (float16), kept only when
-            ``capture_media`` was set and a reward mode decoded it; else None.
+        rollout: the rollout latents ``[1, F, C, H, W]`` (float32).
+        w_intra: Intra-Perplexity weights ``[1, F, H, W]``, or None (plain DMD / no intra weighting).
+        temporal_profile: the temporal factor tau of W_intra per latent frame ``[1, F]``, or None.
+        pixels: the rollout as the reward decoded it, ``[1, T, 3, Hp, Wp]`` in [-1, 1] (float32), or None
+            when no reward mode decoded it (plain DMD).
     """
 
     rollout: Tensor
     w_intra: Tensor | None
     temporal_profile: Tensor | None
     pixels: Tensor | None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one generator or critic micro-step of the distiller produced.
+
+    Attributes:
+        loss: float64 scalar; its gradient reaches only the network being trained.
+        metrics: flat ``{key: value}`` for logging (keys in ``stream_r1.method.metric_keys``).
+        media: the first rollout's latents, weights and decoded pixels (generator steps with
+            ``keep_media=True`` only; else None).
+    """
+
+    loss: Tensor
+    metrics: dict[str, float]
+    media: GeneratorMedia | None = None
 
 
 class StreamR1Distiller:
@@ -130,10 +147,6 @@ class StreamR1Distiller:
         self.balancer = balancer
         self.real_score = GuidedScore(teacher, dmd_cfg.guidance_scale)
         self.fake_score = GuidedScore(critic, dmd_cfg.fake_guidance_scale)
-        self.capture_media = False
-        """Also keep the decoded pixels in :attr:`last_media` (large at full resolution; off by default)."""
-        self.last_media: GeneratorMedia | None = None
-        """Filled by every :meth:`generator_loss` call."""
 
     # ------------------------------------------------------------------ rollout
     def rollout(
@@ -159,7 +172,9 @@ class StreamR1Distiller:
         }
 
     # ------------------------------------------------------------------ generator
-    def generator_loss(self, batch: DistillBatch, exit_step: int, rng: torch.Generator) -> tuple[Tensor, dict]:
+    def generator_loss(
+        self, batch: DistillBatch, exit_step: int, rng: torch.Generator, *, keep_media: bool = False
+    ) -> StepResult:
         """The generator's (reward-weighted) DMD loss on a fresh rollout.
 
         RNG order on ``rng``: rollout noise (:func:`self_forcing_rollout`), then DMD t and noise.
@@ -168,10 +183,12 @@ class StreamR1Distiller:
             batch: prompts and embeddings.
             exit_step: the rollout's shared exit step k (drawn by the trainer).
             rng: torch RNG.
+            keep_media: also return the first rollout's :class:`GeneratorMedia` (detached CPU copies,
+                with the pixels the reward decoded, so logging never decodes again).
 
         Returns:
-            ``(loss, metrics)``: float64 scalar whose gradient reaches only the generator, and a flat
-            ``dict[str, float]`` for logging (see docs/method.md).
+            :class:`StepResult` (float64 loss whose gradient reaches only the student; metrics in
+            docs/method.md).
         """
         x, info = self.rollout(batch, exit_step, rng, grad_enabled=True)
         neg = batch.negative_emb
@@ -185,7 +202,7 @@ class StreamR1Distiller:
         direction = dmd_direction(x, fake, real, rng, **self._score_kwargs())
         dmd_value = weighted_dmd_loss(x.detach(), direction.g)  # the unweighted surrogate value, for logging
         metrics: dict[str, float] = {
-            "generator/dmd_loss": float(dmd_value),
+            mk.GENERATOR_DMD_LOSS: float(dmd_value),
             "generator/exit_step": float(info.exit_step),
             "generator/exit_timestep": float(info.exit_timesteps[0]),
             "dmd/t": float(direction.t.mean()),
@@ -196,9 +213,8 @@ class StreamR1Distiller:
             loss, pixels, weights = weighted_dmd_loss(x, direction.g), None, None
         else:
             loss, pixels, weights = self._reward_weighted_loss(x, direction.g, batch.prompts, metrics)
-        metrics["generator/loss"] = float(loss.detach())
-        self.last_media = _media(x, pixels if self.capture_media else None, weights)
-        return loss, metrics
+        metrics[mk.GENERATOR_LOSS] = float(loss.detach())
+        return StepResult(loss, metrics, _media(x, pixels, weights) if keep_media else None)
 
     def _reward_weighted_loss(
         self, x: Tensor, g: Tensor, prompts: list[str], metrics: dict[str, float]
@@ -234,7 +250,7 @@ class StreamR1Distiller:
         return loss, pixels, weights
 
     # ------------------------------------------------------------------ critic
-    def critic_loss(self, batch: DistillBatch, exit_step: int, rng: torch.Generator) -> tuple[Tensor, dict]:
+    def critic_loss(self, batch: DistillBatch, exit_step: int, rng: torch.Generator) -> StepResult:
         """Flow-matching loss of the critic on a separate no-grad rollout (§1.5).
 
         RNG order on ``rng``: rollout noise, then critic t and noise.
@@ -245,7 +261,7 @@ class StreamR1Distiller:
             rng: torch RNG.
 
         Returns:
-            ``(loss, metrics)``: float64 scalar whose gradient reaches only the critic, and a flat dict.
+            :class:`StepResult` (float64 loss whose gradient reaches only the critic).
         """
         with torch.no_grad():
             x, info = self.rollout(batch, exit_step, rng, grad_enabled=False)
@@ -255,23 +271,24 @@ class StreamR1Distiller:
 
         loss, terms = critic_flow_loss(x, critic, rng, **self._score_kwargs())
         metrics = {
-            "critic/loss": float(loss.detach()),
+            mk.CRITIC_LOSS: float(loss.detach()),
             "critic/t": float(terms.t.mean()),
             "critic/x0_mse": terms.x0_mse,
             "critic/exit_step": float(info.exit_step),
         }
-        return loss, metrics
+        return StepResult(loss, metrics)
 
 
 def _media(x: Tensor, pixels: Tensor | None, weights: list[RolloutWeights] | None) -> GeneratorMedia:
-    """Rollout latents, weights and (optionally) pixels as detached CPU tensors."""
-    intra = [w.w_intra for w in weights] if weights else []
-    taus = [w.temporal_profile for w in weights] if weights else []
+    """The first rollout's latents, weights and pixels as detached CPU tensors (batch dimension kept)."""
+    first = weights[0] if weights else None
+    w_intra = None if first is None or first.w_intra is None else first.w_intra[None].float().cpu()
+    tau = None if first is None or first.temporal_profile is None else first.temporal_profile[None].float().cpu()
     return GeneratorMedia(
-        rollout=x.detach().float().cpu(),
-        w_intra=torch.stack(intra).float().cpu() if intra and all(w is not None for w in intra) else None,  # type: ignore[arg-type]
-        temporal_profile=torch.stack(taus).float().cpu() if taus and all(t is not None for t in taus) else None,  # type: ignore[arg-type]
-        pixels=None if pixels is None else pixels.detach().to(torch.float16).cpu(),
+        rollout=x[:1].detach().float().cpu(),
+        w_intra=w_intra,
+        temporal_profile=tau,
+        pixels=None if pixels is None else pixels[:1].detach().float().cpu(),
     )
 
 
@@ -282,9 +299,9 @@ def _reward_metrics(per_sample: list[RolloutWeights], w_inter: Tensor, w_intra: 
     for axis in sorted({a for w in per_sample for a in w.rewards}):
         out[f"reward/{axis}"] = sum(float(w.rewards[axis]) for w in per_sample) / n
     out["reward/r"] = sum(float(w.r) for w in per_sample) / n
-    out["reward/r_final"] = sum(float(w.r_final) for w in per_sample) / n
+    out[mk.REWARD_R_FINAL] = sum(float(w.r_final) for w in per_sample) / n
     out["reward/penalty"] = sum(float(w.penalty) for w in per_sample) / n
-    out["reward/w_inter"] = float(w_inter.mean())
+    out[mk.REWARD_W_INTER] = float(w_inter.mean())
     if w_intra is not None:
         out["w_intra/mean"] = float(w_intra.mean())
         out["w_intra/min"] = float(w_intra.min())

@@ -16,11 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stream_r1.method.metric_keys import LOSS_CURVES
 from stream_r1.ops.seaweed import S3Credentials
 from stream_r1.utils.io import atomic_write_json, atomic_write_text
 
 REMOTE = "store"
-LOSS_KEYS = ("loss/critic", "loss/generator", "loss/ode_regression")
+LOSS_KEYS = LOSS_CURVES
 
 
 def write_params(preset: str, path: str | Path, overrides: list[str] | None = None) -> Path:

@@ -231,6 +231,8 @@ class VideoRewardModel(torch.nn.Module):
         space: SaliencySpace = "pixel",
         patch_order: PatchOrder = "fixed",
         opts: PreprocessOptions | None = None,
+        *,
+        batched: bool = True,
     ) -> RewardScores:
         """Scores and per-axis saliency from one grad-enabled forward (docs/method.md §3.3-B/C).
 
@@ -241,12 +243,15 @@ class VideoRewardModel(torch.nn.Module):
             space: ``pixel`` | ``patch_reference`` | ``embeds``.
             patch_order: Row order used by ``patch_reference`` (``fixed`` or SR1's ``sr1_naive``).
             opts: Preprocessing options.
+            batched: every axis' gradient from one batched backward (else one backward per axis, as SR1).
 
         Returns:
             :class:`RewardScores` with ``saliency`` filled (float32, detached).
         """
         video = preprocess_frames(frames.detach().to(self.device), opts)
         ids = self.encode_prompt(prompt, video.num_video_tokens)
-        raw, sal = compute_saliency(self, video, ids, metrics=metrics, space=space, patch_order=patch_order)
+        raw, sal = compute_saliency(
+            self, video, ids, metrics=metrics, space=space, patch_order=patch_order, batched=batched
+        )
         logits = {a: float(raw[i]) for i, a in enumerate(REWARD_AXES)}
         return RewardScores(logits, self.normalise(logits), sal, space, video.frame_indices, video.grid_thw)

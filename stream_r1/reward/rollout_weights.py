@@ -122,7 +122,8 @@ def compute_rollout_weights(
     sal_scores = None
     if cfg.intra:
         sal_scores = reward_model.score_with_saliency(
-            frames, prompt, cfg.saliency_metrics, cfg.saliency_space, cfg.patch_order, opts
+            frames, prompt, cfg.saliency_metrics, cfg.saliency_space, cfg.patch_order, opts,
+            batched=cfg.saliency_backward == "batched",
         )
     # reward_passes=2 reproduces SR1's separate no-grad scalar pass; 1 reuses the saliency pass' logits.
     scores = (

@@ -1,7 +1,8 @@
 """Intra-Perplexity saliency: reward-logit gradients from one forward (docs/method.md §3.3-C).
 
-For each axis a in ``metrics``: ``G_a = d logit_a / d target`` with the raw (un-normalised) logit,
-``torch.autograd.grad`` retaining the graph for all but the last axis. Reward parameters are frozen
+For each axis a in ``metrics``: ``G_a = d logit_a / d target`` with the raw (un-normalised) logit, all
+axes from one batched backward (``reward.saliency_backward: batched``) or, as SR1, one
+``torch.autograd.grad`` per axis retaining the graph (``per_axis``; equal values, more work). Reward parameters are frozen
 (``requires_grad=False``); the graph runs through the activations only.
 
 Targets (``reward.saliency_space``):
@@ -58,13 +59,27 @@ def _check_args(metrics: tuple[str, ...], space: str, patch_order: str) -> None:
         raise ValueError(f"reward.patch_order={patch_order!r}; allowed {PATCH_ORDERS}")
 
 
-def _grads(logits: torch.Tensor, target: torch.Tensor, metrics: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """One gradient per axis, retaining the graph for all but the last (raw logits, like SR1)."""
-    out = {}
-    for i, axis in enumerate(metrics):
-        (g,) = torch.autograd.grad(logits[REWARD_AXES.index(axis)], target, retain_graph=i < len(metrics) - 1)
-        out[axis] = g.float()
-    return out
+def _grads(
+    logits: torch.Tensor, target: torch.Tensor, metrics: tuple[str, ...], batched: bool
+) -> dict[str, torch.Tensor]:
+    """``d logit_a / d target`` for every axis in ``metrics`` (raw logits, like SR1).
+
+    ``batched``: one backward for all axes: the selected logits ``[k]`` are differentiated against the
+    rows of the ``k x k`` identity with ``is_grads_batched=True`` (autograd vmaps the backward over them),
+    so the graph is walked once instead of once per axis; row ``i`` is the gradient of logit ``i``.
+    Otherwise one ``autograd.grad`` per axis retaining the graph, as SR1 does (same values).
+    """
+    if not batched:
+        out = {}
+        for i, axis in enumerate(metrics):
+            (g,) = torch.autograd.grad(logits[REWARD_AXES.index(axis)], target, retain_graph=i < len(metrics) - 1)
+            out[axis] = g.float()
+        return out
+    rows = torch.tensor([REWARD_AXES.index(a) for a in metrics], device=logits.device)
+    selected = logits.index_select(0, rows)
+    basis = torch.eye(len(metrics), dtype=selected.dtype, device=selected.device)
+    (g,) = torch.autograd.grad(selected, target, grad_outputs=basis, is_grads_batched=True)
+    return {axis: g[i].float() for i, axis in enumerate(metrics)}
 
 
 def compute_saliency(
@@ -75,6 +90,7 @@ def compute_saliency(
     metrics: tuple[str, ...] = ("MQ", "VQ", "TA"),
     space: str = "pixel",
     patch_order: str = "fixed",
+    batched: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Raw logits and per-axis saliency maps from one grad-enabled reward forward.
 
@@ -85,6 +101,7 @@ def compute_saliency(
         metrics: Axes to differentiate, in order.
         space: ``pixel`` | ``patch_reference`` | ``embeds``.
         patch_order: ``fixed`` | ``sr1_naive`` (``patch_reference`` only).
+        batched: all axes' gradients from one batched backward (default) or one backward per axis (SR1).
 
     Returns:
         ``(logits [3] float32 detached, {axis: saliency float32 detached})``; saliency shapes:
@@ -100,17 +117,17 @@ def compute_saliency(
         if space == "pixel":
             x = video.x.detach().requires_grad_(True)
             logits = model.logits_from_embeds(model.embed_video(patchify(x), grid), input_ids)
-            grads = _grads(logits, x, metrics)
+            grads = _grads(logits, x, metrics, batched)
             sal = {a: g.norm(dim=1) for a, g in grads.items()}  # [T', Hr, Wr]: L2 over RGB
         elif space == "patch_reference":
             pv = patchify(video.x.detach()).requires_grad_(True)
             logits = model.logits_from_embeds(model.embed_video(pv, grid), input_ids)
-            grads = _grads(logits, pv, metrics)
+            grads = _grads(logits, pv, metrics, batched)
             layout = patch_rows_to_grid if patch_order == "fixed" else sr1_naive_grid
             sal = {a: layout(g.norm(dim=1), (t, h, w)) for a, g in grads.items()}
         else:
             emb = model.embed_video(patchify(video.x.detach()), grid).detach().requires_grad_(True)
             logits = model.logits_from_embeds(emb, input_ids)
-            grads = _grads(logits, emb, metrics)
+            grads = _grads(logits, emb, metrics, batched)
             sal = {a: g.norm(dim=1).reshape(t, h // MERGE_SIZE, w // MERGE_SIZE) for a, g in grads.items()}
     return logits.detach().float(), {a: s.detach() for a, s in sal.items()}

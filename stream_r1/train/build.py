@@ -31,7 +31,6 @@ from stream_r1.method.build import (
 from stream_r1.method.distiller import DistillBatch, StreamR1Distiller
 from stream_r1.method.guidance import NegativePromptEmbedding
 from stream_r1.models.text_encoder import TextEncoder
-from stream_r1.models.vae import WanVAE
 from stream_r1.train.data import PromptSampler, TextEmbeddingCache, read_prompts
 from stream_r1.utils.dtypes import torch_dtype
 from stream_r1.utils.logging import get_logger
@@ -49,7 +48,6 @@ class TrainingSetup:
         sampler: This rank's prompt sampler.
         prompts: All prompts.
         make_batch: ``prompts -> DistillBatch`` (cached text embeddings + negative prompt).
-        vae: The VAE when loaded (reward runs), for TensorBoard clips.
     """
 
     generator: nn.Module
@@ -58,7 +56,6 @@ class TrainingSetup:
     sampler: PromptSampler
     prompts: list[str]
     make_batch: Callable[[list[str]], DistillBatch]
-    vae: WanVAE | None
 
 
 def master_dtype(cfg: RunConfig) -> torch.dtype:
@@ -140,4 +137,4 @@ def build_training(cfg: RunConfig, world: WorldInfo, strategy: Strategy, output_
         emb = cache.get(batch_prompts).to(device=device, dtype=compute)
         return DistillBatch(batch_prompts, emb, negative.get().to(device=device, dtype=compute))
 
-    return TrainingSetup(generator, critic, distiller, sampler, prompts, make_batch, vae)
+    return TrainingSetup(generator, critic, distiller, sampler, prompts, make_batch)

@@ -18,6 +18,7 @@ from stream_r1.distributed.state_dicts import (
     load_full_model_state_dict,
     load_full_optimizer_state_dict,
 )
+from stream_r1.method import metric_keys as mk
 from stream_r1.method.build import (
     load_score_transformer,
     load_student_transformer,
@@ -167,7 +168,7 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, 
             norm = strategy.clip_grad_norm(net, cfg.optim.grad_clip_norm)
             opt.step()
             losses.append(float(loss.detach()))
-            sink.scalars(step + 1, {"loss/ode": losses[-1], "grad_norm/generator": norm})
+            sink.scalars(step + 1, {mk.LOSS_ODE_REGRESSION: losses[-1], mk.GRAD_NORM_GENERATOR: norm})
             if (step + 1) % cfg.train.checkpoint_every_steps == 0 and step + 1 < cfg.ode.num_steps:
                 payload = CheckpointPayload(
                     models={"generator": full_model_state_dict(net)},

@@ -29,6 +29,8 @@ from stream_r1.distributed.collectives import all_gather_object, broadcast_from_
 from stream_r1.distributed.env import WorldInfo
 from stream_r1.distributed.fsdp import Strategy
 from stream_r1.distributed.state_dicts import full_model_state_dict, load_full_model_state_dict, parameter_digest
+from stream_r1.method import metric_keys as mk
+from stream_r1.method.distiller import GeneratorMedia
 from stream_r1.train.build import TrainingSetup
 from stream_r1.train.checkpoint import (
     CheckpointPayload,
@@ -97,6 +99,7 @@ class Trainer:
         self.num_exit_choices = len(cfg.rollout.denoising_steps)
         self.history: list[dict[str, float]] = []
         self._last_media_step: int | None = None
+        self._media: GeneratorMedia | None = None  # kept by the generator micro-step of a media window
         if options.resume_from is not None:
             self._restore(options.resume_from)
         self.sink = self._make_sink()
@@ -186,23 +189,28 @@ class Trainer:
             # FSDP2 no_sync: reduce-scatter only in the window's last backward (§5 item 17);
             # DeepSpeed: the accumulation boundary of the engine.
             self.strategy.set_gradient_sync(self.setup.generator, m.window_end)
-            loss, metrics = distiller.generator_loss(batch, k, self._noise("generator", m.raw_step))
-            self.strategy.backward(self.setup.generator, loss / accum)
-            window.add_generator(loss, metrics, k)
+            # The window's last generator micro-step keeps its media when this window logs them: the
+            # clip is the decode the reward already made, never a second one.
+            keep = m.window_end and self.world.is_main and self._media_due(m.optimizer_step + 1)
+            step = distiller.generator_loss(batch, k, self._noise("generator", m.raw_step), keep_media=keep)
+            self.strategy.backward(self.setup.generator, step.loss / accum)
+            window.add_generator(step.loss, step.metrics, k)
+            if step.media is not None:
+                self._media = step.media
         batch = self._batch()
         k = self._exit_step("critic", m.raw_step)
         self.strategy.set_gradient_sync(self.setup.critic, m.window_end)
-        loss, metrics = distiller.critic_loss(batch, k, self._noise("critic", m.raw_step))
-        self.strategy.backward(self.setup.critic, loss / accum)
-        window.add_critic(loss, metrics, k)
+        step = distiller.critic_loss(batch, k, self._noise("critic", m.raw_step))
+        self.strategy.backward(self.setup.critic, step.loss / accum)
+        window.add_critic(step.loss, step.metrics, k)
 
     def _end_window(self, m: MicroStep, window: WindowLog) -> None:
         clip = self.cfg.optim.grad_clip_norm
         norm = self.strategy.optimizer_step(self.setup.critic, self.critic_opt, clip)
-        window.critic["grad_norm/critic"].append(norm)
+        window.critic[mk.GRAD_NORM_CRITIC].append(norm)
         if m.train_generator:
             norm = self.strategy.optimizer_step(self.setup.generator, self.gen_opt, clip)
-            window.generator["grad_norm/generator"].append(norm)
+            window.generator[mk.GRAD_NORM_GENERATOR].append(norm)
             self.generator_steps += 1
             if self.ema is not None:
                 with self.strategy.full_parameters(self.setup.generator):
@@ -226,30 +234,29 @@ class Trainer:
         if self.steps_done % self.cfg.train.log_every_steps == 0 or self.steps_done == self.schedule.num_optimizer_steps:
             self.sink.scalars(self.steps_done, scalars)
             self.sink.histogram(self.steps_done, "rollout/exit_step", np.asarray(window.exit_steps))
-        if m.train_generator and self._media_due():
+        if m.train_generator and self._media_due(self.steps_done):
             self._log_media()
         every = self.cfg.train.checkpoint_every_steps
         if self.steps_done % every == 0 or self.steps_done == self.schedule.num_optimizer_steps:
             self._checkpoint()
 
     # ------------------------------------------------------------------ media
-    def _media_due(self) -> bool:
+    def _media_due(self, steps_done: int) -> bool:
+        """Whether the window that completes optimizer step ``steps_done`` logs images and a clip."""
         last = self._last_media_step
-        return last is None or self.steps_done - last >= self.cfg.train.media_every_steps
+        return last is None or steps_done - last >= self.cfg.train.media_every_steps
 
-    @torch.no_grad()
     def _log_media(self) -> None:
         self._last_media_step = self.steps_done
-        media = self.setup.distiller.last_media
+        media, self._media = self._media, None
         if not self.world.is_main or media is None:
             return
         step = self.steps_done
         if media.w_intra is not None:
             self.sink.image(step, "w_intra/temporal_profile", temporal_profile_image(media.w_intra[0].mean(dim=(1, 2))))
-        vae = self.setup.vae
-        if vae is None:
+        if media.pixels is None:  # plain DMD decodes nothing (no VAE is loaded)
             return
-        pixels = vae.decode(media.rollout[:1].to(device=vae.device, dtype=vae.dtype))[0].float().cpu()
+        pixels = media.pixels[0]
         self.sink.video(step, "rollout/clip", video_to_uint8(pixels), fps=self.cfg.eval.fps)
         if media.w_intra is not None:
             self.sink.image(step, "w_intra/spatial", heatmap_grid(pixels, media.w_intra[0]))
@@ -316,6 +323,6 @@ class Trainer:
                 last.update(row)
             flat = {f"{sec}.{k}": v for sec, d in config_to_dict(self.cfg).items() if isinstance(d, dict)
                     for k, v in d.items() if isinstance(v, int | float | str | bool)}
-            hp_metrics = {f"hparam/{k}": float(last[k]) for k in ("loss/critic", "loss/generator") if k in last}
+            hp_metrics = {f"hparam/{k}": float(last[k]) for k in mk.HPARAM_METRICS if k in last}
             self.sink.hparams(flat, hp_metrics)
         self.sink.close()

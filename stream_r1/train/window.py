@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from stream_r1.method import metric_keys as mk
 from stream_r1.train.metrics import effective_sample_size
 
 
@@ -32,16 +33,16 @@ class WindowLog:
 
     def add_generator(self, loss: torch.Tensor, metrics: dict[str, float], exit_step: int) -> None:
         """Record one generator micro-step."""
-        self.generator["loss/generator"].append(float(loss.detach()))
+        self.generator[mk.LOSS_GENERATOR].append(float(loss.detach()))
         for k, v in metrics.items():
             self.generator[k].append(float(v))
-        if "reward/w_inter" in metrics:
-            self.w_inter.append(float(metrics["reward/w_inter"]))
+        if mk.REWARD_W_INTER in metrics:
+            self.w_inter.append(float(metrics[mk.REWARD_W_INTER]))
         self.exit_steps.append(exit_step)
 
     def add_critic(self, loss: torch.Tensor, metrics: dict[str, float], exit_step: int) -> None:
         """Record one critic micro-step."""
-        self.critic["loss/critic"].append(float(loss.detach()))
+        self.critic[mk.LOSS_CRITIC].append(float(loss.detach()))
         for k, v in metrics.items():
             self.critic[k].append(float(v))
         self.exit_steps.append(exit_step)

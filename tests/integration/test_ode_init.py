@@ -38,6 +38,12 @@ def test_pairs_resume_and_regression(tiny_checkpoints, tmp_path):
 
     out = tmp_path / "ode"
     losses = run_ode_init(cfg, pairs_dir, out)
+    # ops/dvc.py plots loss/ode_regression: the ODE run writes exactly that key (one row per step).
+    from stream_r1.method.metric_keys import LOSS_ODE_REGRESSION
+    from stream_r1.ops.dvc import LOSS_KEYS
+
+    rows = [json.loads(x) for x in (out / "tensorboard" / "metrics.jsonl").read_text().splitlines()]
+    assert LOSS_ODE_REGRESSION in LOSS_KEYS and [r[LOSS_ODE_REGRESSION] for r in rows] == pytest.approx(losses)
     assert load_config(out / "config.yaml") == cfg
     assert len(losses) == cfg.ode.num_steps and all(torch.isfinite(torch.tensor(losses)))
     ref = torch.load(out / "ode_init.pt", weights_only=True)

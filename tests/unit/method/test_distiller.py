@@ -42,7 +42,9 @@ def _changed(module: torch.nn.Module, before: list[torch.Tensor]) -> bool:
 def test_plain_dmd_loss_form_and_generator_step(causal_student, critic, teacher, text_emb, negative_emb) -> None:
     distiller = _plain(causal_student, critic, teacher)
     batch = _batch(text_emb, negative_emb)
-    loss, metrics = distiller.generator_loss(batch, 2, torch.Generator().manual_seed(0))
+    step = distiller.generator_loss(batch, 2, torch.Generator().manual_seed(0))
+    loss, metrics = step.loss, step.metrics
+    assert step.media is None  # only kept when asked for (media steps)
     # Replay the same RNG stream: the loss is 0.5 * mean(g^2) with g the normalised DMD direction.
     replay = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -73,7 +75,8 @@ def test_critic_step_trains_only_the_critic(causal_student, critic, teacher, tex
     distiller = _plain(causal_student, critic, teacher)
     gen_before, critic_before = _snapshot(causal_student.transformer), _snapshot(critic.transformer)
     opt = torch.optim.AdamW(critic.transformer.parameters(), lr=1e-3, betas=(0.0, 0.999))
-    loss, metrics = distiller.critic_loss(_batch(text_emb, negative_emb), 1, torch.Generator().manual_seed(1))
+    step = distiller.critic_loss(_batch(text_emb, negative_emb), 1, torch.Generator().manual_seed(1))
+    loss, metrics = step.loss, step.metrics
     assert torch.isfinite(loss) and loss.requires_grad
     assert metrics["critic/exit_step"] == 1.0 and metrics["critic/loss"] == pytest.approx(float(loss.detach()))
     loss.backward()

@@ -69,12 +69,13 @@ def test_reward_forcing_mode_is_exp_beta_mq_times_dmd(
     cfg = RewardConfig(mode="MQ", intra=False, **TINY_REWARD)
     distiller = _distiller(causal_student, critic, teacher, vae, reward_model, cfg)
     batch = DistillBatch(["a red fox in the snow"], text_emb, negative_emb)
-    loss, m = distiller.generator_loss(batch, 1, torch.Generator().manual_seed(3))
+    step = distiller.generator_loss(batch, 1, torch.Generator().manual_seed(3), keep_media=True)
+    loss, m = step.loss, step.metrics
     assert m["reward/r"] == m["reward/MQ"] == m["reward/r_final"] and m["reward/penalty"] == 0.0
     assert m["reward/w_inter"] == pytest.approx(math.exp(2.0 * m["reward/MQ"]))
     # L = 0.5 exp(beta MQ) mean((x - sg(x - g))^2) = exp(beta MQ) * the plain DMD surrogate.
     assert float(loss.detach()) == pytest.approx(m["reward/w_inter"] * m["generator/dmd_loss"], rel=1e-9)
-    assert distiller.last_media is not None and distiller.last_media.w_intra is None
+    assert step.media is not None and step.media.w_intra is None and step.media.pixels is not None
     assert not any(k.startswith("w_intra/") for k in m)
 
 
@@ -84,10 +85,9 @@ def test_stream_r1_mode_weights_dmd_by_inter_and_intra(
     cfg = RewardConfig(mode="BalancedOverall", **TINY_REWARD)
     balancer = RewardBalancer(window=4, warmup=4, lam=0.5)
     distiller = _distiller(causal_student, critic, teacher, vae, reward_model, cfg, balancer)
-    distiller.capture_media = True
     batch = DistillBatch(["a red fox in the snow"], text_emb, negative_emb)
-    loss, m = distiller.generator_loss(batch, 2, torch.Generator().manual_seed(4))
-    media = distiller.last_media
+    step = distiller.generator_loss(batch, 2, torch.Generator().manual_seed(4), keep_media=True)
+    loss, m, media = step.loss, step.metrics, step.media
     assert media is not None and media.w_intra is not None and media.pixels is not None
     w = media.w_intra  # [B, F, H, W]
     assert w.shape == (1, 6, 4, 4) and float(w.mean()) == pytest.approx(1.0, rel=1e-5)
@@ -123,11 +123,14 @@ def test_batch_of_two_weights_each_rollout_by_its_own_reward(
     distiller = _distiller(causal_student, critic, teacher, vae, reward_model, cfg)
     prompts = ["a red fox in the snow", "a boat on the ocean at sunset"]
     batch = DistillBatch(prompts, torch.cat([text_emb, negative_emb]), negative_emb)
-    loss, m = distiller.generator_loss(batch, 0, torch.Generator().manual_seed(8))
-    media = distiller.last_media
-    assert media is not None and media.rollout.shape == (2, 6, 16, 4, 4)
+    step = distiller.generator_loss(batch, 0, torch.Generator().manual_seed(8), keep_media=True)
+    loss, m, media = step.loss, step.metrics, step.media
+    assert media is not None and media.rollout.shape == (1, 6, 16, 4, 4)  # the first rollout, for logging
     with torch.no_grad():
-        pixels = vae.decode(media.rollout)
+        rollout, _ = distiller.rollout(batch, 0, torch.Generator().manual_seed(8), grad_enabled=False)
+        pixels = vae.decode(rollout)
+    # The kept pixels are the reward's own decode of the first rollout (logging decodes nothing again).
+    torch.testing.assert_close(media.pixels, pixels[:1].float(), rtol=0, atol=0)
     opts = PreprocessOptions.from_config(cfg)
     r = [sum(reward_model.score(pixels[b], p, opts).z.values()) / 3 for b, p in enumerate(prompts)]
     assert r[0] != pytest.approx(r[1])
