@@ -20,18 +20,21 @@ from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
 from stream_r1.distributed.collectives import all_reduce_mean
 from stream_r1.distributed.env import WorldInfo
-from stream_r1.distributed.fsdp import Strategy
+from stream_r1.distributed.fsdp import Strategy, make_strategy
 from stream_r1.method.build import (
     build_distiller,
     load_reward_parts,
     load_score_transformer,
     load_student_transformer,
+    student_denoiser,
     student_init_checkpoint,
 )
 from stream_r1.method.distiller import DistillBatch, StreamR1Distiller
 from stream_r1.method.guidance import NegativePromptEmbedding
 from stream_r1.models.text_encoder import TextEncoder
 from stream_r1.train.data import PromptSampler, TextEmbeddingCache, read_prompts
+from stream_r1.train.ode_pairs import OdePairs
+from stream_r1.train.ode_regression import OdeObjective
 from stream_r1.utils.dtypes import torch_dtype
 from stream_r1.utils.logging import get_logger
 
@@ -39,23 +42,34 @@ log = get_logger(__name__)
 
 @dataclass
 class TrainingSetup:
-    """Everything the training loop touches.
+    """Everything the training loop touches (distillation, or ODE initialisation when ``ode`` is set).
 
     Attributes:
         generator: The student transformer (optimised; possibly FSDP2-sharded).
-        critic: The fake-score transformer (optimised).
-        distiller: Losses over the three networks.
-        sampler: This rank's prompt sampler.
-        prompts: All prompts.
-        make_batch: ``prompts -> DistillBatch`` (cached text embeddings + negative prompt).
+        critic: The fake-score transformer (optimised); None in ODE mode.
+        distiller: Losses over the three networks; None in ODE mode.
+        sampler: This rank's sampler (prompt indices; ODE-pair indices in ODE mode).
+        prompts: All prompts (empty in ODE mode: the pairs carry theirs).
+        make_batch: ``prompts -> DistillBatch`` (cached text embeddings + negative prompt); None in ODE mode.
+        ode: The ODE-regression objective (ODE mode), else None.
     """
 
     generator: nn.Module
-    critic: nn.Module
-    distiller: StreamR1Distiller
+    critic: nn.Module | None
+    distiller: StreamR1Distiller | None
     sampler: PromptSampler
     prompts: list[str]
-    make_batch: Callable[[list[str]], DistillBatch]
+    make_batch: Callable[[list[str]], DistillBatch] | None
+    ode: OdeObjective | None = None
+
+
+def make_run_strategy(cfg: RunConfig, *, grad_accum_steps: int, micro_batch_size: int) -> Strategy:
+    """The ``parallel.*`` strategy of a run (training and ODE initialisation alike)."""
+    p = cfg.parallel
+    return make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
+                         reshard_after_forward=p.reshard_after_forward, zero_stage=p.zero_stage,
+                         grad_clip_norm=cfg.optim.grad_clip_norm, grad_accum_steps=grad_accum_steps,
+                         micro_batch_size=micro_batch_size, shard_size=p.shard_size)
 
 
 def master_dtype(cfg: RunConfig) -> torch.dtype:
@@ -138,3 +152,18 @@ def build_training(cfg: RunConfig, world: WorldInfo, strategy: Strategy, output_
         return DistillBatch(batch_prompts, emb, negative.get().to(device=device, dtype=compute))
 
     return TrainingSetup(generator, critic, distiller, sampler, prompts, make_batch)
+
+
+def build_ode_training(
+    cfg: RunConfig, world: WorldInfo, strategy: Strategy, pairs: OdePairs, output_dir: Path
+) -> TrainingSetup:
+    """The ODE-initialisation setup: the student from ``checkpoints.base`` regressed on ``pairs``."""
+    device = world.device
+    net = load_student_transformer(cfg, None, use_ema=False, dtype=master_dtype(cfg), device=device)
+    net.requires_grad_(True)
+    net = strategy.prepare_trainable(net.train(), checkpointing=cfg.model.gradient_checkpointing)
+    sampler = PromptSampler(len(pairs), world.world_size, world.rank, cfg.ode.batch_size_per_rank, cfg.train.seed,
+                            cfg.data.shuffle)
+    cache, _ = build_text_pipeline(cfg, output_dir / "text_cache", device)
+    objective = OdeObjective(student_denoiser(cfg, net), pairs, cache.get, device, torch_dtype(cfg.model.dtype))
+    return TrainingSetup(net, None, None, sampler, [], None, ode=objective)

@@ -11,7 +11,6 @@ from stream_r1.config.schema import RunConfig
 from stream_r1.distributed.batch import plan_batch
 from stream_r1.distributed.collectives import barrier
 from stream_r1.distributed.env import init_distributed, shutdown_distributed, world_size_from_env
-from stream_r1.distributed.fsdp import make_strategy
 from stream_r1.train.preflight import preflight
 from stream_r1.train.run_identity import write_identity
 from stream_r1.utils.logging import get_logger
@@ -42,7 +41,7 @@ def run_training(
     Raises:
         ValueError, FileNotFoundError: bad input, before any model is built.
     """
-    from stream_r1.train.build import build_training
+    from stream_r1.train.build import build_training, make_run_strategy
     from stream_r1.train.trainer import Trainer, TrainerOptions
 
     output_dir = Path(output_dir)
@@ -57,12 +56,8 @@ def run_training(
             write_resolved_config(cfg, output_dir)
             write_identity(output_dir, plan.identity)
         barrier()
-        p = cfg.parallel
-        strategy = make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
-                                 reshard_after_forward=p.reshard_after_forward, zero_stage=p.zero_stage,
-                                 grad_clip_norm=cfg.optim.grad_clip_norm, grad_accum_steps=plan_batch(cfg.train, world.world_size).grad_accum_steps,
-                                 micro_batch_size=cfg.train.batch_size_per_rank,
-                                 shard_size=p.shard_size)
+        strategy = make_run_strategy(cfg, grad_accum_steps=plan_batch(cfg.train, world.world_size).grad_accum_steps,
+                                     micro_batch_size=cfg.train.batch_size_per_rank)
         setup = build_training(cfg, world, strategy, output_dir)
         options = TrainerOptions(output_dir, plan.checkpoint, sigkill_after_checkpoint, sigkill_during_checkpoint,
                                  trajectory_hash=plan.trajectory_hash)

@@ -4,47 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from stream_r1.config import config_hash, write_resolved_config
 from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
 from stream_r1.distributed.collectives import barrier
 from stream_r1.distributed.env import init_distributed, shutdown_distributed, world_size_from_env
-from stream_r1.distributed.fsdp import make_strategy
-from stream_r1.distributed.state_dicts import (
-    full_model_state_dict,
-    full_optimizer_state_dict,
-    load_full_model_state_dict,
-    load_full_optimizer_state_dict,
-)
 from stream_r1.method import metric_keys as mk
 from stream_r1.method.build import (
     load_score_transformer,
-    load_student_transformer,
-    student_denoiser,
     trajectory_teacher,
 )
-from stream_r1.train.build import build_text_pipeline, master_dtype
+from stream_r1.train.build import build_text_pipeline
 from stream_r1.train.checkpoint import (
-    CheckpointPayload,
     find_resume_checkpoint,
     list_checkpoints,
-    load_checkpoint,
     read_trainer_state,
-    save_checkpoint,
     verify_checkpoint,
 )
-from stream_r1.train.data import PromptSampler, read_prompts
-from stream_r1.train.export import write_reference_pt
-from stream_r1.train.metrics import JsonlSink, MultiSink, NullSink, TensorBoardSink
+from stream_r1.train.data import read_prompts
 from stream_r1.train.ode_pairs import OdePairs, generate_pairs, plan_shards, write_index
-from stream_r1.train.ode_regression import regression_inputs, regression_loss
-from stream_r1.train.optim import build_adamw
 from stream_r1.utils.dtypes import torch_dtype
 from stream_r1.utils.logging import get_logger
-from stream_r1.utils.progress import progress
-from stream_r1.utils.seeding import make_rng
 
 log = get_logger(__name__)
 
@@ -114,12 +94,18 @@ def _ode_resume_point(cfg: RunConfig, out: Path, resume: str | None) -> Path | N
 def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, resume: str | None = None) -> list[float]:
     """Regress the student (from ``checkpoints.base``) on ODE pairs; writes ``output/ode_init.pt``.
 
-    Checkpoints (``output/checkpoints``) every ``train.checkpoint_every_steps`` regression steps,
-    keeping ``train.keep_last_checkpoints``; ``resume="auto"`` continues from the newest valid one.
+    Runs the training loop in ODE mode (``stream_r1.train.trainer.Trainer`` with an
+    :class:`~stream_r1.train.ode_regression.OdeObjective`): the same strategy (FSDP2/DeepSpeed),
+    checkpoints (``output/checkpoints`` every ``train.checkpoint_every_steps`` steps and at the end,
+    keeping ``train.keep_last_checkpoints``) and metrics (``loss/ode_regression``) as distillation;
+    ``resume="auto"`` continues from the newest valid checkpoint.
 
     Returns:
         The per-step regression losses of this rank (from the resumed step on).
     """
+    from stream_r1.train.build import build_ode_training, make_run_strategy
+    from stream_r1.train.trainer import Trainer, TrainerOptions
+
     pairs = OdePairs(pairs_dir)
     _require(cfg, ("base", "text_encoder", "tokenizer"))
     resume_from = _ode_resume_point(cfg, Path(output_dir), resume)
@@ -132,56 +118,13 @@ def run_ode_init(cfg: RunConfig, pairs_dir: str | Path, output_dir: str | Path, 
     try:
         if world.is_main:
             write_resolved_config(cfg, out)
-        p = cfg.parallel
-        strategy = make_strategy(p.strategy, param_dtype=p.param_dtype, reduce_dtype=p.reduce_dtype,
-                                 reshard_after_forward=p.reshard_after_forward)
-        net = load_student_transformer(cfg, None, use_ema=False, dtype=master_dtype(cfg), device=world.device)
-        net = strategy.prepare_trainable(net.train(), checkpointing=cfg.model.gradient_checkpointing)
-        student = student_denoiser(cfg, net)
-        opt = build_adamw(net, cfg.ode.lr, cfg.optim)
-        sampler = PromptSampler(len(pairs), world.world_size, world.rank, bs, cfg.train.seed, cfg.data.shuffle)
-        cache, _ = build_text_pipeline(cfg, out / "text_cache", world.device)
-        compute = torch_dtype(cfg.model.dtype)
-        start = 0
+        strategy = make_run_strategy(cfg, grad_accum_steps=1, micro_batch_size=bs)
+        setup = build_ode_training(cfg, world, strategy, pairs, out)
+        trainer = Trainer(cfg, setup, world, strategy, TrainerOptions(out, resume_from))
         if resume_from is not None:
-            ck = load_checkpoint(resume_from, world.rank)
-            load_full_model_state_dict(net, ck.models.get("generator", {}))
-            load_full_optimizer_state_dict(net, opt, ck.optimizers.get("generator", {}))
-            sampler.load_state_dict(ck.state["sampler"])
-            start = int(ck.state["optimizer_step"])
-            log.info("ode-init resumed from %s at step %d", resume_from, start)
-        tb, resume_step = out / "tensorboard", (start if resume_from is not None else None)
-        sink = (MultiSink(TensorBoardSink(tb, resume_step), JsonlSink(tb / "metrics.jsonl", resume_step))
-                if world.is_main else NullSink())
-        losses = []
-        for step in progress(range(start, cfg.ode.num_steps), desc="ode-init (steps)",
-                             total=cfg.ode.num_steps - start, enabled=None if world.is_main else False):
-            items = [pairs[i] for i in sampler.next_indices()]
-            states = torch.stack([s for _, s in items]).to(world.device, compute)
-            emb = cache.get([pr for pr, _ in items]).to(world.device, compute)
-            rng = make_rng(cfg.train.seed, "ode-index", world.rank, step)
-            x_t, t, target = regression_inputs(states, pairs.timesteps, cfg.model.frames_per_block, rng)
-            opt.zero_grad(set_to_none=True)
-            loss = regression_loss(student, x_t, t, emb, target)
-            loss.backward()
-            strategy.reduce_gradients(net)
-            norm = strategy.clip_grad_norm(net, cfg.optim.grad_clip_norm)
-            opt.step()
-            losses.append(float(loss.detach()))
-            sink.scalars(step + 1, {mk.LOSS_ODE_REGRESSION: losses[-1], mk.GRAD_NORM_GENERATOR: norm})
-            if (step + 1) % cfg.train.checkpoint_every_steps == 0 and step + 1 < cfg.ode.num_steps:
-                payload = CheckpointPayload(
-                    models={"generator": full_model_state_dict(net)},
-                    optimizers={"generator": full_optimizer_state_dict(net, opt)},
-                    state={"optimizer_step": step + 1, "config_hash": config_hash(cfg), "sampler": sampler.state_dict()},
-                )
-                save_checkpoint(out, step + 1, payload, rank=world.rank, keep_last=cfg.train.keep_last_checkpoints)
-        state = full_model_state_dict(net)
-        if world.is_main:
-            write_reference_pt(out / "ode_init.pt", state, None)
-            log.info("wrote %s", out / "ode_init.pt")
-        sink.close()
+            log.info("ode-init resumed from %s at step %d", resume_from, trainer.steps_done)
+        history = trainer.run()
         barrier()
-        return losses
+        return [row[mk.LOSS_ODE_REGRESSION] for row in history]
     finally:
         shutdown_distributed()

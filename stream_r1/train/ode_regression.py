@@ -2,16 +2,22 @@
 
 The student sees the *whole* sequence at once through ``CausalDenoiser.forward_full`` (block mask,
 no KV cache). Each block of each sample takes a random one of the non-clean stored states (and its
-timestep); the target is the clean latent; plain MSE over frames whose t != 0.
+timestep); the target is the clean latent; plain MSE over frames whose t != 0. :class:`OdeObjective`
+is this regression as a mode of the training loop (``stream_r1.train.trainer.Trainer``), so ODE
+initialisation runs through the same strategy, checkpoints and metrics as distillation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from stream_r1.config.derived import check_latent_frames
 from stream_r1.models.denoiser import CausalDenoiser
+from stream_r1.train.ode_pairs import OdePairs
 
 
 def regression_inputs(
@@ -50,3 +56,33 @@ def regression_loss(student: CausalDenoiser, x_t: Tensor, t: Tensor, text_emb: T
     err = (pred.float() - target.float()) ** 2 * mask
     denom = mask.sum() * pred[0, 0].numel()
     return err.sum() / denom.clamp_min(1.0)
+
+
+@dataclass
+class OdeObjective:
+    """The ODE-initialisation objective the trainer steps on (``Trainer`` in ODE mode).
+
+    Each optimizer step regresses the student on ``ode.batch_size_per_rank`` trajectories of this
+    rank: per-block states drawn with ``rng``, their cached prompt embeddings, :func:`regression_loss`.
+
+    Args:
+        student: the causal student wrapper (its transformer is the trained network).
+        pairs: the ODE-pairs directory reader (``prompt, states [S, F, C, H, W]`` per item).
+        embed: ``prompts -> [B, L, D]`` cached text embeddings (CPU).
+        device: where the step runs.
+        dtype: compute dtype of latents and embeddings.
+    """
+
+    student: CausalDenoiser
+    pairs: OdePairs
+    embed: Callable[[list[str]], Tensor]
+    device: torch.device
+    dtype: torch.dtype
+
+    def step(self, indices: list[int], rng: torch.Generator) -> Tensor:
+        """The regression loss (float32 scalar with the student's graph) of the trajectories ``indices``."""
+        items = [self.pairs[i] for i in indices]
+        states = torch.stack([s for _, s in items]).to(self.device, self.dtype)
+        emb = self.embed([p for p, _ in items]).to(self.device, self.dtype)
+        x_t, t, target = regression_inputs(states, self.pairs.timesteps, self.student.frames_per_block, rng)
+        return regression_loss(self.student, x_t, t, emb, target)

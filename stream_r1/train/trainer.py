@@ -8,6 +8,11 @@ then update the EMA. Backward, reduce/clip/step and optimizer state go through t
 Exit steps are drawn on rank 0 from ``(seed, "exit", role, raw_step)`` and broadcast; noise
 generators come from ``(seed, "noise", role, rank, raw_step)``, so a resumed run replays exactly
 the draws of an uninterrupted one. Checkpoints are taken at window ends only.
+
+ODE initialisation is a mode of the same loop (``TrainingSetup.ode`` set, no critic): one
+micro-step per optimizer step regresses the student on ODE pairs (``ode.num_steps`` steps at
+``ode.lr``, per-block states from ``(seed, "ode-index", rank, step)``), through the same strategy,
+checkpoints and metrics; the run ends by writing ``ode_init.pt`` instead of the export.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 from stream_r1.config import config_hash, config_to_dict
 from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
-from stream_r1.distributed.batch import plan_batch
+from stream_r1.distributed.batch import BatchPlan, plan_batch
 from stream_r1.distributed.collectives import all_gather_object, broadcast_from_rank0
 from stream_r1.distributed.env import WorldInfo
 from stream_r1.distributed.fsdp import Strategy
@@ -85,13 +90,21 @@ class Trainer:
                  options: TrainerOptions) -> None:
         self.cfg, self.setup, self.world, self.strategy, self.options = cfg, setup, world, strategy, options
         t = cfg.train
-        # Accumulation follows the world size so every world size takes the recipe's effective batch.
-        self.batch = plan_batch(t, world.world_size)
-        self.schedule = TrainSchedule(t.num_optimizer_steps, self.batch.grad_accum_steps, t.gen_update_every,
-                                      self.batch.ema_start_raw_step)
+        if setup.ode is not None:
+            # ODE mode: one micro-step per optimizer step, the student every step, no EMA.
+            bs = cfg.ode.batch_size_per_rank
+            self.batch = BatchPlan(world.world_size, bs, 1, bs * world.world_size, bs * world.world_size,
+                                   cfg.ode.num_steps + 1)
+            self.schedule = TrainSchedule(cfg.ode.num_steps, 1, 1, self.batch.ema_start_raw_step)
+        else:
+            # Accumulation follows the world size so every world size takes the recipe's effective batch.
+            self.batch = plan_batch(t, world.world_size)
+            self.schedule = TrainSchedule(t.num_optimizer_steps, self.batch.grad_accum_steps, t.gen_update_every,
+                                          self.batch.ema_start_raw_step)
+        lr_generator = cfg.ode.lr if setup.ode is not None else cfg.optim.lr_generator
         self.gen_opt = strategy.attach_optimizer(
-            setup.generator, build_adamw(setup.generator, cfg.optim.lr_generator, cfg.optim))
-        self.critic_opt = strategy.attach_optimizer(
+            setup.generator, build_adamw(setup.generator, lr_generator, cfg.optim))
+        self.critic_opt = None if setup.critic is None else strategy.attach_optimizer(
             setup.critic, build_adamw(setup.critic, cfg.optim.lr_critic, cfg.optim))
         self.ema: EMA | None = None
         self.steps_done = 0
@@ -112,15 +125,21 @@ class Trainer:
         resume = self.steps_done if self.options.resume_from is not None else None
         return MultiSink(TensorBoardSink(tb, resume_step=resume), JsonlSink(tb / "metrics.jsonl", resume_step=resume))
 
+    def _roles(self) -> list[tuple[str, torch.nn.Module, object]]:
+        """``(checkpoint role, network, optimizer)`` of every optimised network (no critic in ODE mode)."""
+        roles: list[tuple[str, torch.nn.Module, object]] = [("generator", self.setup.generator, self.gen_opt)]
+        if self.setup.critic is not None:
+            roles.append(("critic", self.setup.critic, self.critic_opt))
+        return roles
+
     def _restore(self, path: Path) -> None:
         ck = load_checkpoint(path, self.world.rank)
         s = ck.state
-        for role, net in (("generator", self.setup.generator), ("critic", self.setup.critic)):
+        for role, net, _ in self._roles():
             with self.strategy.full_parameters(net, modify=True):
                 load_full_model_state_dict(net, ck.models.get(role, {}))
         local = ck.rank_state.get("optimizers", {})
-        for role, model, opt in (("generator", self.setup.generator, self.gen_opt),
-                                 ("critic", self.setup.critic, self.critic_opt)):
+        for role, model, opt in self._roles():
             self.strategy.load_optimizer_state_dict(model, opt, ck.optimizers.get(role, {}), local.get(role))
         if s.get("ema") is not None:
             self.ema = EMA(float(s["ema"]["decay"]), full_model_state_dict)
@@ -133,10 +152,13 @@ class Trainer:
         rank_state = ck.rank_state
         if "rng" in rank_state:
             restore_rng_state(rank_state["rng"])
-        balancer = self.setup.distiller.balancer
+        balancer = self._balancer()
         if balancer is not None and "balancer" in rank_state:
             balancer.load_state_dict(rank_state["balancer"])
         log.info("resumed from %s at optimizer step %d", path, self.steps_done)
+
+    def _balancer(self):  # -> RewardBalancer | None
+        return None if self.setup.distiller is None else self.setup.distiller.balancer
 
     # ------------------------------------------------------------------ randomness
     def _exit_step(self, role: str, raw_step: int) -> int:
@@ -175,13 +197,17 @@ class Trainer:
         return self.history
 
     def _start_window(self, m: MicroStep) -> WindowLog:
-        self.strategy.zero_grad(self.setup.critic, self.critic_opt)
+        if self.setup.critic is not None:
+            self.strategy.zero_grad(self.setup.critic, self.critic_opt)
         if m.train_generator:
             self.strategy.zero_grad(self.setup.generator, self.gen_opt)
         return WindowLog()
 
     def _micro_step(self, m: MicroStep, window: WindowLog) -> None:
         accum = self.batch.grad_accum_steps
+        if self.setup.ode is not None:
+            self._ode_micro_step(m, window)
+            return
         distiller = self.setup.distiller
         if m.train_generator:
             batch = self._batch()
@@ -204,10 +230,20 @@ class Trainer:
         self.strategy.backward(self.setup.critic, step.loss / accum)
         window.add_critic(step.loss, step.metrics, k)
 
+    def _ode_micro_step(self, m: MicroStep, window: WindowLog) -> None:
+        """ODE mode: the regression loss of this rank's trajectories (one micro-step per optimizer step)."""
+        assert self.setup.ode is not None
+        rng = make_rng(self.cfg.train.seed, "ode-index", self.world.rank, m.optimizer_step)
+        self.strategy.set_gradient_sync(self.setup.generator, m.window_end)
+        loss = self.setup.ode.step(self.setup.sampler.next_indices(), rng)
+        self.strategy.backward(self.setup.generator, loss / self.batch.grad_accum_steps)
+        window.generator[mk.LOSS_ODE_REGRESSION].append(float(loss.detach()))
+
     def _end_window(self, m: MicroStep, window: WindowLog) -> None:
         clip = self.cfg.optim.grad_clip_norm
-        norm = self.strategy.optimizer_step(self.setup.critic, self.critic_opt, clip)
-        window.critic[mk.GRAD_NORM_CRITIC].append(norm)
+        if self.setup.critic is not None:
+            norm = self.strategy.optimizer_step(self.setup.critic, self.critic_opt, clip)
+            window.critic[mk.GRAD_NORM_CRITIC].append(norm)
         if m.train_generator:
             norm = self.strategy.optimizer_step(self.setup.generator, self.gen_opt, clip)
             window.generator[mk.GRAD_NORM_GENERATOR].append(norm)
@@ -225,16 +261,16 @@ class Trainer:
             **window.scalars(),
             **ess,
             "lr/generator": self.gen_opt.param_groups[0]["lr"],
-            "lr/critic": self.critic_opt.param_groups[0]["lr"],
+            **({} if self.critic_opt is None else {"lr/critic": self.critic_opt.param_groups[0]["lr"]}),
             "train/generator_steps": float(self.generator_steps),
             "train/ema_active": float(self.ema is not None),
-            **system_scalars(seconds, per_step * (2 if m.train_generator else 1)),
+            **system_scalars(seconds, per_step * (2 if m.train_generator and self.setup.critic is not None else 1)),
         }
         self.history.append({"step": float(self.steps_done), **scalars})
         if self.steps_done % self.cfg.train.log_every_steps == 0 or self.steps_done == self.schedule.num_optimizer_steps:
             self.sink.scalars(self.steps_done, scalars)
             self.sink.histogram(self.steps_done, "rollout/exit_step", np.asarray(window.exit_steps))
-        if m.train_generator and self._media_due(self.steps_done):
+        if m.train_generator and self.setup.ode is None and self._media_due(self.steps_done):
             self._log_media()
         every = self.cfg.train.checkpoint_every_steps
         if self.steps_done % every == 0 or self.steps_done == self.schedule.num_optimizer_steps:
@@ -264,12 +300,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> CheckpointPayload:
         models = {}
-        for role, net in (("generator", self.setup.generator), ("critic", self.setup.critic)):
+        for role, net, _ in self._roles():
             with self.strategy.full_parameters(net):
                 models[role] = full_model_state_dict(net)
         optimizers, local_optimizers = {}, {}
-        for role, model, opt in (("generator", self.setup.generator, self.gen_opt),
-                                 ("critic", self.setup.critic, self.critic_opt)):
+        for role, model, opt in self._roles():
             optimizers[role], local = self.strategy.optimizer_state_dict(model, opt)
             if local is not None:
                 local_optimizers[role] = local
@@ -292,7 +327,7 @@ class Trainer:
         rank_state: dict[str, object] = {"rng": capture_rng_state(), "sampler": self.setup.sampler.state_dict()}
         if local_optimizers:  # rank-local optimizer partitions (DeepSpeed ZeRO)
             rank_state["optimizers"] = local_optimizers
-        balancer = self.setup.distiller.balancer
+        balancer = self._balancer()
         if balancer is not None:
             rank_state["balancer"] = balancer.state_dict()
         return CheckpointPayload(models=models, optimizers=optimizers, state=state, rank_state=rank_state)
@@ -306,8 +341,8 @@ class Trainer:
             _sigkill()
 
     def _finish(self) -> None:
-        """Export the generator (+EMA) and write hparams (rank 0); all ranks gather."""
-        from stream_r1.train.export import export_generator
+        """Export the generator (+EMA) and write hparams (rank 0), or ``ode_init.pt`` in ODE mode."""
+        from stream_r1.train.export import export_generator, write_reference_pt
 
         with self.strategy.full_parameters(self.setup.generator):
             gen = full_model_state_dict(self.setup.generator)
@@ -315,7 +350,10 @@ class Trainer:
         # Every rank records the digest of its fully gathered generator: replicas/shards must agree.
         atomic_write_json(self.options.output_dir / "digests" / f"rank_{self.world.rank:05d}.json",
                           {"generator": digest, "optimizer_step": self.steps_done})
-        if self.world.is_main:
+        if self.world.is_main and self.setup.ode is not None:
+            write_reference_pt(self.options.output_dir / "ode_init.pt", gen, None)
+            log.info("wrote %s", self.options.output_dir / "ode_init.pt")
+        elif self.world.is_main:
             ema = self.ema.shadow if self.ema is not None else None
             export_generator(self.options.output_dir / "final", checkpoint_path(self.cfg, "base"), gen, ema)
             last: dict[str, float] = {}
