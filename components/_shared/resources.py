@@ -9,6 +9,7 @@ every GPU pod of a run lands on the same pool.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from kfp import dsl, kubernetes
 
@@ -24,13 +25,23 @@ GPU_TOLERATIONS: tuple[dict[str, str], ...] = _POOL["tolerations"].default  # ty
 
 
 def on_gpu_node(task: dsl.PipelineTask, *, gpus: int = 1, cpu: str = GPU_STEP_CPU,
-                memory: str = GPU_STEP_MEMORY) -> dsl.PipelineTask:
-    """Request ``gpus`` accelerators plus ``cpu``/``memory`` for ``task`` and place it on the GPU pool."""
+                memory: str = GPU_STEP_MEMORY, node_selector: Any = None, tolerations: Any = None) -> dsl.PipelineTask:
+    """Request ``gpus`` accelerators plus ``cpu``/``memory`` for ``task`` and place it on the GPU pool.
+
+    ``node_selector`` / ``tolerations``: pipeline parameters (a dict / a list of tolerations) choosing the
+    pool at run time, the same ones the training job gets; default the project's pool (constants).
+    """
     task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
     task.set_cpu_request(cpu).set_memory_request(memory)
-    for key, value in GPU_NODE_SELECTOR.items():
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    for tol in GPU_TOLERATIONS:
-        kubernetes.add_toleration(task, key=tol.get("key"), operator=tol.get("operator"), value=tol.get("value"),
-                                  effect=tol.get("effect"))
+    if node_selector is not None:
+        kubernetes.add_node_selector_json(task, node_selector)
+    else:
+        for key, value in GPU_NODE_SELECTOR.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    if tolerations is not None:
+        kubernetes.add_toleration_json(task, tolerations)
+    else:
+        for tol in GPU_TOLERATIONS:
+            kubernetes.add_toleration(task, key=tol.get("key"), operator=tol.get("operator"), value=tol.get("value"),
+                                      effect=tol.get("effect"))
     return task

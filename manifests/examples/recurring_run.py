@@ -1,13 +1,17 @@
-"""Example: schedule weekly retraining as a KFP recurring run (one at a time, no catch-up).
+"""Example: schedule weekly retraining as a KFP recurring run of an uploaded pipeline version.
 
 KFP recurring runs are created through the KFP API, not applied as manifests:
 
     python manifests/examples/recurring_run.py --host https://kubeflow.example.com/pipeline \
-        --namespace stream-r1 --cron "0 0 3 * * 1" --param backend=pytorchjob --param registry=kubeflow
+        --namespace stream-r1 --cron "0 0 3 * * 1" --param checkpoint_source=s3://stream-r1/checkpoints/wan2.1
 
-Cron has 6 fields, seconds first (robfig/cron): "0 0 3 * * 1" = Mondays 03:00. The token comes from
---token-file or KFP_TOKEN. Uses stream_r1.ops.pipeline.schedule (compiles the pipeline, then
-create_recurring_run with max_concurrency=1, no_catchup=True, caching off).
+The compiled pipeline is uploaded as a version of pipeline "stream-r1" (named after its content, so the same
+package is never uploaded twice) and the recurring run references the pipeline: every scheduled run starts
+from its latest version (KFP 2.5 or later). Upgrading is running this again after a change: a new version,
+the same schedule. Its defaults are the cluster's (PyTorchJob, Kubeflow Model Registry, the real preset), so
+only checkpoint_source is required. Cron has 6 fields, seconds first (robfig/cron): "0 0 3 * * 1" = Mondays
+03:00. One run at a time, no catch-up, as the stream-r1-launcher ServiceAccount. The token comes from
+--token-file or KFP_TOKEN.
 """
 
 from __future__ import annotations
@@ -25,16 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cron", default="0 0 3 * * 1", help="6-field cron (seconds first)")
     parser.add_argument("--config", default="wan2.1_t2v_1.3b_stream_r1", help="training preset")
     parser.add_argument("--param", action="append", default=[], help="pipeline parameter name=value (repeatable)")
+    parser.add_argument("--package", default=None, help="compiled pipeline YAML (default: compile the checkout's)")
     parser.add_argument("--token-file", default=None, help="file holding a bearer token")
     args = parser.parse_args(argv)
 
     from stream_r1.ops import pipeline
 
+    try:
+        arguments = pipeline.cluster_arguments(args.config, pipeline.parse_params(args.param))
+        pipeline.validate_cron(args.cron)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     client = pipeline.kfp_client(args.host, args.namespace, args.token_file)
-    arguments = pipeline.pipeline_arguments(args.config, pipeline.parse_params(args.param))
-    rid = pipeline.schedule(client, arguments, experiment=args.experiment, job_name=args.job_name, cron=args.cron,
-                            namespace=args.namespace)
-    print(f"recurring run {rid} created: {args.cron}")
+    rec = pipeline.schedule(client, arguments, experiment=args.experiment, job_name=args.job_name, cron=args.cron,
+                            namespace=args.namespace, package=args.package)
+    print(pipeline.describe_schedule(rec, args.job_name, args.cron))
     return 0
 
 

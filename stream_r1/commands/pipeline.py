@@ -103,5 +103,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         rec = pl.schedule(client, arguments, experiment=args.experiment, job_name=args.job_name, cron=args.cron,
                           namespace=args.namespace, package=args.package)
-        print(f"recurring run {rec} ({args.job_name}, cron '{args.cron}', max_concurrency=1, no catch-up)")
+        print(pl.describe_schedule(rec, args.job_name, args.cron))
     return 0

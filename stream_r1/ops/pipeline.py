@@ -65,7 +65,38 @@ def compile_pipeline(output: str | Path | None = None) -> Path:
     out = Path(output) if output else root / COMPILED_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(load_pipeline(root), package_path=str(out))
+    out.write_text(stable_header(out.read_text()))
     return out
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+def stable_header(text: str) -> str:
+    """The compiled YAML with its header comment made byte-reproducible.
+
+    KFP's header lists each input as ``#    name: type [Default: ...]``, printing dict and list defaults in
+    protobuf map order, which changes from process to process; those lines are rewritten from the IR with
+    sorted keys. Nothing but comments changes.
+    """
+    import yaml
+
+    spec = next(yaml.safe_load_all(text))
+    params = ((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not line.startswith("#    ") or " [Default: " not in line:
+            continue
+        name = line[5:].split(":", 1)[0]
+        default = (params.get(name) or {}).get("defaultValue")
+        if isinstance(default, (dict, list)):
+            lines[i] = line[: line.index(" [Default: ")] + f" [Default: {_sorted_keys(default)}]"
+    return "\n".join(lines)
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -108,25 +139,31 @@ def pipeline_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"config": config, **params}
 
 
-CLUSTER_DEFAULTS: dict[str, Any] = {
-    "backend": "pytorchjob",
-    "nproc_per_node": 8,
-    "registry": "kubeflow",
-    "registry_uri": "http://model-registry-service.kubeflow.svc.cluster.local:8080",
-    "eval_prompts": "vbench_extended",
+LOCAL_ARGUMENTS: dict[str, Any] = {
+    "backend": "local",
+    "num_nodes": 1,
+    "gpus_per_node": 0,
+    "nproc_per_node": 1,
+    "node_selector": {},
+    "tolerations": [],
+    "registry": "mlflow",
+    "eval_prompts": "tiny",
+    "ode_init_path": "",
 }
-"""Pipeline arguments ``submit``/``schedule`` start from (an 8-GPU node, Kubeflow Model Registry); ``--param`` wins."""
+"""What ``run-local`` passes over the pipeline's cluster defaults: training in a subprocess here, the embedded
+MLflow registry (``registry_uri`` = the workdir's SQLite file), the packaged tiny prompts, the real ODE
+regression (about 50 s on the tiny config)."""
 
 
 def cluster_arguments(config: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Arguments for a cluster run: ``CLUSTER_DEFAULTS``, the preset's student init as ``ode_init_path``
-    (so a supplied Self-Forcing ``ode_init.pt`` skips the regression), then ``params``; checked like
-    ``pipeline_arguments``."""
+    """Arguments for a cluster run: the pipeline's defaults (the cluster's), the preset's student init as
+    ``ode_init_path`` (so a supplied Self-Forcing ``ode_init.pt`` skips the regression), then ``params``;
+    checked like ``pipeline_arguments``."""
     from stream_r1.config import load_config
 
     cfg = load_config(config, list(params.get("overrides", [])))
-    args = pipeline_arguments(config, {**CLUSTER_DEFAULTS, "ode_init_path": cfg.checkpoints.student_init, **params})
-    check_backend_for_images(str(args["backend"]))
+    args = pipeline_arguments(config, {"ode_init_path": cfg.checkpoints.student_init, **params})
+    check_backend_for_images(str(args.get("backend", "pytorchjob")))  # absent: the pipeline's default
     return args
 
 
@@ -182,16 +219,87 @@ def validate_cron(cron: str) -> str:
     return cron
 
 
+def package_version_name(package: str | Path) -> str:
+    """``<stream_r1 version>-<sha256 of the package, 12 hex>``: the same package is the same version."""
+    import hashlib
+
+    from stream_r1 import __version__
+
+    digest = hashlib.sha256(Path(package).read_bytes()).hexdigest()[:12]
+    return f"{__version__}-{digest}"
+
+
+def upload_version(client: Any, package: str | Path, *, pipeline_name: str = "stream-r1",
+                   namespace: str | None = None) -> tuple[str, str]:
+    """Upload ``package`` as a version of pipeline ``pipeline_name`` (created on first use); idempotent.
+
+    Returns:
+        ``(pipeline_id, pipeline_version_id)``; a version of the same name (same content) is reused.
+    """
+    package = str(package)
+    pipeline_id = client.get_pipeline_id(pipeline_name)
+    if pipeline_id is None:  # its first version is named after the pipeline; the content-named one follows
+        pipeline_id = client.upload_pipeline(package, pipeline_name=pipeline_name, namespace=namespace).pipeline_id
+    name = package_version_name(package)
+    versions = client.list_pipeline_versions(pipeline_id, page_size=100).pipeline_versions or []
+    same = [v for v in versions if v.display_name == name]
+    if same:
+        return str(pipeline_id), str(same[0].pipeline_version_id)
+    version = client.upload_pipeline_version(package, pipeline_version_name=name, pipeline_id=pipeline_id)
+    return str(pipeline_id), str(version.pipeline_version_id)
+
+
+@dataclass
+class ScheduleResult:
+    """What ``schedule`` did."""
+
+    recurring_run_id: str
+    pipeline_id: str
+    pipeline_version_id: str
+    created: bool
+    """False: a recurring run of that name already existed; it runs the new version from its next trigger."""
+
+
+def describe_schedule(rec: ScheduleResult, job_name: str, cron: str) -> str:
+    """One line for the user: which recurring run, and which pipeline version it runs."""
+    if rec.created:
+        return (f"recurring run {rec.recurring_run_id} ({job_name}, cron '{cron}', max_concurrency=1, no catch-up) "
+                f"runs the latest version of pipeline {rec.pipeline_id}, now {rec.pipeline_version_id}")
+    return (f"recurring run {rec.recurring_run_id} ({job_name}) already exists and is unchanged; its next run uses "
+            f"pipeline version {rec.pipeline_version_id}")
+
+
 def schedule(client: Any, arguments: dict[str, Any], *, experiment: str, job_name: str, cron: str, namespace: str,
-             package: str | Path | None = None, service_account: str = LAUNCHER_SERVICE_ACCOUNT) -> str:
-    """Create a recurring run (one at a time, no catch-up of missed slots); returns its id."""
+             package: str | Path | None = None, service_account: str = LAUNCHER_SERVICE_ACCOUNT,
+             pipeline_name: str = "stream-r1") -> ScheduleResult:
+    """Upload the package as a pipeline version and schedule the pipeline (one run at a time, no catch-up).
+
+    The recurring run references the *pipeline*, not a frozen copy of the package: KFP (2.5 and later)
+    starts each scheduled run from the pipeline's latest version. So an upgrade is a new version under the
+    same schedule: calling this again with a new package uploads it and keeps the existing recurring run
+    ``job_name`` (and its parameters) unchanged. To change parameters or the cron, delete the recurring run
+    and schedule again.
+    """
+    import kfp_server_api
+
     package = str(package or compile_pipeline(Path(tempfile.mkdtemp()) / "stream_r1.yaml"))
+    pipeline_id, version_id = upload_version(client, package, pipeline_name=pipeline_name, namespace=namespace)
     exp = client.create_experiment(experiment, namespace=namespace)
-    rec = client.create_recurring_run(exp.experiment_id, job_name, cron_expression=validate_cron(cron),
-                                      max_concurrency=1, no_catchup=True, params=arguments,
-                                      pipeline_package_path=package, enable_caching=False,
-                                      service_account=service_account)
-    return str(rec.recurring_run_id)
+    runs = client.list_recurring_runs(experiment_id=exp.experiment_id, page_size=100).recurring_runs or []
+    existing = [r for r in runs if r.display_name == job_name]
+    if existing:
+        return ScheduleResult(str(existing[0].recurring_run_id), pipeline_id, version_id, created=False)
+    body = kfp_server_api.V2beta1RecurringRun(
+        display_name=job_name, experiment_id=exp.experiment_id, mode=kfp_server_api.RecurringRunMode.ENABLE,
+        pipeline_version_reference=kfp_server_api.V2beta1PipelineVersionReference(pipeline_id=pipeline_id),
+        runtime_config=kfp_server_api.V2beta1RuntimeConfig(parameters=arguments),
+        trigger=kfp_server_api.V2beta1Trigger(cron_schedule=kfp_server_api.V2beta1CronSchedule(
+            cron=validate_cron(cron))),
+        max_concurrency=1, no_catchup=True, service_account=service_account)
+    # kfp.Client.create_recurring_run insists on a version id (a pinned, never-upgraded schedule); the
+    # version-less reference goes through the same generated API client the SDK uses.
+    rec = client._recurring_run_api.recurring_run_service_create_recurring_run(recurring_run=body)
+    return ScheduleResult(str(rec.recurring_run_id), pipeline_id, version_id, created=True)
 
 
 @dataclass
@@ -273,9 +381,8 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
     steps.run_cli(["make-tiny-checkpoints", str(tiny)])
     if runner == "docker":
         containers.make_readable(tiny)
-    # ode_init_path="" runs the real ODE pairs + regression (about 50 s on the tiny config).
-    args = pipeline_arguments(config, {"checkpoint_source": str(tiny), "bucket": bucket, "run_id": run_id,
-                                       "registry_uri": str(workdir / "registry.db"), "ode_init_path": "",
+    args = pipeline_arguments(config, {**LOCAL_ARGUMENTS, "checkpoint_source": str(tiny), "bucket": bucket,
+                                       "run_id": run_id, "registry_uri": str(workdir / "registry.db"),
                                        "shared_dir": str(workdir / "shared"),
                                        # in containers the launcher (ops image, no torch) runs a sibling job
                                        **({"backend": "container"} if runner == "docker" else {}),

@@ -37,6 +37,10 @@ from stream_r1.utils.names import suggest_run_id, validate_run_id
 log = get_logger(__name__)
 
 BACKENDS = ("local", "container", "pytorchjob", "trainjob")
+CLUSTER_BACKENDS = ("pytorchjob", "trainjob")
+PROMPTS_DIR = "prompts"
+"""Folder of the fetched checkpoint set holding the public prompt suites (VBench, MovieGenBench files): the
+data root of named ``eval_prompts`` suites in a cluster, where no ``../shared`` exists."""
 REGISTRIES = ("mlflow", "kubeflow")
 
 
@@ -175,13 +179,26 @@ RUN_OUTPUTS_KEPT_LOCAL = ("checkpoints/", "final/")
 resumes from it, and ``final/`` is published once as the export (``runs/<run-id>/export/<id>/``)."""
 
 
-def train(request: TrainJobRequest, backend: str, bucket: str) -> JobResult:
+def train(request: TrainJobRequest, backend: str, bucket: str, *, cluster: dict[str, Any] | None = None,
+          job_id: str = "") -> JobResult:
     """Step 3: run the trainer through a job backend, then publish its logs, config and metrics.
+
+    Args:
+        request: What to train.
+        backend: ``local | pytorchjob | trainjob``.
+        bucket: Where the run's logs, config and metrics are published.
+        cluster: ``ClusterJobSpec`` settings of a cluster backend (default: from the pod's environment).
+        job_id: The KFP run id (labels the job; its launcher pod's Workflow becomes the job's owner).
 
     Raises:
         RuntimeError: the job did not succeed (its message included).
     """
-    result = make_backend(backend).run(request)
+    kwargs: dict[str, Any] = {}
+    if backend in CLUSTER_BACKENDS:
+        from stream_r1.ops.k8s.run_context import RunContext
+
+        kwargs = {"cluster": cluster, "context": RunContext.from_env(os.environ, kfp_run_id=job_id)}
+    result = make_backend(backend, **kwargs).run(request)
     if result.state != "Succeeded":
         raise RuntimeError(f"training job {request.run_id} ended {result.state}: {result.message}")
     files = {rel: meta for rel, meta in local_manifest(request.output_dir).items()
@@ -267,8 +284,12 @@ def read_metrics(path: str, metadata: dict[str, Any] | None = None) -> dict[str,
 
 
 def train_step(checkpoints_uri: str, student_init: str, config: str, overrides: list[str], backend: str,
-               nproc_per_node: int, bucket: str, run_id: str, shared_dir: str, model_dir: str) -> dict[str, Any]:
+               nproc_per_node: int, bucket: str, run_id: str, shared_dir: str, model_dir: str, *,
+               num_nodes: int = 1, cluster: dict[str, Any] | None = None, job_id: str = "") -> dict[str, Any]:
     """The ``train`` component's body: config checked first, inputs from the shared volume, then ``train``.
+
+    ``nproc_per_node`` 0 means one process per GPU (``cluster["gpus_per_node"]``; 1 without GPUs);
+    ``num_nodes``, ``cluster`` and ``job_id`` reach a cluster backend's job (:func:`train`).
 
     The run directory is ``<shared_dir>/runs/<run-id>/train`` (the training pods mount the same volume, so
     nothing is staged). The published student is one diffusers directory (``exports.build_export``) at a
@@ -285,9 +306,10 @@ def train_step(checkpoints_uri: str, student_init: str, config: str, overrides: 
     full = [f"checkpoints.root={root}", f"checkpoints.student_init={init}", *overrides]
     cfg = load_config(config, full)  # a bad preset/override fails here, before any job starts
     out_dir = shared_run_dir(shared_dir, run_id, "train")
+    gpus = int((cluster or {}).get("gpus_per_node", 0)) if backend in CLUSTER_BACKENDS else 0
     request = TrainJobRequest(run_id=run_id, config=config, output_dir=str(out_dir), overrides=tuple(full),
-                              nproc_per_node=nproc_per_node)
-    train(request, backend, bucket)
+                              num_nodes=num_nodes, nproc_per_node=nproc_per_node or max(gpus, 1))
+    train(request, backend, bucket, cluster=cluster, job_id=job_id)
     chash = config_hash(cfg)
     staging = shared_run_dir(shared_dir, run_id, "export-build")
     build_export(out_dir, staging, {"run_id": run_id, "config": config, "config_hash": chash})
@@ -327,6 +349,8 @@ def evaluate_step(checkpoints_uri: str, export_uri: str, config: str, prompts: s
     out = shared_run_dir(shared_dir, run_id, "evaluate")
     args = ["evaluate", "--config", config, "--set", f"checkpoints.root={root}",
             "--checkpoint", str(student), "--prompts", prompts, "--output", str(out)]
+    if (root / PROMPTS_DIR).is_dir():  # named public suites fetched with the checkpoint set
+        args += ["--data-root", str(root / PROMPTS_DIR)]
     run_cli(args)
     for name in ("metrics.json", "report.html"):
         if not (out / name).is_file():
@@ -344,15 +368,18 @@ def metrics_markdown(metrics: dict[str, float], uri: str) -> str:
 
 
 def register_export(export_uri: str, config_hash: str, metrics_path: str, registry: str, registry_uri: str,
-                    model_name: str, data_revision: str, run_id: str) -> ModelVersionInfo:
-    """The ``register_model`` component's body: lineage from the train step's outputs + metrics (no weights read).
+                    model_name: str, data_revision: str, run_id: str, *, kfp_run_id: str = "",
+                    kfp_run_name: str = "", namespace: str = "") -> ModelVersionInfo:
+    """The ``register_model`` component's body: lineage from the train step's outputs + metrics (no weights read),
+    and provenance: the KFP run id and name (placeholders) and the namespace (downward API env).
 
     Raises:
         ValueError: an empty export URI, or the version is already registered with another URI (immutable).
     """
     if not export_uri.startswith("s3://"):
         raise ValueError(f"export_uri={export_uri!r} is not an s3:// URI; it must come from the train component")
-    info = ModelVersionInfo(name=model_name, version=run_id, uri=export_uri, run_id=run_id, config_hash=config_hash,
+    info = ModelVersionInfo(name=model_name, version=run_id, uri=export_uri, run_id=run_id, namespace=namespace,
+                            kfp_run_id=kfp_run_id, kfp_run_name=kfp_run_name, config_hash=config_hash,
                             data_revision=data_revision, metrics=read_metrics(metrics_path),
                             description=f"stream-r1 run {run_id}")
     return register(make_registry(registry, registry_uri), info)

@@ -10,7 +10,8 @@ from tests.k8s.fakes import FakeModelRegistryServer
 
 INFO = ModelVersionInfo(
     name="stream-r1-student", version="2026.11.22-run-a", uri="s3://stream-r1/runs/run-a/export/",
-    run_id="run-a", namespace="team-video", config_hash="c0ffee12", data_revision="git:abc123",
+    run_id="run-a", namespace="team-video", kfp_run_id="0b9a6c2e-5f3d-4c1a-9e7b-2d8f6a4c1e90",
+    kfp_run_name="stream-r1-20261122", config_hash="c0ffee12", data_revision="git:abc123",
     metrics={"vbench_quality": 0.8123, "reward_mq": 1.25}, description="reward-weighted DMD, 1000 steps")
 
 
@@ -31,7 +32,9 @@ def test_register_get_roundtrip_with_provenance(registry, server):
     assert registry.get(INFO.name, INFO.version) == INFO
     art = next(iter(server.artifacts.values()))
     assert art["uri"] == INFO.uri and art["modelSourceKind"] == "kfp" and art["modelSourceClass"] == "pipelinerun"
-    assert art["modelSourceId"] == "run-a" and art["modelSourceGroup"] == "team-video"
+    # the KFP run (id, name, namespace) that produced the version, as the Model Registry UI links it
+    assert art["modelSourceId"] == INFO.kfp_run_id and art["modelSourceGroup"] == "team-video"
+    assert art["modelSourceName"] == "stream-r1-20261122"
     version = next(iter(server.versions.values()))
     assert version["customProperties"]["config_hash"]["string_value"] == "c0ffee12"
     assert version["customProperties"]["metrics.vbench_quality"]["double_value"] == pytest.approx(0.8123)

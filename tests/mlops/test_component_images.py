@@ -201,12 +201,13 @@ def test_component_sits_on_an_image_that_can_run_it(component):
 
 def test_the_analysis_sees_what_each_step_really_runs():
     """The derivation is not vacuous: it finds the model stack where the model runs and nowhere else."""
-    assert len(COMPONENTS) == 7
+    assert len(COMPONENTS) == 8
     torch_steps = {c for c in COMPONENTS if "torch" in requirements(c)}
     assert torch_steps == {"evaluate", "ode_init"}
     assert {"diffusers", "transformers"} <= requirements("evaluate")
     assert "huggingface_hub" in requirements("fetch_checkpoints")  # hf:// sources
     assert "kubernetes" in requirements("train") and "mlflow" in requirements("register_model")
+    assert "torch" not in requirements("validate_run")  # the first step runs before any GPU exists
     # backend=local would train inside the launcher's process: torch, which the ops image does not have.
     assert "torch" in requirements("train", backends_excluded=set())
     assert "docker" in requirements("train")  # backend=container starts the job through the Docker API

@@ -31,18 +31,21 @@ def test_gate_threshold_and_not_worse_than_registered(tmp_path, registry_db):
         gate.python_func(metrics=_metrics(tmp_path, other=1.0), min_value=0.0, **kw)
 
 
-def test_register_model_records_lineage_idempotently(tmp_path, registry_db):
+def test_register_model_records_lineage_idempotently(tmp_path, registry_db, monkeypatch):
     from components.register_model.component import register_model
 
     kw = {"export_uri": "s3://b/runs/r7/export/0123456789abcdef", "config_hash": "c0ffee",
           "metrics": _metrics(tmp_path, reward_overall=0.25, fps=12.0), "registry": "mlflow",
           "registry_uri": str(registry_db), "model_name": "stream-r1-student", "data_revision": "git:abc",
-          "run_id": "r7"}
+          "run_id": "r7", "kfp_run_id": "0b9a6c2e-5f3d-4c1a-9e7b-2d8f6a4c1e90", "kfp_run_name": "weekly-20261122"}
+    monkeypatch.setenv("STREAM_R1_POD_NAMESPACE", "team-video")  # the downward API env of the step's pod
     first = register_model.python_func(**kw)
     assert first == "stream-r1-student:r7 -> s3://b/runs/r7/export/0123456789abcdef"
     assert register_model.python_func(**kw) == first  # a retried task does not create a second version
     info = MlflowRegistry(registry_db).get("stream-r1-student", "r7")
     assert (info.config_hash, info.data_revision, info.run_id) == ("c0ffee", "git:abc", "r7")
+    assert (info.kfp_run_id, info.kfp_run_name, info.namespace) == (
+        "0b9a6c2e-5f3d-4c1a-9e7b-2d8f6a4c1e90", "weekly-20261122", "team-video")
     assert info.metrics == {"reward_overall": 0.25, "fps": 12.0}
     # The same version label with other bytes (another export prefix) is refused: versions are immutable.
     with pytest.raises(ValueError, match=r"already registered .* versions are immutable"):

@@ -30,9 +30,11 @@ def trained(seaweed, tiny_checkpoints, tmp_path_factory):
         model = dsl.Model(uri=str(out / "model"))
         tb = dsl.Markdown(uri=str(out / "tensorboard.md"))
         outputs = train.python_func(checkpoints_uri=ckpts, student_init=f"{ckpts}/ode_init.pt", config="tiny_cpu",
-                                    overrides=["train.num_optimizer_steps=2"], backend="local", nproc_per_node=1,
-                                    bucket="unit", run_id="unit-1", shared_dir=str(out / "shared"), model=model,
-                                    tensorboard=tb)
+                                    overrides=["train.num_optimizer_steps=2"], backend="local", num_nodes=1,
+                                    gpus_per_node=0, nproc_per_node=1, node_selector={}, tolerations=[],
+                                    runs_pvc="stream-r1-runs", train_image="ghcr.io/stream-r1/stream-r1-train:0.1.0",
+                                    queue_name="", priority_class="", bucket="unit", run_id="unit-1", job_id="",
+                                    shared_dir=str(out / "shared"), model=model, tensorboard=tb)
         assert "s3://unit/runs/unit-1/train/tensorboard/" in Path(tb.path).read_text()
     finally:
         os.environ.clear()

@@ -39,7 +39,7 @@ def test_credentials_from_env_accepts_aws_endpoint_url():
 
 def test_backend_and_registry_selection(tmp_path):
     assert steps.make_backend("local").name == "local"
-    with pytest.raises(ValueError, match="local, pytorchjob, trainjob"):
+    with pytest.raises(ValueError, match="local, container, pytorchjob, trainjob"):
         steps.make_backend("slurm")
     with pytest.raises(ValueError, match="mlflow, kubeflow"):
         steps.make_registry("wandb", "x")
@@ -162,7 +162,9 @@ def test_compiled_dag_moves_big_inputs_as_uris():
         assert {a["artifactType"]["schemaTitle"] for a in artifacts.values()} <= {"system.Metrics"}, name
     assert set(comps["comp-train"]["outputDefinitions"]["artifacts"]) == {"model", "tensorboard"}
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in ("exec-ode-init", "exec-train", "exec-evaluate"):
+    for name in ("exec-ode-init", "exec-train", "exec-evaluate"):  # the claim is the runs_pvc parameter
         (mount,) = executors[name]["pvcMount"]
-        assert (mount["constant"], mount["mountPath"]) == ("stream-r1-runs", "/mnt/runs")
+        assert (mount["pvcNameParameter"], mount["mountPath"]) == (
+            {"componentInputParameter": "pipelinechannel--runs_pvc"}, "/mnt/runs")
+    assert spec["root"]["inputDefinitions"]["parameters"]["runs_pvc"]["defaultValue"] == "stream-r1-runs"
     assert "pvcMount" not in executors.get("exec-register-model", {})

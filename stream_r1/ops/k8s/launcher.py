@@ -408,6 +408,28 @@ def cluster_settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return settings
 
 
+def cluster_settings(environ: Mapping[str, str], *, image: str = "", pvc_name: str = "", pvc_mount_path: str = "",
+                     node_selector: Mapping[str, str] | None = None,
+                     tolerations: list[dict[str, Any]] | tuple[dict[str, Any], ...] | None = None,
+                     queue_name: str = "", priority_class: str = "", gpus_per_node: int | None = None,
+                     ) -> dict[str, Any]:
+    """ClusterJobSpec keyword arguments from the pipeline's typed parameters over the pod's environment
+    (:func:`cluster_settings_from_env`). Empty strings and ``None`` leave the environment's (or the
+    spec's default) value; an empty selector or toleration list is kept (a CPU-only pool has none).
+    """
+    settings = cluster_settings_from_env(environ)
+    given: dict[str, Any] = {"image": image, "pvc_name": pvc_name, "pvc_mount_path": pvc_mount_path,
+                             "queue_name": queue_name, "priority_class": priority_class}
+    settings.update({k: v for k, v in given.items() if v})
+    if node_selector is not None:
+        settings["node_selector"] = {str(k): str(v) for k, v in dict(node_selector).items()}
+    if tolerations is not None:
+        settings["tolerations"] = tuple(dict(t) for t in tolerations)
+    if gpus_per_node is not None:
+        settings["gpus_per_node"] = int(gpus_per_node)
+    return settings
+
+
 def make_backend(name: BackendName, *, api: KubeApi | None = None, cluster: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> KubernetesJobBackend:
     """The cluster backend for the KFP ``train`` step (``stream_r1.ops.steps.make_backend``).

@@ -39,9 +39,10 @@ class RunContext:
     """This pod's namespace (downward API ``metadata.namespace``)."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> RunContext:
-        """From ``STREAM_R1_KFP_RUN_ID``, ``STREAM_R1_POD_NAME``, ``STREAM_R1_POD_NAMESPACE``."""
-        return cls(environ.get(ENV_KFP_RUN_ID, ""), environ.get(ENV_POD_NAME, ""),
+    def from_env(cls, environ: Mapping[str, str], kfp_run_id: str = "") -> RunContext:
+        """From ``STREAM_R1_POD_NAME``, ``STREAM_R1_POD_NAMESPACE`` (downward API) and ``kfp_run_id``
+        (else ``STREAM_R1_KFP_RUN_ID``)."""
+        return cls(kfp_run_id or environ.get(ENV_KFP_RUN_ID, ""), environ.get(ENV_POD_NAME, ""),
                    environ.get(ENV_POD_NAMESPACE, ""))
 
 

@@ -18,7 +18,7 @@ _log = get_logger(__name__)
 METRIC_PREFIX = "metrics."
 MODEL_FORMAT_NAME = "diffusers"  # the exported student is a diffusers WanTransformer3DModel directory
 MODEL_FORMAT_VERSION = "0.42.1"
-_PROVENANCE = ("run_id", "namespace", "config_hash", "data_revision")
+_PROVENANCE = ("run_id", "namespace", "kfp_run_id", "kfp_run_name", "config_hash", "data_revision")
 
 
 class KubeflowModelRegistry:
@@ -89,8 +89,8 @@ class KubeflowModelRegistry:
                     model_format_version=MODEL_FORMAT_VERSION,
                     model_source_kind="kfp",
                     model_source_class="pipelinerun",
-                    model_source_id=info.run_id or None,
-                    model_source_name=info.run_id or None,
+                    model_source_id=info.kfp_run_id or info.run_id or None,
+                    model_source_name=info.kfp_run_name or info.run_id or None,
                     model_source_group=info.namespace or None,
                     version_description=info.description or None,
                     metadata=_custom_properties(info),
@@ -147,6 +147,8 @@ def _to_info(name: str, mv: Any, artifact: Any) -> ModelVersionInfo:
         uri=(artifact.uri or "") if artifact is not None else "",
         run_id=str(props.get("run_id", "")),
         namespace=str(props.get("namespace", "")),
+        kfp_run_id=str(props.get("kfp_run_id", "")),
+        kfp_run_name=str(props.get("kfp_run_name", "")),
         config_hash=str(props.get("config_hash", "")),
         data_revision=str(props.get("data_revision", "")),
         metrics={k[len(METRIC_PREFIX):]: float(v) for k, v in props.items() if k.startswith(METRIC_PREFIX)},

@@ -30,6 +30,8 @@ def _to_info(mv: Any) -> ModelVersionInfo:
         uri=mv.source,
         run_id=tags.get(_TAG + "run_id", ""),
         namespace=tags.get(_TAG + "namespace", ""),
+        kfp_run_id=tags.get(_TAG + "kfp_run_id", ""),
+        kfp_run_name=tags.get(_TAG + "kfp_run_name", ""),
         config_hash=tags.get(_TAG + "config_hash", ""),
         data_revision=tags.get(_TAG + "data_revision", ""),
         metrics={k[len(_METRIC):]: float(v) for k, v in tags.items() if k.startswith(_METRIC)},
@@ -97,6 +99,7 @@ class MlflowRegistry:
         tags = {
             _TAG + "version": info.version, _TAG + "run_id": info.run_id, _TAG + "namespace": info.namespace,
             _TAG + "config_hash": info.config_hash, _TAG + "data_revision": info.data_revision,
+            _TAG + "kfp_run_id": info.kfp_run_id, _TAG + "kfp_run_name": info.kfp_run_name,
             **{_METRIC + k: repr(float(v)) for k, v in info.metrics.items()},
         }
         mv = self._client.create_model_version(info.name, source=info.uri, tags=tags, description=info.description)

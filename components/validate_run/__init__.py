@@ -1,0 +1,1 @@
+"""``validate_run``: the pipeline's first step."""
