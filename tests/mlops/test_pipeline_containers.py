@@ -91,12 +91,14 @@ def check_run_in_containers(work: Path, out: str) -> None:
     # written inside a container.
     (root,) = [p for p in (work / "pipeline_root").iterdir() if p.is_dir()]
     tasks = {p.name: p for p in root.iterdir() if p.is_dir()}
-    assert set(tasks) == {"fetch-checkpoints", "ode-init", "train", "evaluate", "gate", "register-model", "on-exit"}
+    assert set(tasks) == {"validate-run", "fetch-checkpoints", "ode-init", "train", "evaluate", "gate",
+                          "register-model", "on-exit"}
     params = {}
     for name, task in tasks.items():
         out_file = task / "executor_output.json"
         assert _owned_by_image_user(out_file), name
         params[name] = json.loads(out_file.read_text()).get("parameterValues", {})
+    assert params["validate-run"]["Output"].startswith("ok: tiny_cpu on container (1 processes)")
     assert params["fetch-checkpoints"]["run_id"] == run_id
     ckpt_uri = params["fetch-checkpoints"]["checkpoints_uri"]
     assert ckpt_uri.startswith("s3://ctr/checkpoint-sets/")
