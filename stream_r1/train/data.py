@@ -68,8 +68,8 @@ class PromptSampler:
     def _epoch_order(self) -> list[int]:
         if not self.shuffle:
             return list(range(self.num_prompts))
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.num_prompts, generator=g).tolist()
+        rng = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.num_prompts, generator=rng).tolist()
 
     def next_indices(self) -> list[int]:
         """This rank's next ``batch_size`` prompt indices (advances the state)."""
