@@ -40,7 +40,7 @@ from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnP
 from torch import Tensor
 
 from stream_r1.models.kv_cache import KVCache
-from stream_r1.models.rope import apply_rope
+from stream_r1.models.rope import Rope, apply_rope, half_tables
 
 AttentionBackend = Literal["sdpa", "flex", "flash"]
 
@@ -102,8 +102,8 @@ class SelfAttentionInputs:
     """Inputs shared by the self-attention of every layer in one forward.
 
     Attributes:
-        q_rope: ``(cos, sin)`` ``[1, Nq, 1, head_dim]`` for the queries (this forward's tokens).
-        k_rope: ``(cos, sin)`` ``[1, Nk, 1, head_dim]`` for the attended keys (cache + fresh).
+        q_rope: rotation of the queries (this forward's ``Nq`` tokens).
+        k_rope: rotation of the ``Nk`` attended keys (cache + fresh).
         build_mask: None (no mask), or ``build_mask(flex)`` -> the block-causal mask as a flex ``BlockMask``
             (``flex=True``) or a dense bool ``[1, 1, Nq, Nk]`` tensor (True = attend); called at most once
             per form and forward.
@@ -114,8 +114,8 @@ class SelfAttentionInputs:
             ``flash`` setting runs its masked full-sequence forwards on flex), or None.
     """
 
-    q_rope: tuple[Tensor, Tensor]
-    k_rope: tuple[Tensor, Tensor]
+    q_rope: Rope
+    k_rope: Rope
     build_mask: MaskBuilder | None = None
     cache: KVCache | None = None
     write_cache: bool = False
@@ -172,7 +172,8 @@ class CausalWanAttnProcessor(WanAttnProcessor):
         inputs: SelfAttentionInputs | None = None,
         layer_idx: int = 0,
         cross_cache: KVCache | None = None,
-    ) -> Tensor:
+        kv_only: bool = False,
+    ) -> Tensor | None:
         """Run self- or cross-attention.
 
         Args:
@@ -184,12 +185,17 @@ class CausalWanAttnProcessor(WanAttnProcessor):
             inputs: causal self-attention inputs (RoPE per side, mask, cache).
             layer_idx: index of the transformer block (selects the cache layer).
             cross_cache: cache whose text K/V slot of ``layer_idx`` may be used (only without grad).
+            kv_only: self-attention of a context pass whose output nobody reads (the last block): store
+                this chunk's K/V into ``inputs.cache`` and return None.
 
         Returns:
-            ``[B, Nq, dim]``.
+            ``[B, Nq, dim]``, or None with ``kv_only``.
         """
         if attn.add_k_proj is not None:
             raise ValueError("CausalWanAttnProcessor supports text-to-video Wan only (added_kv_proj_dim must be None)")
+        if kv_only:
+            self._store_only(attn, hidden_states, inputs, layer_idx)
+            return None
         if encoder_hidden_states is None:
             out = self._self_attention(attn, hidden_states, attention_mask, rotary_emb, inputs, layer_idx)
         else:
@@ -209,6 +215,27 @@ class CausalWanAttnProcessor(WanAttnProcessor):
             backend = active = inputs.masked_backend
         return backend, inputs.mask(active == AttentionBackendName.FLEX)
 
+    @staticmethod
+    def _qkv(attn: WanAttention, hidden_states: Tensor, need_query: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Normed, head-split ``[B, N, heads, head_dim]`` q (or None), k, v from fused or separate projections."""
+        if getattr(attn, "fused_projections", False):
+            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        else:
+            query = attn.to_q(hidden_states) if need_query else None
+            key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)
+        if query is not None:
+            query = _rms_norm_fp32(attn.norm_q, query).unflatten(2, (attn.heads, -1))
+        key = _rms_norm_fp32(attn.norm_k, key).unflatten(2, (attn.heads, -1))
+        return query, key, value.unflatten(2, (attn.heads, -1))
+
+    def _store_only(
+        self, attn: WanAttention, hidden_states: Tensor, inputs: SelfAttentionInputs | None, layer_idx: int
+    ) -> None:
+        if inputs is None or inputs.cache is None or not inputs.write_cache or torch.is_grad_enabled():
+            raise RuntimeError("kv_only needs a cache-writing context pass under torch.no_grad()")
+        _, key, value = self._qkv(attn, hidden_states, need_query=False)
+        inputs.cache.store(layer_idx, key, value)
+
     def _self_attention(
         self,
         attn: WanAttention,
@@ -218,17 +245,12 @@ class CausalWanAttnProcessor(WanAttnProcessor):
         inputs: SelfAttentionInputs | None,
         layer_idx: int,
     ) -> Tensor:
-        if getattr(attn, "fused_projections", False):
-            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
-        else:
-            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        query = _rms_norm_fp32(attn.norm_q, query).unflatten(2, (attn.heads, -1))
-        key = _rms_norm_fp32(attn.norm_k, key).unflatten(2, (attn.heads, -1))
-        value = value.unflatten(2, (attn.heads, -1))
+        query, key, value = self._qkv(attn, hidden_states)
         backend = self._attention_backend
         if inputs is None:
             if rotary_emb is not None:
-                query, key = apply_rope(query, *rotary_emb), apply_rope(key, *rotary_emb)
+                rope = half_tables(*rotary_emb)
+                query, key = apply_rope(query, rope), apply_rope(key, rope)
             return _dispatch(query, key, value, attention_mask, backend).type_as(query)
 
         if inputs.cache is not None:
@@ -245,8 +267,8 @@ class CausalWanAttnProcessor(WanAttnProcessor):
         mask = None
         if inputs.build_mask is not None:
             backend, mask = self._masked(inputs, backend)
-        query = apply_rope(query, *inputs.q_rope)
-        keys = apply_rope(keys, *inputs.k_rope)
+        query = apply_rope(query, inputs.q_rope)
+        keys = apply_rope(keys, inputs.k_rope)
         return _dispatch(query, keys, values, mask, backend).type_as(query)
 
     def _cross_attention(

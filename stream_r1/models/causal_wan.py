@@ -72,6 +72,7 @@ class CausalWanTransformerBlock(WanTransformerBlock):
         inputs: SelfAttentionInputs,
         layer_idx: int = 0,
         cross_cache: KVCache | None = None,
+        kv_only: bool = False,
     ) -> Tensor:
         """One Wan block (same math as the stock forward, modulation per latent frame).
 
@@ -82,6 +83,8 @@ class CausalWanTransformerBlock(WanTransformerBlock):
             inputs: self-attention inputs (RoPE, mask, cache).
             layer_idx: block index (cache layer).
             cross_cache: cache holding text K/V (used only without grad), or None.
+            kv_only: the last block of a context pass: store its self-attention K/V and stop (nothing reads
+                its output); returns ``hidden_states`` unchanged.
 
         Returns:
             ``[B, F*T, dim]`` in ``hidden_states.dtype``.
@@ -92,6 +95,9 @@ class CausalWanTransformerBlock(WanTransformerBlock):
         dtype = hidden_states.dtype
 
         normed = _frame_modulate(self.norm1(hidden_states.float()), scale_msa, shift_msa, num_frames).to(dtype)
+        if kv_only:
+            self.attn1(normed, None, None, None, inputs=inputs, layer_idx=layer_idx, kv_only=True)
+            return hidden_states
         attn_out = self.attn1(normed, None, None, None, inputs=inputs, layer_idx=layer_idx)
         hidden_states = _frame_gate(hidden_states, attn_out, gate_msa, num_frames).to(dtype)
 
@@ -255,14 +261,16 @@ class CausalWanTransformer(WanTransformer3DModel):
                 must equal ``kv_cache.frames_written``).
             frames_per_block: chunk size for the block-causal mask (no cache); None = bidirectional.
             kv_cache: cache for chunk-by-chunk streaming (read; also written if ``write_cache``).
-            write_cache: store this chunk's K/V (call under ``torch.no_grad()``).
+            write_cache: the context pass: store this chunk's K/V (call under ``torch.no_grad()``). Nothing
+                reads a context pass's prediction, so the work that only feeds it (the last block past its
+                K/V projections, the output head) is skipped and the call returns None.
             attention_backend: self-attention backend for this call, overriding ``set_attention_backend``:
                 a project name (``"sdpa"`` -> native, ``"flex"``, ``"flash"`` — flash-attn for unmasked
                 attention on CUDA, its masked forwards on flex) or any diffusers backend name; None = the
                 processors' backend.
 
         Returns:
-            Flow prediction ``[B, C_out, F, H, W]``.
+            Flow prediction ``[B, C_out, F, H, W]`` (None with ``write_cache``).
         """
         if encoder_hidden_states_image is not None:
             raise ValueError("CausalWanTransformer is text-to-video only: encoder_hidden_states_image must be None")
@@ -286,28 +294,31 @@ class CausalWanTransformer(WanTransformer3DModel):
             inputs.masked_backend = AttentionBackendName.FLEX  # flash-attn has no block masks
         cross_cache = None
         if kv_cache is not None and not torch.is_grad_enabled():
-            kv_cache.bind_text(encoder_hidden_states)  # text K/V reused only for this very tensor
+            # Text K/V are reused only for this very tensor. Under torch.compile the binding (a tensor
+            # version check dynamo cannot trace) is the caller's: stream_chunks binds before its stream.
+            if not torch.compiler.is_compiling():
+                kv_cache.bind_text(encoder_hidden_states)
             cross_cache = kv_cache
 
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, F*T, dim]
         temb, proj, text, _ = self.condition_embedder(t.flatten(), encoder_hidden_states, None, timestep_seq_len=f)
         proj = proj.unflatten(2, (6, -1))  # [B, F, 6, dim]
 
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 # diffusers' checkpoint function (non-reentrant by default, or the one the trainer passed to
                 # enable_gradient_checkpointing); replays only read the cache, so recomputation is exact.
                 x = self._gradient_checkpointing_func(block, x, text, proj, inputs, i, cross_cache)
             else:
-                x = block(x, text, proj, inputs, i, cross_cache)
+                x = block(x, text, proj, inputs, i, cross_cache, write_cache and i == last)
+        if write_cache:
+            kv_cache.advance(f)
+            return None
 
         shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)  # [B, F, 1, dim]
         x = _frame_modulate(self.norm_out(x.float()), scale, shift, f).type_as(x)
         x = self.proj_out(x)
-
-        if kv_cache is not None and write_cache:
-            kv_cache.advance(f)
-
         x = x.reshape(b, f, hp, wp, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         out = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
         if not return_dict:
@@ -339,8 +350,8 @@ class CausalWanTransformer(WanTransformer3DModel):
                     f"{kv_cache.frames_written}; pass frame_offset={kv_cache.frames_written} or reset the cache"
                 )
             n_k = kv_cache.attended_frames(f)
-            q_rope = self.frame_rope.freqs(n_k - f, f, hp, wp, device)
             k_rope = self.frame_rope.freqs(0, n_k, hp, wp, device)
+            q_rope = k_rope.tail(f * tokens_per_frame)  # the chunk's own keys sit last, at the queries' positions
             return SelfAttentionInputs(q_rope, k_rope, None, kv_cache, write_cache)
         rope = self.frame_rope.freqs(frame_offset, f, hp, wp, device)
         build = None

@@ -134,21 +134,18 @@ class CausalDenoiser:
             device=device,
         )
 
-    def _flow(self, x_t: Tensor, t: Tensor, text_emb: Tensor, **kwargs: object) -> Tensor:
+    def _flow(self, x_t: Tensor, t: Tensor, text_emb: Tensor, **kwargs: object) -> Tensor | None:
+        """Flow in library layout (None for a context pass, whose prediction the transformer skips)."""
         _check_latent("x_t", x_t, self.in_channels)
         b, f = x_t.shape[:2]
         t = torch.as_tensor(t, device=x_t.device)
         if t.shape != (b, f):
             raise ValueError(f"t must be per-frame [B, F]=[{b}, {f}], got {tuple(t.shape)}")
         dtype = _param_dtype(self.transformer)
-        v = self.transformer(
-            to_diffusers_layout(x_t).to(dtype),
-            t.float(),
-            text_emb.to(dtype),
-            return_dict=False,
-            **kwargs,
-        )[0]
-        return to_library_layout(v)
+        out = self.transformer(
+            to_diffusers_layout(x_t).to(dtype), t.float(), text_emb.to(dtype), return_dict=False, **kwargs
+        )
+        return None if out is None else to_library_layout(out[0])
 
     def predict_flow(
         self, x_t: Tensor, t: Tensor, text_emb: Tensor, cache: KVCache | None, frame_offset: int

@@ -15,15 +15,22 @@ Geometry (frames are *latent* frames; one frame = ``tokens_per_frame`` = (H/2)*(
   RoPE is applied at read time with contiguous frame positions ``0 .. k-1`` over the attended keys and
   the queries take the last ``f`` positions. With ``window_frames == -1`` and no eviction these are
   exactly the absolute positions, so the cached path reproduces the block-masked full-sequence forward.
-* Eviction happens only when an append would overflow ``capacity_frames`` (``rolling=True``): the
-  ``e`` oldest non-sink frames are dropped, the rest roll left. If ``e == sink_frames`` the sink becomes
-  ``alpha * sink + (1 - alpha) * evicted`` (EMA sink, alpha = 0.999), otherwise the first ``min(e, sink)``
-  sink frames are overwritten by the evicted ones (RF ``causal_model.py`` rule). A non-rolling cache that
-  would overflow raises instead (Self-Forcing's full cache cannot go past its capacity, §1.11).
+* Eviction happens only in a rolling cache (``rolling=True``), when the next append would overflow
+  ``capacity_frames``: the ``e`` oldest non-sink frames are dropped, the rest roll left. If
+  ``e == sink_frames`` the sink becomes ``alpha * sink + (1 - alpha) * evicted`` (EMA sink, alpha = 0.999),
+  otherwise the first ``min(e, sink)`` sink frames are overwritten by the evicted ones (RF
+  ``causal_model.py`` rule). A rolling cache serves one chunk size (the first stored chunk's), so the
+  eviction the *next* chunk needs is known when a chunk is stored: :meth:`KVCache.store` applies it right
+  away, once per chunk and layer, and every read of the next chunk (its denoising steps and its context
+  pass) is a plain ``stored ++ new`` with no EMA or roll to recompute. A non-rolling cache that would
+  overflow raises instead (Self-Forcing's full cache cannot go past its capacity, §1.11).
 
 Reads (:meth:`KVCache.attended`) never mutate the cache, so gradient-checkpoint replays of a denoising
 step see identical K/V (docs/method.md §5 item 7). :meth:`KVCache.store` (called only by the no-grad context
 pass) writes one layer, :meth:`KVCache.advance` then moves the lengths once all layers have written.
+Geometry is Python ints (``length_frames``: one compiled graph per value, a handful per stream) and the
+stream position ``frames_written`` enters no tensor shape, so a compiled stream of any length stops
+recompiling once the window is full.
 
 A separate cross-attention cache holds the text K/V per layer; it is filled and used only outside
 autograd (a K/V computed under ``no_grad`` must never stand in for one that needs gradients).
@@ -50,8 +57,9 @@ class KVCache:
         sink_frames: frames at the front kept as attention sink (``0`` = none).
         sink_ema_alpha: EMA weight of the old sink on an eviction of exactly ``sink_frames`` frames.
         rolling: allow eviction; a non-rolling cache raises on overflow.
-        length_frames: valid frames in the buffers.
+        length_frames: valid frames in the buffers (in a rolling cache: after the eviction the next chunk needs).
         frames_written: frames appended since creation (stream position of the next chunk).
+        chunk_frames: frames of every chunk a rolling cache has stored (0 before the first).
         cross_keys: per layer text keys ``[B, L, heads, head_dim]`` or None (filled only without grad).
         cross_values: per layer text values, same.
         cross_source: the text embedding tensor the cross cache was computed from (held, so its identity
@@ -68,6 +76,7 @@ class KVCache:
     rolling: bool = False
     length_frames: int = 0
     frames_written: int = 0
+    chunk_frames: int = 0
     cross_keys: list[Tensor | None] = field(default_factory=list)
     cross_values: list[Tensor | None] = field(default_factory=list)
     cross_source: Tensor | None = None
@@ -140,14 +149,22 @@ class KVCache:
         """Bytes held by the self-attention buffers (constant for the cache's lifetime)."""
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
+    def _check_chunk(self, num_new_frames: int) -> None:
+        if num_new_frames < 1:
+            raise ValueError(f"num_new_frames={num_new_frames} must be >= 1")
+        if self.rolling and self.chunk_frames and num_new_frames != self.chunk_frames:
+            raise ValueError(
+                f"this rolling KV cache streams chunks of {self.chunk_frames} frames, got {num_new_frames}; "
+                "use one chunk size per stream (or reset the cache)"
+            )
+
     def eviction_frames(self, num_new_frames: int) -> int:
-        """Frames an append of ``num_new_frames`` would evict (0 when it fits).
+        """Frames that must go before ``num_new_frames`` more fit behind the stored ones (0 when they fit).
 
         Raises:
             ValueError: overflow of a non-rolling cache, or a chunk too large for the rolling window.
         """
-        if num_new_frames < 1:
-            raise ValueError(f"num_new_frames={num_new_frames} must be >= 1")
+        self._check_chunk(num_new_frames)
         evict = max(0, self.length_frames + num_new_frames - self.capacity_frames)
         if evict and not self.rolling:
             raise ValueError(
@@ -162,28 +179,24 @@ class KVCache:
         return evict
 
     def attended_frames(self, num_new_frames: int) -> int:
-        """Number of key frames a chunk of ``num_new_frames`` attends to (its own frames included)."""
-        n = self.length_frames - self.eviction_frames(num_new_frames) + num_new_frames
+        """Number of key frames a chunk of ``num_new_frames`` attends to (its own frames included).
+
+        Raises:
+            ValueError: the chunk does not fit (see :meth:`eviction_frames`; a rolling cache has already
+                evicted for its chunk size, so this only fails for a wrong chunk size or a first chunk
+                larger than the window).
+        """
+        if self.eviction_frames(num_new_frames):
+            raise ValueError(
+                f"chunk of {num_new_frames} frames cannot fit a KV cache of {self.capacity_frames} frames "
+                f"holding {self.length_frames}; use smaller chunks or a larger local window"
+            )
+        n = self.length_frames + num_new_frames
         if self.window_frames == -1 or n <= self.window_frames:
             return n
         return self.window_frames
 
     # ------------------------------------------------------------------ read (pure)
-    def _sink_after_eviction(self, layer: int, evict: int) -> tuple[Tensor, Tensor]:
-        """Sink K/V ``[B, sink*tpf, H, D]`` as the pending eviction would leave them (no mutation)."""
-        tpf, s = self.tokens_per_frame, self.sink_frames
-        k, v = self.keys[layer], self.values[layer]
-        sink_k, sink_v = k[:, : s * tpf], v[:, : s * tpf]
-        ev_k, ev_v = k[:, s * tpf : (s + evict) * tpf], v[:, s * tpf : (s + evict) * tpf]
-        if evict == s:
-            a = self.sink_ema_alpha
-            # EMA in fp32 so alpha=0.999 is not rounded away in bf16 caches (§2.4).
-            new_k = (a * sink_k.float() + (1.0 - a) * ev_k.float()).to(k.dtype)
-            new_v = (a * sink_v.float() + (1.0 - a) * ev_v.float()).to(v.dtype)
-            return new_k, new_v
-        m = min(evict, s) * tpf
-        return torch.cat([ev_k[:, :m], sink_k[:, m:]], dim=1), torch.cat([ev_v[:, :m], sink_v[:, m:]], dim=1)
-
     def attended(self, layer: int, new_k: Tensor, new_v: Tensor) -> tuple[Tensor, Tensor]:
         """Keys/values a chunk attends to: the virtual append of ``new_k/new_v``; never mutates.
 
@@ -197,61 +210,78 @@ class KVCache:
         """
         tpf = self.tokens_per_frame
         f = self._frames_of(new_k)
-        evict = self.eviction_frames(f)
+        self.attended_frames(f)  # validates the chunk
+        n = self.length_frames + f
         k, v = self.keys[layer], self.values[layer]
         s, L = self.sink_frames, self.length_frames
-        if evict:
-            sink_k, sink_v = self._sink_after_eviction(layer, evict)
-            parts_k = [sink_k, k[:, (s + evict) * tpf : L * tpf], new_k]
-            parts_v = [sink_v, v[:, (s + evict) * tpf : L * tpf], new_v]
-        else:
-            parts_k = [k[:, : L * tpf], new_k]
-            parts_v = [v[:, : L * tpf], new_v]
-        n = L - evict + f
         if self.window_frames != -1 and n > self.window_frames:
             # keys = S[:sink] ++ S[n - (window - sink):] (RF kv_start = max(sink, end - window + sink)).
-            full_k, full_v = torch.cat(parts_k, dim=1), torch.cat(parts_v, dim=1)
             start = (n - (self.window_frames - s)) * tpf
             return (
-                torch.cat([full_k[:, : s * tpf], full_k[:, start:]], dim=1),
-                torch.cat([full_v[:, : s * tpf], full_v[:, start:]], dim=1),
+                torch.cat([k[:, : s * tpf], k[:, start : L * tpf], new_k], dim=1),
+                torch.cat([v[:, : s * tpf], v[:, start : L * tpf], new_v], dim=1),
             )
-        return torch.cat(parts_k, dim=1), torch.cat(parts_v, dim=1)
+        return torch.cat([k[:, : L * tpf], new_k], dim=1), torch.cat([v[:, : L * tpf], new_v], dim=1)
 
     # ------------------------------------------------------------------ write (context pass only)
     @torch.no_grad()
     def store(self, layer: int, new_k: Tensor, new_v: Tensor) -> None:
-        """Append one layer's K/V in place (eviction + EMA sink as in :meth:`attended`).
+        """Append one layer's K/V in place, then (rolling) evict what the next chunk of this size needs.
 
         Call for every layer with the same chunk, then :meth:`advance` once.
         """
         tpf = self.tokens_per_frame
         f = self._frames_of(new_k)
-        evict = self.eviction_frames(f)
+        self.attended_frames(f)  # validates the chunk
         k, v = self.keys[layer], self.values[layer]
-        s, L = self.sink_frames, self.length_frames
+        L = self.length_frames
+        k[:, L * tpf : (L + f) * tpf] = new_k.detach().to(k.dtype)
+        v[:, L * tpf : (L + f) * tpf] = new_v.detach().to(v.dtype)
+        evict = self._next_eviction(L + f, f)
         if evict:
-            sink_k, sink_v = self._sink_after_eviction(layer, evict)
-            rolled = slice((s + evict) * tpf, L * tpf)
-            kept_k, kept_v = k[:, rolled].clone(), v[:, rolled].clone()
-            k[:, : s * tpf] = sink_k
-            v[:, : s * tpf] = sink_v
-            k[:, s * tpf : (L - evict) * tpf] = kept_k
-            v[:, s * tpf : (L - evict) * tpf] = kept_v
-        start = (L - evict) * tpf
-        k[:, start : start + f * tpf] = new_k.detach().to(k.dtype)
-        v[:, start : start + f * tpf] = new_v.detach().to(v.dtype)
+            self._evict(k, L + f, evict)
+            self._evict(v, L + f, evict)
+
+    def _next_eviction(self, stored: int, f: int) -> int:
+        """Frames to evict after storing up to ``stored`` frames so that a next chunk of ``f`` fits."""
+        if not self.rolling:
+            return 0
+        evict = max(0, stored + f - self.capacity_frames)
+        if evict > max(0, stored - self.sink_frames):
+            raise ValueError(
+                f"chunk of {f} frames cannot fit a rolling cache of {self.capacity_frames} frames "
+                f"with a {self.sink_frames}-frame sink; use smaller chunks or a larger local window"
+            )
+        return evict
+
+    def _evict(self, buf: Tensor, stored: int, evict: int) -> None:
+        """Drop ``evict`` frames after the sink of ``buf`` (``stored`` valid frames); EMA or overwrite the sink."""
+        tpf, s = self.tokens_per_frame, self.sink_frames
+        sink = buf[:, : s * tpf]
+        evicted = buf[:, s * tpf : (s + evict) * tpf]
+        if evict == s:
+            # EMA in fp32 so alpha=0.999 is not rounded away in bf16 caches (§2.4).
+            a = self.sink_ema_alpha
+            sink.copy_((a * sink.float() + (1.0 - a) * evicted.float()).to(buf.dtype))
+        else:
+            m = min(evict, s) * tpf
+            sink[:, :m] = evicted[:, :m]
+        kept = buf[:, (s + evict) * tpf : stored * tpf].clone()
+        buf[:, s * tpf : (stored - evict) * tpf] = kept
 
     def advance(self, num_new_frames: int) -> None:
         """Commit an append of ``num_new_frames`` to every layer (after :meth:`store` on all layers)."""
-        evict = self.eviction_frames(num_new_frames)
-        self.length_frames = self.length_frames - evict + num_new_frames
+        stored = self.length_frames + num_new_frames
+        self.length_frames = stored - self._next_eviction(stored, num_new_frames)
         self.frames_written += num_new_frames
+        if self.rolling:
+            self.chunk_frames = num_new_frames
 
     def reset(self) -> None:
         """Forget every stored frame and the text cache (buffers are kept for reuse)."""
         self.length_frames = 0
         self.frames_written = 0
+        self.chunk_frames = 0
         self.bind_text(None)
 
     def bind_text(self, text: Tensor | None) -> None:

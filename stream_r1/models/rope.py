@@ -1,20 +1,47 @@
 """3-D rotary position embedding with a frame offset (docs/method.md §4.1, §5 item 10).
 
 Same tables and channel split as diffusers' ``WanRotaryPosEmbed`` (t/h/w = ``d - 4*(d//6)``, ``2*(d//6)``,
-``2*(d//6)`` channels; 44/42/42 for head_dim 128, 8/4/4 for head_dim 16; theta 1e4; cos/sin interleaved
-pairwise), but the temporal positions start at an arbitrary frame instead of 0 so a chunk, or the keys
-of a re-indexed [sink ++ window] cache, can be rotated on their own.
+``2*(d//6)`` channels; 44/42/42 for head_dim 128, 8/4/4 for head_dim 16; theta 1e4; channel pairs
+``(2i, 2i+1)`` rotated by one angle), but the temporal positions start at an arbitrary frame instead of
+0 so a chunk, or the keys of a re-indexed [sink ++ window] cache, can be rotated on their own.
+
+The tables of one forward are sliced from per-axis tables on every call (a few kB of work): no memo keyed
+by positions, so under ``torch.compile`` a new frame offset is a new value, never a new graph. Rotation
+is one complex multiply in eager mode (one kernel instead of seven) and the equivalent real arithmetic
+under ``torch.compile``, where inductor fuses it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from torch import Tensor
 
 
+@dataclass(frozen=True)
+class Rope:
+    """Rotation of ``N`` tokens: one angle per channel pair.
+
+    Attributes:
+        cos: float32 ``[1, N, 1, head_dim // 2]``.
+        sin: same.
+        polar: ``cos + i sin`` complex64 (eager fast path), or None under ``torch.compile``.
+    """
+
+    cos: Tensor
+    sin: Tensor
+    polar: Tensor | None = None
+
+    def tail(self, n: int) -> Rope:
+        """The rotation of the last ``n`` tokens."""
+        polar = None if self.polar is None else self.polar[:, -n:]
+        return Rope(self.cos[:, -n:], self.sin[:, -n:], polar)
+
+
 class FrameRope:
-    """Cos/sin tables for (frame, row, column) positions, cached per device.
+    """Cos/sin per (frame, row, column) position, one table per axis kept per device.
 
     Args:
         head_dim: attention head dimension.
@@ -25,32 +52,27 @@ class FrameRope:
     def __init__(self, head_dim: int, max_seq_len: int, theta: float = 10000.0) -> None:
         self.head_dim = head_dim
         self.max_seq_len = max_seq_len
-        self.h_dim = self.w_dim = 2 * (head_dim // 6)
-        self.t_dim = head_dim - self.h_dim - self.w_dim
+        h_dim = w_dim = 2 * (head_dim // 6)
+        self.split = [(head_dim - h_dim - w_dim) // 2, h_dim // 2, w_dim // 2]  # channel pairs per axis
         cos, sin = [], []
-        for dim in (self.t_dim, self.h_dim, self.w_dim):
-            # float64 angles, float32 tables: exactly the buffers of WanRotaryPosEmbed off MPS.
+        for pairs in self.split:
+            # float64 angles, float32 tables: exactly the buffers of WanRotaryPosEmbed off MPS (every
+            # other column of its pairwise-repeated tables).
             c, s = get_1d_rotary_pos_embed(
-                dim, max_seq_len, theta, use_real=True, repeat_interleave_real=True, freqs_dtype=torch.float64
+                2 * pairs, max_seq_len, theta, use_real=True, repeat_interleave_real=True, freqs_dtype=torch.float64
             )
-            cos.append(c)
-            sin.append(s)
-        self._cos = torch.cat(cos, dim=1)
-        self._sin = torch.cat(sin, dim=1)
-        self._per_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
-        # (start, frames, h, w, device) -> (cos, sin); a stream reuses a handful of geometries every step.
-        self._grids: dict[tuple, tuple[Tensor, Tensor]] = {}
+            cos.append(c[:, 0::2])
+            sin.append(s[:, 0::2])
+        self._tables = {torch.device("cpu"): (torch.cat(cos, dim=1), torch.cat(sin, dim=1))}
 
-    def _tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        device = torch.device(device)
-        if device not in self._per_device:
-            self._per_device[device] = (self._cos.to(device), self._sin.to(device))
-        return self._per_device[device]
+    def _on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if device not in self._tables:
+            cos, sin = self._tables[torch.device("cpu")]
+            self._tables[device] = (cos.to(device), sin.to(device))
+        return self._tables[device]
 
-    def freqs(
-        self, frame_start: int, num_frames: int, height: int, width: int, device: torch.device
-    ) -> tuple[Tensor, Tensor]:
-        """Cos/sin for tokens of frames ``frame_start .. frame_start+num_frames-1`` on a ``height x width`` grid.
+    def freqs(self, frame_start: int, num_frames: int, height: int, width: int, device: torch.device) -> Rope:
+        """Rotation of the tokens of frames ``frame_start .. frame_start+num_frames-1`` on a ``height x width`` grid.
 
         Args:
             frame_start: temporal position of the first frame.
@@ -60,7 +82,7 @@ class FrameRope:
             device: target device.
 
         Returns:
-            ``(cos, sin)``, each float32 ``[1, num_frames*height*width, 1, head_dim]`` in token order (f, h, w).
+            :class:`Rope` over ``num_frames*height*width`` tokens in token order (f, h, w).
 
         Raises:
             ValueError: a position beyond the table (``rope_max_seq_len``).
@@ -71,38 +93,39 @@ class FrameRope:
                 f"RoPE positions frames [{frame_start}, {end}) x {height} x {width} exceed rope_max_seq_len="
                 f"{self.max_seq_len}; use a rolling cache (relative positions) or a model with a longer table"
             )
-        key = (frame_start, num_frames, height, width, torch.device(device))
-        if key in self._grids:
-            return self._grids[key]
-        cos_all, sin_all = self._tables(device)
+        shape = (num_frames, height, width)
         out = []
-        for table in (cos_all, sin_all):
-            t_part, h_part, w_part = table.split([self.t_dim, self.h_dim, self.w_dim], dim=1)
-            shape = (num_frames, height, width)
+        for table in self._on(torch.device(device)):
+            t_part, h_part, w_part = table.split(self.split, dim=1)
             ft = t_part[frame_start:end].view(num_frames, 1, 1, -1).expand(*shape, -1)
             fh = h_part[:height].view(1, height, 1, -1).expand(*shape, -1)
             fw = w_part[:width].view(1, 1, width, -1).expand(*shape, -1)
             out.append(torch.cat([ft, fh, fw], dim=-1).reshape(1, num_frames * height * width, 1, -1))
-        if len(self._grids) >= 16:  # bounded: a few hundred MB at most at 1.3B scale
-            self._grids.clear()
-        self._grids[key] = (out[0], out[1])
-        return out[0], out[1]
+        cos, sin = out
+        polar = None if torch.compiler.is_compiling() else torch.complex(cos, sin)
+        return Rope(cos, sin, polar)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def apply_rope(x: Tensor, rope: Rope) -> Tensor:
     """Rotate channel pairs ``(2i, 2i+1)`` of ``x`` (as diffusers' Wan processor does).
 
     Args:
         x: ``[B, N, heads, head_dim]``.
-        cos: ``[1, N, 1, head_dim]`` (pairwise repeated).
-        sin: same.
+        rope: rotation of the ``N`` tokens.
 
     Returns:
         Rotated tensor in ``x.dtype`` (computed in float32 at least).
     """
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    x1, x2 = work.unflatten(-1, (-1, 2)).unbind(-1)
-    c = cos[..., 0::2]
-    s = sin[..., 1::2]
-    out = torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
-    return out.to(x.dtype)
+    pairs = work.unflatten(-1, (-1, 2))
+    if rope.polar is not None and not torch.compiler.is_compiling():
+        out = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * rope.polar)
+    else:
+        x1, x2 = pairs.unbind(-1)
+        out = torch.stack([x1 * rope.cos - x2 * rope.sin, x1 * rope.sin + x2 * rope.cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+def half_tables(cos: Tensor, sin: Tensor) -> Rope:
+    """:class:`Rope` from diffusers' pairwise-repeated ``(cos, sin)`` ``[1, N, 1, head_dim]`` tables."""
+    return Rope(cos[..., 0::2], sin[..., 1::2])

@@ -142,6 +142,7 @@ def _generate(
     b, f = text.shape[0], denoiser.frames_per_block
     c, h, w = latent_shape
     cache = denoiser.new_cache(b, num_frames, (h, w), rolling=rolling, dtype=dtype, device=device)
+    cache.bind_text(text)  # a compiled student leaves the text binding to its caller
     noise = torch.empty((b, f, c, h, w), dtype=torch.float32, device=device)
     steps = [torch.full((b, f), float(t), device=device) for t in timesteps]
     steps_ctx = torch.full((b, f), float(context_t), device=device)

@@ -56,27 +56,33 @@ def test_rolling_ema_sink_on_eviction_of_one_sink_sized_chunk() -> None:
     cache = _cache(9, window=9, sink=3, rolling=True)
     for chunk in ((1, 2, 3), (4, 5, 6), (7, 8, 9)):
         _append(cache, *chunk)
+    # Storing chunk 2 filled the 9 frames; the next 3-frame chunk needs (4,5,6) gone == sink size, so the
+    # store already made sink = 0.999*sink + 0.001*evicted and rolled (7,8,9) left: reads redo nothing.
+    assert (cache.length_frames, cache.eviction_frames(3)) == (6, 0)
     before = cache.keys[0].clone()
-    # chunk 4 evicts (4,5,6) == sink size -> sink = 0.999*sink + 0.001*evicted; window keeps (7,8,9)
-    assert cache.eviction_frames(3) == 3
     assert _keys(cache, 10, 11, 12) == [1.003, 2.003, 3.003, 7, 8, 9, 10, 11, 12]
+    assert _keys(cache, 10, 11, 12) == [1.003, 2.003, 3.003, 7, 8, 9, 10, 11, 12]  # a second read: same
     assert torch.equal(cache.keys[0], before)  # reading never mutates
     _append(cache, 10, 11, 12)
-    assert [round(x, 6) for x in cache.keys[0].flatten().tolist()] == [1.003, 2.003, 3.003, 7, 8, 9, 10, 11, 12]
-    assert cache.values[0].flatten()[0].item() == pytest.approx(-1.003)
-    assert (cache.length_frames, cache.frames_written) == (9, 12)
-    # next chunk: sink 0.999*1.003 + 0.001*7 = 1.008997
+    # stored (10,11,12), then evicted (7,8,9) for the next chunk: sink 0.999*1.003 + 0.001*7 = 1.008997
+    assert [round(x, 6) for x in cache.keys[0].flatten()[:6].tolist()] == [1.008997, 2.008997, 3.008997, 10, 11, 12]
+    assert cache.values[0].flatten()[0].item() == pytest.approx(-1.008997)
+    assert (cache.length_frames, cache.frames_written) == (6, 12)
     assert _keys(cache, 13, 14, 15)[:4] == [1.008997, 2.008997, 3.008997, 10]
+    with pytest.raises(ValueError, match="streams chunks of 3 frames, got 2"):
+        cache.attended_frames(2)
 
 
 def test_rolling_eviction_of_other_sizes_overwrites_the_sink() -> None:
     cache = _cache(9, window=9, sink=3, rolling=True)
     for chunk in ((1, 2), (3, 4), (5, 6), (7, 8)):
         _append(cache, *chunk)
-    # 8 stored + 2 new > 9: evict one frame (4) != sink size -> sink[:1] overwritten by it
+    # 8 stored + 2 new > 9: one frame (4) had to go, != sink size -> sink[:1] overwritten by it
     assert _keys(cache, 9, 10) == [4, 2, 3, 5, 6, 7, 8, 9, 10]
     _append(cache, 9, 10)
-    assert cache.keys[0].flatten().tolist() == [4, 2, 3, 5, 6, 7, 8, 9, 10]
+    # 9 stored + 2 next > 9: (5, 6) go and overwrite sink[:2]
+    assert cache.keys[0].flatten()[: cache.length_frames].tolist() == [5, 6, 3, 7, 8, 9, 10]
+    assert _keys(cache, 11, 12) == [5, 6, 3, 7, 8, 9, 10, 11, 12]
 
 
 def test_window_smaller_than_capacity_keeps_sink_and_recent_frames_without_eviction() -> None:
@@ -114,7 +120,8 @@ def test_long_rolling_stream_keeps_memory_and_rope_positions_bounded(
             out = den.predict_x0(x0, torch.full((1, 3), 500.0), text_emb, cache, 3 * c)
             assert torch.isfinite(out).all()
             den.write_context(x0, text_emb, cache, 3 * c)
-    assert cache.frames_written == 90 and cache.length_frames == 9
+    # the 9-frame window less the room of the next 3-frame chunk (evicted when the last chunk was stored)
+    assert cache.frames_written == 90 and cache.length_frames == 6
     assert cache.nbytes() == nbytes and [k.data_ptr() for k in cache.keys] == ptrs
     # absolute positions would not fit the 64-entry table
     den_full = CausalDenoiser(causal_wan, frames_per_block=3)
