@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None,
                         help="directory of the public prompt suites (default $STREAM_R1_DATA_ROOT or ../shared/data/prompts)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the student when generating (default: on for CUDA, off on CPU)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(
         cfg, output_dir=args.output, checkpoint=args.checkpoint, prompts=args.prompts, num_frames=args.num_frames,
         videos_dir=args.videos, index_file=args.index, data_root=args.data_root, device=args.device,
+        compile=args.compile,
     )
     for note in result.notes:
         print(f"note: {note}")

@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-ema", action="store_true", help="use generator_ema (error if the file has none)")
     parser.add_argument("--seed", type=int, default=None, help="base seed, video i uses seed+i (default eval.seed)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the student for streaming (default: on for CUDA, off on CPU)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     num_frames = cfg.eval.num_frames if args.num_frames is None else args.num_frames
     report = generate(
         cfg, args.checkpoint, args.prompts, num_frames, args.output, args.use_ema, args.seed,
-        device=args.device, ema_fallback=False,
+        device=args.device, ema_fallback=False, compile=args.compile,
     )
     for r in report.results:
         print(f"{r.path}  {r.num_pixel_frames} frames  {r.fps:.1f} FPS  first chunk {r.chunk_latency_ms[0]:.0f} ms")

@@ -49,13 +49,14 @@ class EvaluationResult:
 
 
 def _generate(
-    cfg: RunConfig, checkpoint: str, suite: PromptSuite, num_frames: int, videos_dir: Path, device: str
+    cfg: RunConfig, checkpoint: str, suite: PromptSuite, num_frames: int, videos_dir: Path, device: str,
+    compile: bool | None = None,
 ) -> list[VideoEntry]:
     """Generate one video per suite prompt with ``stream_r1.sample.generate`` and pair files with prompts."""
     from stream_r1.sample.generate import generate
 
     report = generate(cfg, checkpoint, list(suite.prompts), num_frames, videos_dir, cfg.eval.use_ema, cfg.eval.seed,
-                      device=device)
+                      device=device, compile=compile)
     if len(report.results) != len(suite):
         raise RuntimeError(f"generation returned {len(report.results)} videos for {len(suite)} prompts ({videos_dir})")
     return [VideoEntry(Path(r.path), r.prompt, i, Path(r.path).stem) for i, r in enumerate(report.results)]
@@ -111,6 +112,7 @@ def evaluate(
     data_root: str | Path | None = None,
     device: str = "cpu",
     reward_model: Any = None,
+    compile: bool | None = None,
 ) -> EvaluationResult:
     """Generate (or take) videos, score them and write metrics.json, per_video.json and report.html.
 
@@ -126,6 +128,7 @@ def evaluate(
         data_root: directory of the public prompt suites.
         device: torch device for generation and the reward model.
         reward_model: an already loaded VideoRewardModel (tests / callers that reuse one).
+        compile: torch.compile the student when generating (None: on for CUDA only).
 
     Raises:
         ValueError / FileNotFoundError: bad inputs, before any generation or model load.
@@ -166,7 +169,7 @@ def evaluate(
     if videos_dir is None:
         gen_dir = out / VIDEOS_SUBDIR
         log.info("generating %d videos of %d latent frames into %s", len(suite), n_latent, gen_dir)
-        entries = _generate(cfg, str(checkpoint), suite, n_latent, gen_dir, device)
+        entries = _generate(cfg, str(checkpoint), suite, n_latent, gen_dir, device, compile)
     else:
         gen_dir = Path(videos_dir)
         entries = match_videos(videos_dir, suite, index_file)

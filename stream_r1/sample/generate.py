@@ -22,6 +22,7 @@ from stream_r1.config import config_hash, write_resolved_config
 from stream_r1.config.derived import check_latent_frames, checkpoint_path, pixel_frames
 from stream_r1.config.schema import RunConfig
 from stream_r1.models.causal_attention import check_flash_available
+from stream_r1.models.compile import resolve_compile
 from stream_r1.models.loading import CheckpointInfo, check_checkpoint_matches_base, read_transformer_config
 from stream_r1.utils.device import resolve_device
 from stream_r1.utils.io import atomic_write_json, check_safetensors_under, read_prompt_file
@@ -213,10 +214,12 @@ def generate(
     *,
     device: str | torch.device = "cpu",
     ema_fallback: bool = True,
+    compile: bool | None = None,
 ) -> GenerationReport:
     """Generate one mp4 per prompt and write ``generation.json`` + the resolved config into ``output_dir``.
 
-    Args are those of :func:`plan_generation`; ``device`` is where the models run.
+    Args are those of :func:`plan_generation`; ``device`` is where the models run; ``compile``
+    torch.compiles the student (None: on for CUDA only, ``stream_r1.models.compile.resolve_compile``).
 
     Returns:
         The :class:`GenerationReport` (also written as ``output_dir/generation.json``).
@@ -228,7 +231,7 @@ def generate(
     if cfg.model.attention_backend == "flash":
         check_flash_available(dev)  # before any model loads
     start = time.perf_counter()
-    streamer = StudentStreamer.load(cfg, plan, dev)
+    streamer = StudentStreamer.load(cfg, plan, dev, compile=resolve_compile(compile, dev))
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, plan.output_dir)
     report = GenerationReport(

@@ -14,6 +14,7 @@ import torch
 
 from stream_r1.config.derived import pixel_frames
 from stream_r1.method.build import load_student_transformer, student_denoiser
+from stream_r1.models.compile import compile_student
 from stream_r1.models.denoiser import CausalDenoiser
 from stream_r1.models.text_encoder import TextEncoder
 from stream_r1.models.vae import WanVAE
@@ -54,14 +55,19 @@ class StudentStreamer:
         self.dtype = torch_dtype(cfg.model.dtype)
 
     @classmethod
-    def load(cls, cfg: RunConfig, plan: GenerationPlan, device: torch.device) -> StudentStreamer:
-        """Load text encoder, VAE and student (base architecture + checkpoint) as the plan says."""
+    def load(
+        cls, cfg: RunConfig, plan: GenerationPlan, device: torch.device, *, compile: bool = False
+    ) -> StudentStreamer:
+        """Load text encoder, VAE and student (base architecture + checkpoint) as the plan says; ``compile``
+        compiles the student for streaming (``stream_r1.models.compile``)."""
         dtype = torch_dtype(cfg.model.dtype)
         text = TextEncoder.from_pretrained(
             plan.paths["text_encoder"], plan.paths["tokenizer"], cfg.model.text_len_tokens, dtype=dtype, device=device
         )
         vae = WanVAE.from_pretrained(plan.paths["vae"], dtype=dtype, device=device)
         student = load_student_transformer(cfg, plan.checkpoint, use_ema=plan.use_ema, dtype=dtype, device=device)
+        if compile:
+            compile_student(student)
         return cls(cfg, student_denoiser(cfg, student), text, vae, device)
 
     @torch.no_grad()
