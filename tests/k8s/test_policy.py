@@ -69,6 +69,11 @@ def test_every_pod_template_passes_pod_security_restricted():
     assert checked >= 16  # masters, workers, runtime, patches, tensorboard, tiny-checkpoints job
 
 
+def test_the_dev_namespace_enforces_restricted():
+    (ns,) = [o for o in _render_all() if o["kind"] == "Namespace"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
 @pytest.mark.parametrize(("mutate", "needle"), [
     (lambda p, c: c["securityContext"].pop("capabilities"), "capabilities.drop must include ALL"),
     (lambda p, c: c["securityContext"].update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation"),
