@@ -121,6 +121,13 @@ def test_images_build_hermetically_from_a_base_argument(name):
         assert labels[f"org.opencontainers.image.{key}"], key
 
 
+def test_only_the_ops_image_may_reach_the_hub():
+    """fetch_checkpoints (ops) downloads hf:// sources; the model steps and the training job (train) never do."""
+    envs = {name: " ".join(a for op, a in instructions((ROOT / "images" / name / "Dockerfile").read_text())
+                           if op == "ENV") for name in ("ops", "train")}
+    assert "HF_HUB_OFFLINE=1" in envs["train"] and "HF_HUB_OFFLINE" not in envs["ops"]
+
+
 def test_image_tags_agree_everywhere():
     consts = _image_constants()
     train, ops = consts["STREAM_R1_TRAIN_IMAGE"], consts["STREAM_R1_OPS_IMAGE"]
