@@ -91,3 +91,25 @@ def test_videoreward_part_loads(tiny_checkpoints: Path) -> None:
     assert any(f.startswith(f"{REWARD_PART}/") for f in files)
     model = VideoRewardModel.from_checkpoint(tiny_checkpoints / REWARD_PART)
     assert isinstance(model, VideoRewardModel)
+
+
+def test_damaged_files_are_rebuilt_reward_part_included(tiny_checkpoints: Path, tmp_path: Path, capsys) -> None:
+    # A truncated file (a killed copy, a full disk) used to break every later run: the VideoReward writer
+    # refuses a non-empty directory, so neither a rerun nor --force could repair the set.
+    import shutil
+
+    root = Path(shutil.copytree(tiny_checkpoints, tmp_path / "t"))
+    manifest = (root / MANIFEST).read_text()
+    reward_blob = root / "VideoReward" / "Qwen2-VL-tiny" / "model.safetensors"
+    reward_blob.write_bytes(reward_blob.read_bytes()[:100])
+    (root / "text_encoder" / "model.safetensors").unlink()
+    (root / ".staging-left-by-a-killed-rebuild").mkdir()
+    assert main(["make-tiny-checkpoints", str(root)]) == 0
+    assert (root / MANIFEST).read_text() == manifest  # same seed -> identical bytes, every part back
+    for rel, sha in json.loads(manifest)["files"].items():
+        assert sha256_file(root / rel) == sha, rel
+    assert not list(root.glob(".staging-*"))
+    mtime = reward_blob.stat().st_mtime_ns
+    assert main(["make-tiny-checkpoints", str(root), "--force"]) == 0  # a verified set, rebuilt on request
+    assert reward_blob.stat().st_mtime_ns != mtime and (root / MANIFEST).read_text() == manifest
+    assert capsys.readouterr().out.count("tiny checkpoints in") == 2
