@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "pipeline"
 HELP = "compile, run locally (tiny, real S3), submit or schedule the Kubeflow pipeline"
@@ -50,26 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--cron", required=True, help="6-field cron (sec min hour dom month dow), e.g. '0 0 3 * * 1'")
 
 
-def _print_summary(s: object) -> None:
-    from stream_r1.ops.pipeline import LocalRunSummary
-
-    assert isinstance(s, LocalRunSummary)
-    print(f"\nrun {s.run_id}: {s.state} in {s.wall_seconds:.0f} s (S3 {s.endpoint}, bucket {s.bucket})")
-    if s.error:
-        print(f"error: {s.error.splitlines()[0] if s.error else ''}")
-    print("artifacts:")
-    for uri in s.artifacts:
-        print(f"  {uri}")
-    if s.metrics:
-        print("metrics:")
-        for k, v in sorted(s.metrics.items()):
-            print(f"  {k} = {v:.6g}")
-    print(f"registered model: {s.registered or '(none: gate not passed or run failed)'}")
-    if s.tensorboard_logdir:
-        print(f"TensorBoard: .venv/bin/tensorboard --logdir {s.tensorboard_logdir} --host 127.0.0.1")
-        print(f"  (the same event files: s3://{s.bucket}/runs/{s.run_id}/train/tensorboard/)")
-
-
 def run(args: argparse.Namespace) -> int:
     from stream_r1.ops import pipeline as pl
     from stream_r1.utils.paths import check_output_dir, check_output_file
@@ -83,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "run-local":
         check_output_dir(args.workdir, "--workdir")
         from stream_r1.ops.podman import EngineMissing
+        from stream_r1.ops.run_summary import format_summary
 
         try:
             summary = pl.run_local(workdir=args.workdir, endpoint=args.endpoint, bucket=args.bucket,
@@ -90,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         except EngineMissing as e:
             print(f"stream-r1 pipeline run-local: {e}")
             return 2
-        _print_summary(summary)
-        return 0 if summary.state == "SUCCEEDED" else 1
+        print("\n" + format_summary(summary, None if args.endpoint else Path(args.workdir).resolve() / "seaweed"))
+        return summary.exit_code
     arguments = pl.cluster_arguments(args.config, params)
     if args.action == "schedule":
         pl.validate_cron(args.cron)  # before any cluster call

@@ -16,11 +16,12 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stream_r1.ops.endpoints import check_reachable
+from stream_r1.ops.run_summary import LocalRunSummary
 from stream_r1.ops.seaweed import S3Credentials, SeaweedServer
 from stream_r1.ops.store import ArtifactStore, credentials_from_env
 from stream_r1.utils.logging import get_logger
@@ -302,22 +303,6 @@ def schedule(client: Any, arguments: dict[str, Any], *, experiment: str, job_nam
     return ScheduleResult(str(rec.recurring_run_id), pipeline_id, version_id, created=True)
 
 
-@dataclass
-class LocalRunSummary:
-    """What ``run_local`` produced."""
-
-    run_id: str
-    state: str
-    bucket: str
-    endpoint: str
-    artifacts: list[str] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    registered: str = ""
-    tensorboard_logdir: str = ""
-    error: str = ""
-    wall_seconds: float = 0.0
-
-
 @contextlib.contextmanager
 def _env(values: dict[str, str]) -> Iterator[None]:
     """Temporarily export ``values`` (the local runner's task subprocesses inherit the environment)."""
@@ -333,12 +318,29 @@ def _env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def check_endpoint(endpoint: str, bucket: str | None = None) -> S3Credentials:
+    """An existing S3 endpoint, checked in seconds: it accepts a connection and (with ``bucket``) the keys.
+
+    The bucket is created if missing. Wrong keys or a closed port are one line before any step runs,
+    not minutes of retries inside them.
+
+    Raises:
+        UnreachableError: nothing answers at ``endpoint``.
+        StoreAuthError: the endpoint rejects the keys.
+        ValueError: keys missing from the environment.
+    """
+    check_reachable(endpoint, "--endpoint")
+    creds = credentials_from_env({**os.environ, "STREAM_R1_S3_ENDPOINT": endpoint})
+    if bucket:
+        ArtifactStore(creds, bucket, max_attempts=1, connect_timeout_seconds=5.0).ensure_bucket()
+    return creds
+
+
 @contextlib.contextmanager
 def s3_endpoint(endpoint: str | None, data_dir: Path) -> Iterator[S3Credentials]:
     """An existing endpoint (credentials from env) or a loopback SeaweedFS started (and stopped) here."""
     if endpoint:
-        creds = credentials_from_env({**os.environ, "STREAM_R1_S3_ENDPOINT": endpoint})
-        yield creds
+        yield credentials_from_env({**os.environ, "STREAM_R1_S3_ENDPOINT": endpoint})
         return
     with SeaweedServer(data_dir) as creds:
         yield creds
@@ -349,24 +351,32 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
               runner: str = "subprocess") -> LocalRunSummary:
     """Run the whole DAG with ``kfp.local`` on tiny checkpoints and a real S3 store.
 
+    Every input is checked before any work; the console shows one line per step (the full output goes
+    to ``<workdir>/logs/<run-id>-<time>.log``); a stop signal (SIGTERM/SIGINT/SIGHUP) stops every process
+    the run started, SeaweedFS included; and on every exit path the summary says what exists where.
+
     Args:
         workdir: Persistent state: ``seaweed/`` (the bucket), ``registry.db``, ``pipeline_root/``,
-            ``tiny-checkpoints/``, ``shared/`` (the shared volume: checkpoint sets, run directories). A fresh
-            temp dir is used as the KFP workspace (kfp.local deletes it).
+            ``tiny-checkpoints/``, ``shared/`` (the shared volume: checkpoint sets, run directories), ``logs/``.
+            A fresh temp dir is used as the KFP workspace (kfp.local deletes it).
         endpoint: Existing S3 URL (keys from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); None starts SeaweedFS.
         bucket: Bucket for ``runs/<run-id>/...``.
         config: Preset or YAML path.
-        params: Extra pipeline arguments.
+        params: Extra pipeline arguments; ``run_id`` (validated) names the run, else one is generated.
         runner: ``subprocess`` (every step in this process's venv, the fast default) or ``docker`` (every step
             in its cluster image through podman, training as a sibling container: ``stream_r1.ops.containers``).
 
     Raises:
-        ValueError: unknown ``runner``.
+        ValueError: unknown ``runner``, a bad parameter, config or run id (before any work).
+        UnreachableError, StoreAuthError: ``endpoint`` does not answer or refuses the keys (in seconds).
         stream_r1.ops.podman.EngineMissing: ``runner="docker"`` and podman or the docker SDK is missing.
     """
     from kfp import local
 
     from stream_r1.ops import containers, steps
+    from stream_r1.ops.process_tree import RunInterrupted, stop_tree_on_signals
+    from stream_r1.ops.run_console import RunConsole
+    from stream_r1.ops.run_summary import collect_local, collect_store, new_run_dirs
 
     if runner not in containers.RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; choose one of {', '.join(containers.RUNNERS)}")
@@ -374,73 +384,77 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
         containers.check_prerequisites()  # before any work: one line naming what is missing
         check_backend_for_images(str((params or {}).get("backend", "container")))
     start, start_wall = time.monotonic(), time.time()
+    params = dict(params or {})
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    run_id = steps.resolve_run_id(f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    run_id = (validate_run_id(params["run_id"], "--param run_id") if params.get("run_id") else
+              steps.resolve_run_id(f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"))
     tiny = workdir / "tiny-checkpoints"
-    steps.run_cli(["make-tiny-checkpoints", str(tiny)])
-    if runner == "docker":
-        containers.make_readable(tiny)
     args = pipeline_arguments(config, {**LOCAL_ARGUMENTS, "checkpoint_source": str(tiny), "bucket": bucket,
-                                       "run_id": run_id, "registry_uri": str(workdir / "registry.db"),
+                                       "registry_uri": str(workdir / "registry.db"),
                                        "shared_dir": str(workdir / "shared"),
                                        # in containers the launcher (ops image, no torch) runs a sibling job
                                        **({"backend": "container"} if runner == "docker" else {}),
-                                       **(params or {})})
-    pipeline = load_pipeline()
-    summary = LocalRunSummary(run_id=run_id, state="FAILED", bucket=bucket, endpoint="")
-    with s3_endpoint(endpoint, workdir / "seaweed") as creds, _env(creds.env()), \
-            tempfile.TemporaryDirectory(prefix="stream-r1-kfp-ws-") as ws_parent:
-        summary.endpoint = creds.url
-        workspace = Path(ws_parent) / "workspace"  # rmtree'd by kfp.local after the run
-        workspace.mkdir()
-        stack = contextlib.ExitStack()
-        kfp_runner: Any = local.SubprocessRunner(use_venv=False)
-        if runner == "docker":
-            rt = stack.enter_context(containers.container_runtime(repo_root(), workdir, workdir / "pipeline_root",
-                                                                  creds.env()))
-            kfp_runner = rt.runner()
-        local.init(runner=kfp_runner, pipeline_root=str(workdir / "pipeline_root"),
-                   workspace_root=str(workspace), raise_on_error=True)
+                                       **params, "run_id": run_id})
+    model_name = str(args.get("model_name", "stream-r1-student"))
+    summary = LocalRunSummary(run_id=run_id, state="", bucket=bucket, endpoint=endpoint or "")
+    pipeline_root = workdir / "pipeline_root"
+    before = {d.name for d in pipeline_root.iterdir()} if pipeline_root.is_dir() else set()
+    if endpoint:
+        check_endpoint(endpoint, bucket)  # before any work
+    console = RunConsole(workdir / "logs" / f"{run_id}-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    store: ArtifactStore | None = None
+    with stop_tree_on_signals(), console:
         try:
-            with warnings.catch_warnings():
-                # kfp.local warns when an image name lacks "python"; ours is pinned on purpose and unused locally.
-                warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
-                pipeline(**args)
-        except (RuntimeError, ValueError) as e:  # ValueError: kfp.local found a task's outputs missing
-            summary.error = str(e)
-        finally:
-            stack.close()
-        _fill_summary(summary, ArtifactStore(creds, bucket), workdir, str(args.get("model_name", "stream-r1-student")))
-        if runner == "docker":
-            runs = [d for d in (workdir / "pipeline_root").iterdir() if d.is_dir() and d.stat().st_mtime >= start_wall]
-            failed = [t for d in runs for t in containers.unfinished_tasks(d)]
-            if failed:  # the exit handler may have recorded the status kfp reported: success
-                summary.state = "FAILED"
-                summary.error = (f"task(s) {', '.join(failed)} exited without writing their outputs (kfp's "
-                                 f"DockerRunner reported success; see the task log above)")
+            console.note(f"run {run_id}: full log in {console.log_path}")
+            with s3_endpoint(endpoint, workdir / "seaweed") as creds, _env(creds.env()), \
+                    tempfile.TemporaryDirectory(prefix="stream-r1-kfp-ws-") as ws_parent, \
+                    contextlib.ExitStack() as stack:
+                summary.endpoint = creds.url
+                store = ArtifactStore(creds, bucket, max_attempts=2, connect_timeout_seconds=5.0)
+                steps.run_cli(["make-tiny-checkpoints", str(tiny)])  # verified; rebuilt when damaged
+                if runner == "docker":
+                    containers.make_readable(tiny)
+                workspace = Path(ws_parent) / "workspace"  # rmtree'd by kfp.local after the run
+                workspace.mkdir()
+                kfp_runner: Any = local.SubprocessRunner(use_venv=False)
+                if runner == "docker":
+                    rt = stack.enter_context(containers.container_runtime(repo_root(), workdir, pipeline_root,
+                                                                          creds.env()))
+                    kfp_runner = rt.runner()
+                local.init(runner=kfp_runner, pipeline_root=str(pipeline_root), workspace_root=str(workspace),
+                           raise_on_error=True)
+                try:
+                    with warnings.catch_warnings():
+                        # kfp.local warns when an image name lacks "python"; ours is pinned on purpose.
+                        warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
+                        pipeline = load_pipeline()
+                        pipeline(**args)
+                except (RuntimeError, ValueError) as e:  # ValueError: kfp.local found a task's outputs missing
+                    summary.error = str(e).splitlines()[0]
+                finally:
+                    stack.close()
+                summary.state = {"SUCCESS": "SUCCEEDED", "FAILURE": "FAILED"}.get(console.pipeline_state, "")
+                collect_store(summary, store, workdir / "registry.db", model_name)
+                if runner == "docker":
+                    runs = [d for d in pipeline_root.iterdir() if d.is_dir() and d.stat().st_mtime >= start_wall]
+                    failed = [t for d in runs for t in containers.unfinished_tasks(d)]
+                    if failed:  # the exit handler may have recorded the status kfp reported: success
+                        summary.state = "FAILED"
+                        summary.error = (f"task(s) {', '.join(failed)} exited without writing their outputs "
+                                         f"(kfp's DockerRunner reported success; see {console.log_path})")
+        except RunInterrupted as e:
+            summary.state, summary.error = "INTERRUPTED", f"{e}; every process the run started was stopped"
+            summary.exit_code = e.exit_code
+        except Exception as e:  # e.g. make-tiny-checkpoints or the S3 server failing: still a summary
+            summary.state = summary.state or "FAILED"
+            summary.error = summary.error or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            log.debug("run-local failed", exc_info=True)
+    collect_local(summary, console, new_run_dirs(pipeline_root, before),
+                  workdir / "shared" / steps.run_prefix(run_id, "train"))
+    if summary.state == "INTERRUPTED" and store is not None:
+        summary.store_error = "S3 not listed: the run was stopped (its server too, when run-local started it)"
+    summary.state = summary.state or ("FAILED" if summary.error else "SUCCEEDED")
+    if summary.state == "SUCCEEDED":
+        summary.exit_code = 0
     summary.wall_seconds = time.monotonic() - start
     return summary
-
-
-def _fill_summary(summary: LocalRunSummary, store: ArtifactStore, workdir: Path, model_name: str) -> None:
-    prefix = f"runs/{summary.run_id}"
-    counts: dict[str, int] = {}
-    for key in store.list_keys(prefix + "/"):
-        step = "/".join(key.split("/")[:3]) + ("/" if key.count("/") > 2 else "")
-        counts[step] = counts.get(step, 0) + 1
-    summary.artifacts = [f"{store.uri(k)}  ({n} objects)" if k.endswith("/") else store.uri(k)
-                         for k, n in sorted(counts.items())]
-    if store.exists(f"{prefix}/status.json"):
-        summary.state = str(store.get_json(f"{prefix}/status.json").get("state", summary.state))
-    if store.exists(f"{prefix}/evaluate/metrics.json"):
-        summary.metrics = {k: v for k, v in store.get_json(f"{prefix}/evaluate/metrics.json").items()
-                           if isinstance(v, (int, float))}
-    from stream_r1.ops.registry.mlflow_registry import MlflowRegistry
-
-    info = MlflowRegistry(workdir / "registry.db").get(model_name, summary.run_id)
-    if info is not None:
-        summary.registered = f"{info.name}:{info.version} -> {info.uri}"
-    logdir = workdir / "shared" / prefix / "train" / "tensorboard"  # the run dir on the shared volume
-    if logdir.is_dir():
-        summary.tensorboard_logdir = str(logdir)

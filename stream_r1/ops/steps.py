@@ -203,7 +203,9 @@ def train(request: TrainJobRequest, backend: str, bucket: str, *, cluster: dict[
         raise RuntimeError(f"training job {request.run_id} ended {result.state}: {result.message}")
     files = {rel: meta for rel, meta in local_manifest(request.output_dir).items()
              if not rel.startswith(RUN_OUTPUTS_KEPT_LOCAL) and "/.tmp-" not in f"/{rel}"}
-    open_store(bucket).upload_dir(request.output_dir, run_prefix(request.run_id, "train"), files)
+    store, prefix = open_store(bucket), run_prefix(request.run_id, "train")
+    store.upload_dir(request.output_dir, prefix, files)
+    store.remove_stale(prefix, set(files))  # a rerun of the run id replaces, never accumulates, its files
     return result
 
 
@@ -304,13 +306,15 @@ def train_step(checkpoints_uri: str, student_init: str, config: str, overrides: 
     root = materialize_set(checkpoints_uri, store, shared_dir)
     init = Path(student_init) if Path(student_init).is_absolute() else resolve_file(student_init, store, shared_dir)
     full = [f"checkpoints.root={root}", f"checkpoints.student_init={init}", *overrides]
-    cfg = load_config(config, full)  # a bad preset/override fails here, before any job starts
+    load_config(config, full)  # a bad preset/override fails here, before any job starts
     out_dir = shared_run_dir(shared_dir, run_id, "train")
     gpus = int((cluster or {}).get("gpus_per_node", 0)) if backend in CLUSTER_BACKENDS else 0
     request = TrainJobRequest(run_id=run_id, config=config, output_dir=str(out_dir), overrides=tuple(full),
                               num_nodes=num_nodes, nproc_per_node=nproc_per_node or max(gpus, 1))
     train(request, backend, bucket, cluster=cluster, job_id=job_id)
-    chash = config_hash(cfg)
+    # The recorded hash is of the config as the user wrote it: checkpoints.root/student_init above are this
+    # run's paths (the student init is the ode_init step's output), which gave identical runs different hashes.
+    chash = config_hash(load_config(config, list(overrides)))
     staging = shared_run_dir(shared_dir, run_id, "export-build")
     build_export(out_dir, staging, {"run_id": run_id, "config": config, "config_hash": chash})
     uri = publish_export(store, staging, run_id)

@@ -455,6 +455,24 @@ class ArtifactStore:
             self.download_file(f"{prefix}/{rel}", dst, expected_sha256=meta["sha256"])
         return local_dir
 
+    def remove_stale(self, prefix: str, keep: set[str]) -> list[str]:
+        """Delete every object under ``prefix/`` whose relative path is not in ``keep`` (the manifest stays).
+
+        After ``upload_dir`` this makes the prefix mirror the directory, so a rerun under the same key
+        does not leave the previous run's files (e.g. TensorBoard event files, named by time) beside it.
+
+        Returns:
+            The deleted keys.
+        """
+        prefix = prefix.rstrip("/")
+        stale = [k for k in self.list_keys(prefix + "/")
+                 if k[len(prefix) + 1:] not in keep and k[len(prefix) + 1:] != MANIFEST_NAME]
+        for key in stale:
+            self._retry(f"remove {key}", lambda key=key: self.client.remove_object(self.bucket, key))
+        if stale:
+            log.info("removed %d stale object(s) under %s", len(stale), self.uri(prefix))
+        return stale
+
 
 def local_manifest(local_dir: str | Path) -> dict[str, dict[str, Any]]:
     """``{relative posix path: {"sha256", "size"}}`` of every file under ``local_dir`` (the manifest itself excluded)."""

@@ -125,10 +125,16 @@ def plan_generation(
     _check_rope_length(cfg, paths["base"], num_frames)
     has_ema = info is not None and info.has_ema
     if use_ema and not has_ema:
-        what = "a directory" if ckpt is not None and ckpt.is_dir() else f"{ckpt} ({info.layout if info else 'base'})"
+        is_dir = ckpt is not None and ckpt.is_dir()
+        what = f"directory {ckpt}" if is_dir else f"{ckpt} ({info.layout if info else 'base'})"
         if not ema_fallback:
             raise ValueError(f"--use-ema was given but {what} has no 'generator_ema'; drop --use-ema")
-        logger.warning("checkpoint %s has no generator_ema; generating with its 'generator' weights", what)
+        if is_dir:
+            # A transformer directory is one set of weights (an export's generator_ema/ is the EMA itself):
+            # eval.use_ema ("the EMA when the checkpoint has one") has nothing to choose from; not a fallback.
+            logger.debug("checkpoint %s is a single transformer directory; eval.use_ema does not apply", what)
+        else:
+            logger.warning("checkpoint %s has no generator_ema; generating with its 'generator' weights", what)
         use_ema = False
     return GenerationPlan(
         prompts=prompt_list,

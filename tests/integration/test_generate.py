@@ -108,3 +108,25 @@ def test_bad_inputs_fail_before_any_model_loads(
         assert err.count("\n") == 0 and "stream-r1 generate: error:" in err
         assert re.search(message, err), (message, err)
         assert not out.exists()
+
+
+def test_eval_use_ema_warns_only_when_a_file_lacks_the_ema(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    # The pipeline evaluates an export's generator_ema/ directory with eval.use_ema=true: that directory *is*
+    # the EMA, so a "has no generator_ema" warning there was false. A .pt without EMA still warns.
+    import logging
+
+    from stream_r1.sample.generate import plan_generation
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("stream_r1.sample.generate")
+    logger.addHandler(handler)
+    try:
+        cfg = load_config("tiny_cpu", [f"checkpoints.root={tiny_checkpoints}"])
+        plan = plan_generation(cfg, tiny_checkpoints / "base", ["a fox"], 6, tmp_path / "o", use_ema=True)
+        assert not plan.use_ema and not records
+        plan = plan_generation(cfg, tiny_checkpoints / "ode_init.pt", ["a fox"], 6, tmp_path / "o", use_ema=True)
+        assert not plan.use_ema and "has no generator_ema" in records[0].getMessage()
+    finally:
+        logger.removeHandler(handler)

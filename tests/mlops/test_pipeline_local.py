@@ -92,8 +92,10 @@ def test_run_local_whole_dag(tmp_path, repo_root_path, monkeypatch, plain_s3_dow
     from stream_r1.ops.seaweed import SeaweedServer
 
     monkeypatch.chdir(repo_root_path)
-    summary = run_local(workdir=tmp_path / "work", params={"overrides": ["train.num_optimizer_steps=2"]})
+    summary = run_local(workdir=tmp_path / "work", params={"overrides": ["train.num_optimizer_steps=2"],
+                                                           "run_id": "dag-1"})
     assert summary.state == "SUCCEEDED", summary.error
+    assert summary.run_id == "dag-1" and summary.exit_code == 0  # the user's run id, not a generated one
     steps = {a.split(f"runs/{summary.run_id}/")[1].split("/")[0].split()[0] for a in summary.artifacts}
     assert {"checkpoints.json", "ode_init", "train", "export", "evaluate", "status.json"} <= steps
     assert "temporal_flickering" in summary.metrics
