@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 OVERLAYS = ("gpu-8x", "dev")
 CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Deployment", "Service", "Job",
+              "NetworkPolicy",
               "Namespace"}
 
 
@@ -59,8 +60,7 @@ def test_install_overlay_starts_no_training():
 def test_core_objects_validate_strictly(rendered):
     _, objs = rendered
     kinds = {o["kind"] for o in objs}
-    assert {"ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Deployment", "Service",
-            "PyTorchJob"} <= kinds
+    assert {"ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "NetworkPolicy", "PyTorchJob"} <= kinds
     assert "Secret" not in kinds and "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
     for o in objs:
         if o["kind"] in CORE_KINDS:
@@ -114,17 +114,44 @@ def test_rbac_is_exactly_what_the_launcher_needs(rendered):
     assert train_sa["automountServiceAccountToken"] is False
 
 
+def _tensorboard_deployments(objs: list[dict]) -> list[dict]:
+    return [o for o in objs if o["kind"] == "Deployment"
+            and o["metadata"]["labels"].get("app.kubernetes.io/component") == "tensorboard"]
+
+
 def test_tensorboard_reads_the_runs_pvc(rendered):
     _, objs = rendered
     pvcs = {o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"}
-    dep = next(o for o in objs if o["kind"] == "Deployment")
-    vol = dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]
-    assert vol["claimName"] in pvcs and vol["readOnly"] is True
+    for dep in _tensorboard_deployments(objs):
+        vol = dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]
+        assert vol["claimName"] in pvcs and vol["readOnly"] is True
     for cr in (o for o in objs if o["kind"] == "Tensorboard"):  # minimal structural check of the Kubeflow CR
         assert cr["apiVersion"] == "tensorboard.kubeflow.org/v1alpha1" and cr["metadata"]["name"]
         assert set(cr["spec"]) == {"logspath"}
         scheme, _, rest = cr["spec"]["logspath"].partition("://")
         assert scheme == "pvc" and rest.split("/")[0] in pvcs
+
+
+def test_tensorboard_is_reachable_only_through_an_authenticated_path(rendered):
+    # TensorBoard has no login: no other pod of the namespace may reach it. Without Kubeflow it listens on
+    # the pod's loopback behind a deny-all policy (the way in is `kubectl port-forward`, an RBAC verb);
+    # with Kubeflow only the Tensorboard resource runs, reachable from the authenticating gateway alone.
+    overlay, objs = rendered
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    assert not [o for o in objs if o["kind"] == "Service" and "tensorboard" in o["metadata"]["name"]]
+    crs = [o for o in objs if o["kind"] == "Tensorboard"]
+    deps = _tensorboard_deployments(objs)
+    assert len(crs) + len(deps) == 1, overlay
+    for dep in deps:
+        command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert command[command.index("--host") + 1] == "127.0.0.1"
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        guard = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert guard and all(p["spec"]["policyTypes"] == ["Ingress"] and p["spec"]["ingress"] == [] for p in guard)
+    for cr in crs:
+        guard = [p for p in policies if p["spec"]["podSelector"]["matchLabels"] == {"app": cr["metadata"]["name"]}]
+        assert len(guard) == 1 and guard[0]["spec"]["ingress"] == [{"from": [{"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}}]}]
 
 
 def test_every_image_is_pinned_and_known(rendered):

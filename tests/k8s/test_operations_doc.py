@@ -43,5 +43,5 @@ def test_every_section_has_a_command():
             continue
         assert "```" in s, f"section {title!r} shows no command"
     for needle in ("offline only", "kubectl apply -k manifests/overlays/gpu-8x", "create secret generic",
-                   "pipeline schedule", "port-forward svc/stream-r1-tensorboard", "KubeflowModelRegistry"):
+                   "pipeline schedule", "port-forward deploy/stream-r1-tensorboard", "KubeflowModelRegistry"):
         assert needle in DOC
