@@ -156,7 +156,7 @@ def test_sigterm_stops_the_whole_process_tree_and_still_summarises(tmp_path):
 def test_killing_the_s3_server_mid_run_ends_in_a_summary_naming_the_local_model(tmp_path):
     work = tmp_path / "w"
     proc = _start(work, "--param", "run_id=s3-dies")
-    seen = _read_until(proc, r"train: (started|running)")
+    seen = _read_until(proc, r"evaluate: (started|running)")  # training done: its model is on local disk
     weed = [int(p.split(":")[0]) for p in _processes_mentioning(str(work / "seaweed")) if " mini " in p]
     assert weed, "no SeaweedFS process found"
     for pid in weed:
@@ -165,7 +165,7 @@ def test_killing_the_s3_server_mid_run_ends_in_a_summary_naming_the_local_model(
     out = "\n".join(seen) + "\n" + rest
     assert proc.returncode == 1, out
     assert "Traceback" not in out and "run s3-dies: FAILED" in out
-    assert re.search(r"error: step train failed: .*(unreachable|Connection)", out), out
+    assert re.search(r"error: step evaluate failed: .*(unreachable|Connection)", out), out
     model = re.search(r"trained model: (\S+)", out).group(1)
     assert (Path(model) / "config.json").is_file(), out  # the model that exists locally (a diffusers dir)
     assert "could not be read" in out and str(work / "seaweed") in out
