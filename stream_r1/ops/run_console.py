@@ -30,6 +30,9 @@ _PIPELINE_END = re.compile(r"Pipeline '([^']+)' finished with status (\w+)")
 _CLI_ERROR = re.compile(r"(stream-r1 [\w-]+(?: [\w-]+)?: error: .+)")
 _EXCEPTION = re.compile(r"^(?:\[KFP Executor[^\]]*\]:\s*)?((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit)): (.+)$")
 _KFP_NOISE = re.compile(r"^\[KFP Executor [^\]]*\]:\s*")
+_NOT_PROGRESS = re.compile(r"executor_input|executor output|Looking for component|Loading KFP component|Traceback|"
+                           r"^File \"|^[\[\]{}\"^~]|^-+$")
+"""Lines not worth showing as a step's latest activity: kfp's executor plumbing, JSON, traceback frames."""
 
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 
@@ -168,8 +171,9 @@ class RunConsole:
                 self.pipeline_state = m.group(2)
             else:
                 self._lines = [*self._lines[-199:], line]
-                if line.strip() and not line.strip().startswith(("{", "}", '"')):
-                    self._last_line = _KFP_NOISE.sub("", line.strip())
+                text = _KFP_NOISE.sub("", line.strip())
+                if text and not _NOT_PROGRESS.search(text):
+                    self._last_line = text
 
     def note(self, text: str) -> None:
         """A line of our own on the console (and in the log)."""

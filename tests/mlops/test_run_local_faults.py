@@ -120,17 +120,18 @@ def test_a_failing_step_names_itself_and_its_cause_with_a_compact_console(tmp_pa
     work = tmp_path / "w"
     older = work / "pipeline_root" / "stream-r1-older-run" / "train" / "run" / "tensorboard"
     older.mkdir(parents=True)  # an earlier run's TensorBoard dir: a failed run must not point at it
-    proc = _start(work, "--param", "ode_init_path=missing.pt", "--param", "run_id=fails-1")
+    proc = _start(work, "--param", "ode_init_path=/nonexistent/missing.pt", "--param", "run_id=fails-1")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 1, out
-    assert re.search(r"error: step ode-init failed: FileNotFoundError: ode_init_path 'missing\.pt' not found", out), out
-    assert "run fails-1: FAILED" in out and "stream-r1-older-run" not in out and "TensorBoard:" not in out
-    assert "Traceback" not in out and "executor_input" not in out and "KFP Executor" not in out
-    assert re.search(r"fetch-checkpoints: ok in \d+s", out) and re.search(r"ode-init: FAILURE in \d+s", out)
+    assert re.search(r"error: step ode-init failed: FileNotFoundError: ode_init_path '/nonexistent/missing\.pt' "
+                     r"not found", out), out
+    assert "run fails-1: FAILED" in out and "stream-r1-older-run" not in out and "TensorBoard:" not in out, out
+    assert "Traceback" not in out and "executor_input" not in out and "KFP Executor" not in out, out
+    assert re.search(r"fetch-checkpoints: ok in \d+s", out) and re.search(r"ode-init: FAILURE in \d+s", out), out
     log_file = Path(re.search(r"full log: (\S+)", out).group(1))
     log_text = log_file.read_text()
     assert "KFP Executor" in log_text and "Traceback" in log_text  # everything is kept, in the log
-    assert len(out.splitlines()) < len(log_text.splitlines()) / 4
+    assert len(out.splitlines()) < len(log_text.splitlines()) / 4, out
 
 
 @pytest.mark.slow
