@@ -66,4 +66,5 @@ def test_backend_local_is_refused_where_steps_run_in_images():
 
     with pytest.raises(ValueError, match="backend=local trains inside the launcher step"):
         pl.cluster_arguments("tiny_cpu", {"checkpoint_source": "s3://m/wan", "backend": "local"})
-    assert pl.cluster_arguments("tiny_cpu", {"checkpoint_source": "s3://m/wan"})["backend"] == "pytorchjob"
+    args = pl.cluster_arguments("tiny_cpu", {"checkpoint_source": "s3://m/wan"})  # the pipeline's default backend
+    assert args.get("backend", pl.load_pipeline().component_spec.inputs["backend"].default) == "pytorchjob"
