@@ -97,9 +97,9 @@ def build_tiny_vae(seed: int) -> AutoencoderKLWan:
     return _seeded(seed, lambda: AutoencoderKLWan(**TINY_VAE)).eval()
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A lower-casing WordLevel tokenizer built in memory; appends ``</s>`` like umT5."""
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys((*_SPECIALS, *_WORDS)))}
+def build_tiny_tokenizer(words: tuple[str, ...] = _WORDS) -> PreTrainedTokenizerFast:
+    """A lower-casing WordLevel tokenizer over ``words`` built in memory; appends ``</s>`` like umT5."""
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys((*_SPECIALS, *words)))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])

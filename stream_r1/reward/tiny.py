@@ -53,13 +53,14 @@ _LORA_TARGETS = (
 )
 
 
-def _tiny_tokenizer() -> object:
-    """Word-level tokenizer over the rubric's words plus the Qwen special tokens (no reward tokens:
-    those are added at load time, as VideoAlign does)."""
+def _tiny_tokenizer(extra_words: tuple[str, ...] = ()) -> object:
+    """Word-level tokenizer over the rubric's words (plus ``extra_words``, e.g. a prompt vocabulary) and
+    the Qwen special tokens (no reward tokens: those are added at load time, as VideoAlign does)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = sorted(set(re.findall(r"\w+|[^\w\s]+", RUBRIC + SYSTEM_PROMPT + " system user assistant")))
+    text = RUBRIC + SYSTEM_PROMPT + " system user assistant " + " ".join(extra_words)
+    words = sorted(set(re.findall(r"\w+|[^\w\s]+", text)))
     vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -149,7 +150,97 @@ def _model_config(lora_rank: int, lora_alpha: int) -> dict[str, object]:
     }
 
 
-def write_tiny_videoreward(path: Path, *, seed: int = 0, base_config: Callable[[dict[str, int]], object] | None = None) -> Path:
+def write_tiny_base(
+    path: Path,
+    *,
+    seed: int = 0,
+    extra_words: tuple[str, ...] = (),
+    base_config: Callable[[dict[str, int]], object] | None = None,
+) -> tuple[object, object]:
+    """Write the random tiny Qwen2-VL base (weights + tokenizer) into ``path/Qwen2-VL-tiny``.
+
+    ``base_config`` builds the ``Qwen2VLConfig`` from the special-token ids (default: the tiny one);
+    ``extra_words`` extend the tokenizer's vocabulary (e.g. a prompt grammar's words).
+
+    Returns:
+        ``(model, tokenizer)`` ready to be trained as VideoAlign does: the three reward tokens added to
+        the tokenizer and the embeddings resized (the saved base stays without them).
+    """
+    from transformers import Qwen2VLForConditionalGeneration
+
+    tokenizer = _tiny_tokenizer(extra_words)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        base = Qwen2VLForConditionalGeneration((base_config or tiny_qwen2vl_config)(ids)).eval()
+    base_dir = Path(path) / TINY_BASE_NAME
+    base.save_pretrained(str(base_dir))
+    tokenizer.save_pretrained(str(base_dir))
+    tokenizer.add_special_tokens({"additional_special_tokens": [REWARD_TOKENS[a] for a in REWARD_AXES]})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        base.resize_token_embeddings(len(tokenizer))
+    return base, tokenizer
+
+
+def lora_target_names(model: torch.nn.Module) -> list[str]:
+    """Names (transformers v5) of the LLM linears VideoAlign adapts with LoRA."""
+    return [
+        n
+        for n, _ in model.named_modules()
+        if n.startswith("model.language_model.layers.") and n.endswith(_LORA_TARGETS)
+    ]
+
+
+def save_videoreward_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    rm_head_weight: torch.Tensor,
+    lora: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    lora_rank: int = TINY_LORA_RANK,
+    lora_alpha: int = TINY_LORA_ALPHA,
+    inference_config: dict[str, float] | None = None,
+    step: int = TINY_STEP,
+) -> Path:
+    """Write the trained parts of a VideoReward next to its base, in the official layout.
+
+    Args:
+        path: VideoReward directory holding the base (``write_tiny_base``).
+        model: The Qwen2-VL whose ViT, merger and token embeddings were tuned (saved as non-LoRA state).
+        rm_head_weight: ``[output_dim, hidden]``.
+        lora: ``{v5 module name: (A [r, in], B [out, r])}`` for every adapted linear.
+        lora_rank, lora_alpha: LoRA geometry written to ``model_config.json`` (merge scale alpha / r).
+        inference_config: Per-axis logit means/stds (default: the tiny ones).
+        step: The ``checkpoint-<step>`` number.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    non_lora: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if name.startswith("model.visual.") or name == "model.language_model.embed_tokens.weight":
+            non_lora[_old_key(name)] = p.detach().clone()
+    non_lora["base_model.model.rm_head.weight"] = rm_head_weight.detach().clone()
+    adapter: dict[str, torch.Tensor] = {}
+    for name, (a, b) in lora.items():
+        stem = _old_key(name)
+        adapter[f"{stem}.lora_A.weight"] = a.detach()
+        adapter[f"{stem}.lora_B.weight"] = b.detach()
+    ckpt = path / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in adapter.items()}, str(ckpt / "adapter_model.safetensors"))
+    torch.save({k: v.contiguous() for k, v in non_lora.items()}, ckpt / "non_lora_state_dict.pth")
+    cfg = _model_config(lora_rank, lora_alpha)
+    if inference_config is not None:
+        cfg["inference_config"] = dict(inference_config)
+    (path / "model_config.json").write_text(json.dumps(cfg, indent=4) + "\n", encoding="utf-8")
+    return path
+
+
+def write_tiny_videoreward(
+    path: Path, *, seed: int = 0, base_config: Callable[[dict[str, int]], object] | None = None
+) -> Path:
     """Write a tiny VideoReward in the official layout under ``path`` (created; must not exist or be empty).
 
     Layout: ``path/model_config.json``, ``path/checkpoint-1/{adapter_model.safetensors,
@@ -167,40 +258,25 @@ def write_tiny_videoreward(path: Path, *, seed: int = 0, base_config: Callable[[
     Raises:
         ValueError: ``path`` exists and is not an empty directory.
     """
-    from safetensors.torch import save_file
-    from transformers import Qwen2VLForConditionalGeneration
-
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ValueError(f"{path} exists and is not an empty directory; choose a new path or remove it")
-    tokenizer = _tiny_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        base = Qwen2VLForConditionalGeneration((base_config or tiny_qwen2vl_config)(ids)).eval()
-        base_dir = path / TINY_BASE_NAME
-        base.save_pretrained(str(base_dir))
-        tokenizer.save_pretrained(str(base_dir))
-
-        # "Training" as VideoAlign does it: add the reward tokens, resize, tune non-LoRA parts, add LoRA.
-        tokenizer.add_special_tokens({"additional_special_tokens": [REWARD_TOKENS[a] for a in REWARD_AXES]})
-        base.resize_token_embeddings(len(tokenizer))
+        base, _ = write_tiny_base(path, seed=seed, base_config=base_config)
+        # "Training" as VideoAlign does it: tune non-LoRA parts, add LoRA.
+        with torch.no_grad():
+            for name, p in base.named_parameters():
+                if name.startswith("model.visual.") or name == "model.language_model.embed_tokens.weight":
+                    p.add_(0.01 * torch.randn_like(p))
         hidden = base.config.text_config.hidden_size
-        non_lora: dict[str, torch.Tensor] = {}
-        for name, p in base.named_parameters():
-            if name.startswith("model.visual.") or name == "model.language_model.embed_tokens.weight":
-                non_lora[_old_key(name)] = p.detach() + 0.01 * torch.randn_like(p)
-        non_lora["base_model.model.rm_head.weight"] = torch.randn(1, hidden) / hidden**0.5
-        adapter: dict[str, torch.Tensor] = {}
-        for name, mod in base.named_modules():
-            if name.startswith("model.language_model.layers.") and name.endswith(_LORA_TARGETS):
-                stem = _old_key(name)
-                adapter[f"{stem}.lora_A.weight"] = 0.1 * torch.randn(TINY_LORA_RANK, mod.in_features)
-                adapter[f"{stem}.lora_B.weight"] = 0.1 * torch.randn(mod.out_features, TINY_LORA_RANK)
-    ckpt = path / f"checkpoint-{TINY_STEP}"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in adapter.items()}, str(ckpt / "adapter_model.safetensors"))
-    torch.save({k: v.contiguous() for k, v in non_lora.items()}, ckpt / "non_lora_state_dict.pth")
-    cfg = _model_config(TINY_LORA_RANK, TINY_LORA_ALPHA)
-    (path / "model_config.json").write_text(json.dumps(cfg, indent=4) + "\n", encoding="utf-8")
-    return path
+        rm_head = torch.randn(1, hidden) / hidden**0.5
+        mods = dict(base.named_modules())
+        lora = {
+            n: (
+                0.1 * torch.randn(TINY_LORA_RANK, mods[n].in_features),
+                0.1 * torch.randn(mods[n].out_features, TINY_LORA_RANK),
+            )
+            for n in lora_target_names(base)
+        }
+    return save_videoreward_checkpoint(path, base, rm_head, lora)

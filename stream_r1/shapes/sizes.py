@@ -1,0 +1,94 @@
+"""Sizes of the shapes world build: geometry, data and training budgets of each model.
+
+``default`` is the experiment's world (about 10 minutes on 2 cores); ``ci`` is the same world with
+fewer frames and smaller budgets (about 2 minutes), for tests that must show learning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from stream_r1.utils.seeding import derive_seed
+
+
+@dataclass(frozen=True, slots=True)
+class WorldSize:
+    """One build size.
+
+    Attributes:
+        name: ``ci`` or ``default``.
+        pixels: Frame side in pixels (8x the latent side of the Wan VAE).
+        latent_frames: Latent frames F of every clip (pixel frames 1 + 4 (F - 1)).
+        degraded_fraction: Fraction of the teacher's training clips rendered in a degraded mode
+            (split evenly over blur, jitter and colour drift).
+        vae_steps, vae_batch: VAE training budget on 5-frame clips (the first frame, then one causal
+            4-frame chunk whose convolutions see the cached first frame: the two cases every longer
+            clip is made of).
+        teacher_clips: Training clips per training prompt for the teacher.
+        teacher_steps, teacher_batch: Flow-matching budget of the teacher.
+        teacher_dim, teacher_layers: Width (heads x 32) and depth of the teacher transformer.
+        reward_steps: Training videos shown to VideoReward (one video per step, as its forward takes one).
+        ode_repeats: Teacher trajectories per training prompt for the ODE initialisation.
+        ode_steps: Regression steps of the ODE initialisation.
+        eval_seeds: Videos per held-out prompt in the recorded metrics.
+    """
+
+    name: str
+    pixels: int
+    latent_frames: int
+    degraded_fraction: float
+    vae_steps: int
+    vae_batch: int
+    teacher_clips: int
+    teacher_steps: int
+    teacher_batch: int
+    teacher_dim: int
+    teacher_layers: int
+    reward_steps: int
+    ode_repeats: int
+    ode_steps: int
+    eval_seeds: int
+
+    @property
+    def pixel_frames(self) -> int:
+        """``1 + 4 (F - 1)``."""
+        return 1 + 4 * (self.latent_frames - 1)
+
+    @property
+    def latent_side(self) -> int:
+        """Latent height = width (pixels / 8)."""
+        return self.pixels // 8
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict (JSON-ready)."""
+        return asdict(self)
+
+
+SIZES: dict[str, WorldSize] = {
+    "ci": WorldSize(
+        name="ci", pixels=32, latent_frames=3, degraded_fraction=0.4,
+        vae_steps=40, vae_batch=8, teacher_clips=8, teacher_steps=500, teacher_batch=32,
+        teacher_dim=64, teacher_layers=2, reward_steps=200, ode_repeats=2, ode_steps=60, eval_seeds=1,
+    ),
+    "default": WorldSize(
+        name="default", pixels=32, latent_frames=6, degraded_fraction=0.4,
+        vae_steps=150, vae_batch=8, teacher_clips=16, teacher_steps=1500, teacher_batch=32,
+        teacher_dim=64, teacher_layers=3, reward_steps=800, ode_repeats=4, ode_steps=300, eval_seeds=2,
+    ),
+}  # fmt: skip
+
+
+def get_size(name: str) -> WorldSize:
+    """The named size.
+
+    Raises:
+        ValueError: Unknown name.
+    """
+    if name not in SIZES:
+        raise ValueError(f"--size {name!r} is not one of {sorted(SIZES)}")
+    return SIZES[name]
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """Seed of one build stage (independent streams per stage)."""
+    return derive_seed(seed, "shapes-build", stage)

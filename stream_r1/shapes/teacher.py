@@ -1,0 +1,97 @@
+"""The bidirectional teacher of the shapes world: a tiny ``WanTransformer3DModel`` trained by flow matching.
+
+Training pairs are VAE latents of the mixture training set (clean and degraded clips under the same
+prompts, :func:`stream_r1.shapes.data.teacher_clips`), so the teacher learns good and bad modes.
+Loss: ``|| v_theta(x_t, t, c) - (eps - x0) ||^2`` with ``x_t = (1 - sigma) x0 + sigma eps``
+(:mod:`stream_r1.diffusion`), ``sigma`` uniform in (0, 1) then shifted (the high-noise end is where
+the layout of the video is decided). The prompt is replaced by the negative prompt's embedding with
+probability :data:`P_UNCOND`, so the same network gives the unconditional score that CFG needs
+(the project's teachers use the negative prompt as their unconditional input).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import WanTransformer3DModel
+
+from stream_r1.diffusion.flow_matching import shift_sigma
+from stream_r1.models.denoiser import BidirectionalDenoiser
+from stream_r1.utils.progress import progress
+
+P_UNCOND = 0.15
+TRAIN_SHIFT = 3.0
+"""Shift of the training sigma distribution."""
+HEAD_DIM = 32
+
+
+def teacher_config(dim: int, layers: int, text_dim: int) -> dict[str, object]:
+    """Config of the tiny teacher (patch 1x2x2 over 16 latent channels, like Wan2.1)."""
+    return {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": dim // HEAD_DIM,
+        "attention_head_dim": HEAD_DIM,
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": text_dim,
+        "freq_dim": 64,
+        "ffn_dim": 2 * dim,
+        "num_layers": layers,
+        "cross_attn_norm": True,
+        "rope_max_seq_len": 64,
+    }
+
+
+def train_teacher(
+    latents: torch.Tensor,
+    text: torch.Tensor,
+    negative: torch.Tensor,
+    config: dict[str, object],
+    steps: int,
+    batch: int,
+    seed: int,
+) -> tuple[WanTransformer3DModel, list[float]]:
+    """Train the teacher.
+
+    Args:
+        latents: ``[N, F, C, H, W]`` normalised VAE latents of the training clips.
+        text: ``[N, L, D]`` their prompt embeddings.
+        negative: ``[1, L, D]`` the negative prompt's embedding (unconditional input).
+        config: :func:`teacher_config`.
+        steps, batch: Budget.
+        seed: Initialisation and sampling seed.
+
+    Returns:
+        ``(teacher in eval mode, per-step losses)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = WanTransformer3DModel(**config)
+    net.train()
+    den = BidirectionalDenoiser(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.99))
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    losses = []
+    for _ in progress(range(steps), desc="teacher (steps)", total=steps):
+        idx = torch.randint(0, latents.shape[0], (batch,), generator=g)
+        x0, c = latents[idx], text[idx].clone()
+        drop = torch.rand(batch, generator=g) < P_UNCOND
+        c[drop] = negative.to(c.dtype)
+        sigma = shift_sigma(torch.rand(batch, generator=g).clamp(1e-3, 1.0), TRAIN_SHIFT)
+        eps = torch.randn(x0.shape, generator=g)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        x_t = (1 - s) * x0 + s * eps
+        v = den.predict_flow(x_t, 1000.0 * sigma, c)
+        loss = ((v - (eps - x0)) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return net.eval(), losses

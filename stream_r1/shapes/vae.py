@@ -1,0 +1,125 @@
+"""A tiny Wan VAE (diffusers ``AutoencoderKLWan``) trained on shapes-world clips.
+
+Reconstruction loss is MSE weighted towards the object (it covers about 8% of a frame, so plain MSE
+would be satisfied by a black frame) on decodes of the posterior *mean*, plus a small penalty on its
+size: the Wan VAE starts with posterior std ~1, as large as the signal, and sampling from it would
+spend the CPU budget on shrinking that noise (the diffusion models only ever use the mean,
+``WanVAE.encode``). Afterwards the per-channel latent mean and
+std of the training clips are written into the config (``latents_mean`` / ``latents_std``), as the
+real Wan VAE ships them, so :class:`stream_r1.models.vae.WanVAE` latents are roughly unit-scaled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from diffusers import AutoencoderKLWan
+
+from stream_r1.models.vae import WanVAE
+from stream_r1.shapes.data import Clip, render_clips
+from stream_r1.utils.progress import progress
+
+VAE_CONFIG: dict[str, object] = {
+    "base_dim": 4,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 2, 2],
+    "num_res_blocks": 1,
+    "temperal_downsample": [False, True, True],
+}
+"""Compression 4 (time) x 8 x 8 (space), 16 latent channels: Wan2.1's geometry at a tiny width."""
+OBJECT_WEIGHT = 10.0
+LR = 3.0e-3
+"""Loss weight of object pixels relative to the black background."""
+MEAN_PENALTY = 1.0e-4
+
+
+def _weighted_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    w = 1.0 + (OBJECT_WEIGHT - 1.0) * (target.amax(dim=1, keepdim=True) > -0.5).float()
+    return (w * (recon - target) ** 2).mean() / w.mean()
+
+
+def object_crops(x: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """8-aligned ``crop`` x ``crop`` windows of ``x [B, T, 3, S, S]`` that hold the object's middle-frame centre.
+
+    The VAE is convolutional (its middle attention block is per frame), so it trains on windows
+    around the object at a quarter of the cost of whole frames and then runs on whole frames.
+    """
+    b, t, _, s, _ = x.shape
+    if crop >= s:
+        return x
+    lit = (x[:, t // 2].amax(dim=1) > -0.5).float()  # [B, S, S]
+    grid = torch.arange(s, dtype=torch.float32)
+    mass = lit.sum(dim=(1, 2)).clamp_min(1)
+    cy = (lit.sum(dim=2) * grid).sum(dim=1) / mass
+    cx = (lit.sum(dim=1) * grid).sum(dim=1) / mass
+    out = []
+    for i in range(b):
+        jitter = torch.randint(-crop // 4, crop // 4 + 1, (2,), generator=generator)
+        y0 = int(((cy[i] - crop / 2 + jitter[0]) / 8).round().clamp(0, (s - crop) // 8)) * 8
+        x0 = int(((cx[i] - crop / 2 + jitter[1]) / 8).round().clamp(0, (s - crop) // 8)) * 8
+        out.append(x[i, :, :, y0 : y0 + crop, x0 : x0 + crop])
+    return torch.stack(out)
+
+
+def train_vae(
+    clips: Callable[[int], list[Clip]], steps: int, batch: int, frames: int, size: int, seed: int, crop: int = 16
+) -> AutoencoderKLWan:
+    """Train a tiny Wan VAE.
+
+    Args:
+        clips: ``step -> batch of clips`` (fresh clips each step: the world is infinite).
+        steps, batch: Budget.
+        frames, size: Clip geometry (``frames = 1 + 4k``).
+        seed: Initialisation seed.
+        crop: Side of the training windows (:func:`object_crops`; >= ``size`` trains on whole frames).
+
+    Returns:
+        The trained VAE (eval mode) with ``latents_mean`` / ``latents_std`` of its training clips.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKLWan(**VAE_CONFIG)
+        opt = torch.optim.AdamW(vae.parameters(), lr=LR, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
+        vae.train()
+        for step in progress(range(steps), desc="vae (steps)", total=steps):
+            x = object_crops(render_clips(clips(step), frames, size), crop, g).permute(0, 2, 1, 3, 4)  # [B, 3, T, h, w]
+            mu = vae.encode(x).latent_dist.mode()
+            recon = vae.decode(mu).sample
+            loss = _weighted_mse(recon, x) + MEAN_PENALTY * (mu**2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            sched.step()
+        vae.eval()
+        with torch.no_grad():
+            x = render_clips(clips(steps), frames, size).permute(0, 2, 1, 3, 4)
+            mu = vae.encode(x).latent_dist.mode()  # [B, C, F, H, W]
+            mean = mu.mean(dim=(0, 2, 3, 4))
+            std = mu.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+    out = AutoencoderKLWan(**VAE_CONFIG, latents_mean=mean.tolist(), latents_std=std.tolist())
+    out.load_state_dict(vae.state_dict())
+    return out.eval()
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae: WanVAE, pixels: torch.Tensor) -> dict[str, float]:
+    """PSNR (dB, peak-to-peak 2 on [-1, 1]) of encode-decode over ``pixels [N, T, 3, H, W]``.
+
+    Returns:
+        ``{"psnr": whole frames, "psnr_object": only pixels inside the dilated object box}``.
+    """
+    recon = vae.decode(vae.encode(pixels)).clamp(-1, 1)
+    err = (recon - pixels) ** 2
+    mask = pixels.amax(dim=2, keepdim=True) > -0.5
+    mask = torch.nn.functional.max_pool3d(mask.float().squeeze(2), (1, 5, 5), 1, (0, 2, 2)).unsqueeze(2) > 0
+    mask = mask.expand_as(err)
+
+    def psnr(mse: float) -> float:
+        return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+    return {"psnr": psnr(float(err.mean())), "psnr_object": psnr(float(err[mask].mean()))}
