@@ -174,7 +174,9 @@ def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force
 
     t0 = time.perf_counter()
     opts = PreprocessOptions.from_config(cfg.reward)
-    train_videoreward(root / "VideoReward", ws.reward_steps, ws.pixel_frames, ws.pixels, opts, stage_seed(seed, "reward"))
+    train_videoreward(
+        root / "VideoReward", ws.reward_steps, ws.pixel_frames, ws.pixels, opts, stage_seed(seed, "reward")
+    )
     metrics["videoreward"] = reward_quality(root / "VideoReward", 48, ws.pixel_frames, ws.pixels, opts)
     timings["videoreward"] = time.perf_counter() - t0
 
@@ -199,6 +201,8 @@ def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force
         root / WORLD_FILE, {"size": ws.to_dict(), "seed": seed, "overrides": overrides, "key": build_key(ws, seed)}
     )
     shutil.rmtree(work)
-    atomic_write_json(root / MANIFEST, {"size": ws.name, "seed": seed, "parts": list(PARTS), "files": _manifest_files(root)})
+    atomic_write_json(
+        root / MANIFEST, {"size": ws.name, "seed": seed, "parts": list(PARTS), "files": _manifest_files(root)}
+    )
     log.info("shapes world (%s) built in %s in %.0f s", ws.name, root, sum(timings.values()))
     return root

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from stream_r1.shapes.world import HELD_OUT_SEED_BASE, render, split_prompts
-from stream_r1.utils.seeding import make_generator
+from stream_r1.utils.seeding import make_rng
 
 DEGRADED_MODES: tuple[str, ...] = ("blur", "jitter", "drift")
 
@@ -34,7 +34,7 @@ def teacher_clips(per_prompt: int, degraded_fraction: float, seed: int) -> list[
         for j in range(per_prompt):
             mode = DEGRADED_MODES[(i + j) % len(DEGRADED_MODES)] if j < n_bad else "clean"
             clips.append(Clip(prompt, seed * 100_003 + i * per_prompt + j, mode))
-    order = torch.randperm(len(clips), generator=make_generator(seed, "teacher-clips")).tolist()
+    order = torch.randperm(len(clips), generator=make_rng(seed, "teacher-clips")).tolist()
     return [clips[k] for k in order]
 
 

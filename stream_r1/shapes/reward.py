@@ -59,7 +59,9 @@ WORLD_WORDS: tuple[str, ...] = ("a", "moving", *COLORS, *SHAPES, *DIRECTIONS)
 class LoRADelta(nn.Module):
     """Parametrization ``W -> W + scale * B @ A`` (B starts at zero, so training starts from the base)."""
 
-    def __init__(self, out_features: int, in_features: int, rank: int, scale: float, generator: torch.Generator) -> None:
+    def __init__(
+        self, out_features: int, in_features: int, rank: int, scale: float, generator: torch.Generator
+    ) -> None:
         super().__init__()
         self.A = nn.Parameter(torch.randn(rank, in_features, generator=generator) / in_features**0.5)
         self.B = nn.Parameter(torch.zeros(out_features, rank))
@@ -140,7 +142,9 @@ def train_videoreward(
     for p in tuned:
         p.requires_grad_(True)
     ids = {a: tokenizer.convert_tokens_to_ids(REWARD_TOKENS[a]) for a in REWARD_AXES}
-    model = VideoRewardModel(backbone, rm_head, tokenizer, ids, dict.fromkeys(REWARD_AXES, 0.0), dict.fromkeys(REWARD_AXES, 1.0))
+    model = VideoRewardModel(
+        backbone, rm_head, tokenizer, ids, dict.fromkeys(REWARD_AXES, 0.0), dict.fromkeys(REWARD_AXES, 1.0)
+    )
     params = [*tuned, *rm_head.parameters(), *(p for d in deltas.values() for p in d.parameters())]
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
     train, _ = split_prompts()
@@ -201,4 +205,6 @@ def reward_quality(path: Path, n: int, frames: int, size: int, opts: PreprocessO
     model = VideoRewardModel.from_checkpoint(path)
     rows = held_out_examples(n, frames, size)
     scores = [model.score(ex.frames, ex.prompt, opts).z for ex in rows]
-    return {f"spearman_{a}": rank_correlation([s[a] for s in scores], [ex.labels[a] for ex in rows]) for a in REWARD_AXES}
+    return {
+        f"spearman_{a}": rank_correlation([s[a] for s in scores], [ex.labels[a] for ex in rows]) for a in REWARD_AXES
+    }

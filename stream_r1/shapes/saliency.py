@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from stream_r1.config.schema import RewardConfig
+from stream_r1.method.build import build_balancer
 from stream_r1.reward.model import VideoRewardModel
-from stream_r1.reward.rollout_weights import compute_rollout_weights, make_balancer
+from stream_r1.reward.rollout_weights import compute_rollout_weights
 from stream_r1.reward.saliency_map import vae_frame_groups
 from stream_r1.shapes.detect import object_mask
 
@@ -56,7 +57,7 @@ def intra_vs_mask(
     """
     if not cfg.intra:
         raise ValueError("reward.intra=false: this run has no W_intra; use a config with reward.intra=true")
-    weights = compute_rollout_weights(reward, frames, prompt, latent_shape, cfg, make_balancer(cfg))
+    weights = compute_rollout_weights(reward, frames, prompt, latent_shape, cfg, build_balancer(cfg))
     assert weights.w_intra is not None
     cov = latent_coverage(frames, latent_shape)
     return IntraVsMask(weights.w_intra.float(), cov, pearson(weights.w_intra, cov))

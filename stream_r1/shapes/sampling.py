@@ -14,20 +14,24 @@ from pathlib import Path
 
 import torch
 
+from stream_r1.config.derived import checkpoint_path
 from stream_r1.config.schema import RunConfig
-from stream_r1.models.denoiser import BidirectionalDenoiser
-from stream_r1.models.loading import load_student, load_wan_transformer
+from stream_r1.method.build import (
+    load_score_transformer,
+    load_student_transformer,
+    student_denoiser,
+    trajectory_teacher,
+)
 from stream_r1.models.vae import WanVAE
 from stream_r1.reward.model import VideoRewardModel
 from stream_r1.reward.preprocess import PreprocessOptions
 from stream_r1.reward.prompt import REWARD_AXES
+from stream_r1.rollout.self_forcing import student_timesteps
 from stream_r1.rollout.streaming import stream_chunks
-from stream_r1.sample.streaming_video import make_denoiser, student_steps
 from stream_r1.shapes.metrics import aggregate, score_video
 from stream_r1.train.build import build_text_pipeline
 from stream_r1.train.ode_pairs import teacher_trajectory
-from stream_r1.train.preflight import resolve_checkpoint_path
-from stream_r1.utils.seeding import make_generator
+from stream_r1.utils.seeding import make_rng
 
 
 @dataclass
@@ -59,15 +63,14 @@ def _text(cfg: RunConfig, cache_dir: Path) -> tuple[object, torch.Tensor]:
 @torch.no_grad()
 def sample_teacher(cfg: RunConfig, prompts: list[str], seed: int, cache_dir: Path) -> SampledVideos:
     """Multi-step CFG samples of ``checkpoints.teacher`` (``ode`` section: steps, shift, guidance)."""
-    net = load_wan_transformer(resolve_checkpoint_path(cfg, "teacher"), causal=False)
-    den = BidirectionalDenoiser(net, shift=cfg.ode.shift)
-    vae = WanVAE.from_pretrained(resolve_checkpoint_path(cfg, "vae"))
+    den = trajectory_teacher(cfg, load_score_transformer(cfg, "teacher", dtype=torch.float32, device="cpu"))
+    vae = WanVAE.from_pretrained(checkpoint_path(cfg, "vae"))
     cache, neg = _text(cfg, cache_dir)
     r = cfg.rollout
     out = SampledVideos(list(prompts))
     start = time.perf_counter()
     for i, p in enumerate(prompts):
-        g = make_generator(seed, "shapes-sample", i)
+        g = make_rng(seed, "shapes-sample", i)
         noise = torch.randn((1, cfg.eval.num_frames, r.latent_channels, r.latent_height, r.latent_width), generator=g)
         states = teacher_trajectory(den, noise, cache.get([p]), neg, cfg.ode)  # type: ignore[attr-defined]
         out.frames.append(vae.decode(states[:, -1])[0])
@@ -80,23 +83,22 @@ def sample_student(
     cfg: RunConfig, checkpoint: str | Path | None, prompts: list[str], seed: int, cache_dir: Path, use_ema: bool = False
 ) -> SampledVideos:
     """Few-step streaming samples of a student checkpoint (``None`` = ``checkpoints.student_init``)."""
-    ckpt = resolve_checkpoint_path(cfg, "student_init") if checkpoint is None else Path(checkpoint)
-    net = load_student(resolve_checkpoint_path(cfg, "base"), ckpt, use_ema=use_ema)
-    den = make_denoiser(cfg, net)
-    vae = WanVAE.from_pretrained(resolve_checkpoint_path(cfg, "vae"))
+    ckpt = checkpoint_path(cfg, "student_init") if checkpoint is None else Path(checkpoint)
+    den = student_denoiser(cfg, load_student_transformer(cfg, ckpt, use_ema=use_ema, dtype=torch.float32, device="cpu"))
+    vae = WanVAE.from_pretrained(checkpoint_path(cfg, "vae"))
     cache, _ = _text(cfg, cache_dir)
     r = cfg.rollout
     out = SampledVideos(list(prompts))
     start = time.perf_counter()
     for i, p in enumerate(prompts):
-        g = make_generator(seed, "shapes-sample", i)
+        g = make_rng(seed, "shapes-sample", i)
         chunks = stream_chunks(
             den,
             cache.get([p]),  # type: ignore[attr-defined]
             num_frames=cfg.eval.num_frames,
             latent_shape=(r.latent_channels, r.latent_height, r.latent_width),
-            timesteps=student_steps(cfg),
-            generator=g,
+            timesteps=student_timesteps(cfg.rollout),
+            rng=g,
             rolling=cfg.model.local_attn_frames != -1,
             context_t=float(r.context_noise),
         )
@@ -106,7 +108,9 @@ def sample_student(
     return out
 
 
-def score_videos(videos: SampledVideos, reward: VideoRewardModel | None = None, opts: PreprocessOptions | None = None) -> dict[str, float]:
+def score_videos(
+    videos: SampledVideos, reward: VideoRewardModel | None = None, opts: PreprocessOptions | None = None
+) -> dict[str, float]:
     """Mean GT scores (and VideoReward z-scores per axis when ``reward`` is given) plus FPS."""
     rows = []
     for frames, prompt in zip(videos.frames, videos.prompts, strict=True):
