@@ -169,7 +169,8 @@ def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force
     )
     export_diffusers(teacher, root / "teacher")
     export_diffusers(teacher, root / "base")
-    metrics["teacher_train_loss"] = {"first": sum(losses[:20]) / 20, "last": sum(losses[-20:]) / 20}
+    k = max(1, min(20, len(losses) // 4))
+    metrics["teacher_train_loss"] = {"first": sum(losses[:k]) / k, "last": sum(losses[-k:]) / k}
     timings["teacher"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
