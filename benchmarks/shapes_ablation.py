@@ -13,7 +13,9 @@ Stream-R1 rows also record W_intra against the object's mask on a few rollouts::
         --steps 60 --seeds 0 1 2 --methods plain_dmd reward_forcing stream_r1 --out /tmp/shapes_ablation.json
 
 ``--methods`` also takes the ablations ``inter_only``, ``intra_only``, ``no_balancing``, ``beta_1``,
-``beta_4``. The JSON holds every per-seed number; ``--markdown`` prints the table (mean ± std).
+``beta_4``. The JSON holds every per-seed number; ``--markdown A.json [B.json ...]`` prints the table
+(mean ± std) of one or several result files (e.g. methods run in parallel processes with
+``--no-references`` on all but one).
 """
 
 from __future__ import annotations
@@ -196,11 +198,16 @@ def main() -> int:
     p.add_argument("--eval-videos", type=int, default=2, help="videos per held-out prompt")
     p.add_argument("--intra-videos", type=int, default=4, help="Stream-R1 rollouts compared with the object mask")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-references", dest="references", action="store_false", help="skip the teacher/ODE-init rows")
     p.add_argument("--out", default="/tmp/shapes_ablation.json")
-    p.add_argument("--markdown", action="store_true", help="only print the table of an existing --out JSON")
+    p.add_argument("--markdown", nargs="+", metavar="JSON", help="only print the table of these result files (merged)")
     args = p.parse_args()
     if args.markdown:
-        print(markdown(json.loads(Path(args.out).read_text(encoding="utf-8"))))
+        merged: dict = {"rows": {}}
+        for f in args.markdown:
+            for key, rows in json.loads(Path(f).read_text(encoding="utf-8"))["rows"].items():
+                merged["rows"].setdefault(key, []).extend(rows)
+        print(markdown(merged))
         return 0
     print(markdown(run(args)))
     return 0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample
 
 from stream_r1.models.vae import WanVAE
 from stream_r1.shapes.data import Clip, render_clips
@@ -40,11 +41,36 @@ def _weighted_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (w * (recon - target) ** 2).mean() / w.mean()
 
 
+@torch.no_grad()
+def framewise_init_(vae: AutoencoderKLWan) -> AutoencoderKLWan:
+    """Make a fresh Wan VAE act frame by frame, so single frames can train it first.
+
+    Every causal 3-D convolution keeps only its current-frame kernel slice (the two past slices are
+    zeroed: on a single frame they only ever see the causal zero padding, so they would get no
+    gradient anyway); the temporal downsamplers pick the newest frame of their window and the
+    temporal upsamplers copy each frame to both outputs. The video phase then learns the real
+    temporal kernels from there.
+    """
+    for m in vae.modules():
+        if isinstance(m, WanCausalConv3d) and m.weight.shape[2] == 3:
+            m.weight[:, :, :2].zero_()
+        if isinstance(m, WanResample) and hasattr(m, "time_conv"):
+            w = m.time_conv.weight  # [out, in, 3, 1, 1]
+            w.zero_()
+            m.time_conv.bias.zero_()
+            eye = torch.eye(w.shape[1])
+            w[: w.shape[1], :, 2, 0, 0] = eye
+            if m.mode == "upsample3d":  # out = 2 * in: the two output frames of each input frame
+                w[w.shape[1] :, :, 2, 0, 0] = eye
+    return vae
+
+
 def object_crops(x: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
     """8-aligned ``crop`` x ``crop`` windows of ``x [B, T, 3, S, S]`` that hold the object's middle-frame centre.
 
     The VAE is convolutional (its middle attention block is per frame), so it trains on windows
-    around the object at a quarter of the cost of whole frames and then runs on whole frames.
+    around the object at a quarter of the cost of whole frames and then runs on whole frames. Every
+    second window is placed uniformly instead, so the mostly black parts of whole frames are seen too.
     """
     b, t, _, s, _ = x.shape
     if crop >= s:
@@ -56,23 +82,37 @@ def object_crops(x: torch.Tensor, crop: int, generator: torch.Generator) -> torc
     cx = (lit.sum(dim=1) * grid).sum(dim=1) / mass
     out = []
     for i in range(b):
-        jitter = torch.randint(-crop // 4, crop // 4 + 1, (2,), generator=generator)
-        y0 = int(((cy[i] - crop / 2 + jitter[0]) / 8).round().clamp(0, (s - crop) // 8)) * 8
-        x0 = int(((cx[i] - crop / 2 + jitter[1]) / 8).round().clamp(0, (s - crop) // 8)) * 8
+        if i % 2:
+            y0, x0 = (int(v) * 8 for v in torch.randint(0, (s - crop) // 8 + 1, (2,), generator=generator))
+        else:
+            jitter = torch.randint(-crop // 4, crop // 4 + 1, (2,), generator=generator)
+            y0 = int(((cy[i] - crop / 2 + jitter[0]) / 8).round().clamp(0, (s - crop) // 8)) * 8
+            x0 = int(((cx[i] - crop / 2 + jitter[1]) / 8).round().clamp(0, (s - crop) // 8)) * 8
         out.append(x[i, :, :, y0 : y0 + crop, x0 : x0 + crop])
     return torch.stack(out)
 
 
 def train_vae(
-    clips: Callable[[int], list[Clip]], steps: int, batch: int, frames: int, size: int, seed: int, crop: int = 16
+    clips: Callable[[int], list[Clip]],
+    steps: int,
+    batch: int,
+    frames: int,
+    size: int,
+    seed: int,
+    *,
+    image_steps: int = 0,
+    image_batch: int = 16,
+    crop: int = 16,
 ) -> AutoencoderKLWan:
-    """Train a tiny Wan VAE.
+    """Train a tiny Wan VAE: ``image_steps`` on single frames (:func:`framewise_init_`), then ``steps`` on clips.
 
     Args:
         clips: ``step -> batch of clips`` (fresh clips each step: the world is infinite).
-        steps, batch: Budget.
-        frames, size: Clip geometry (``frames = 1 + 4k``).
+        steps, batch: Video-phase budget.
+        frames, size: Clip geometry of the video phase (``frames = 1 + 4k``).
         seed: Initialisation seed.
+        image_steps, image_batch: Image-phase budget (one random frame of each clip; a frame costs a
+            fifth of a 5-frame clip, so this phase buys most of the reconstruction quality).
         crop: Side of the training windows (:func:`object_crops`; >= ``size`` trains on whole frames).
 
     Returns:
@@ -82,11 +122,21 @@ def train_vae(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderKLWan(**VAE_CONFIG)
+        if image_steps:
+            framewise_init_(vae)
+        total = image_steps + steps
         opt = torch.optim.AdamW(vae.parameters(), lr=LR, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
         vae.train()
-        for step in progress(range(steps), desc="vae (steps)", total=steps):
-            x = object_crops(render_clips(clips(step), frames, size), crop, g).permute(0, 2, 1, 3, 4)  # [B, 3, T, h, w]
+        for step in progress(range(total), desc="vae (steps)", total=total):
+            if step < image_steps:
+                pool = [c for k in range(-(-image_batch // batch)) for c in clips(step * 7 + k)][:image_batch]
+                video = render_clips(pool, frames, size)
+                pick = torch.randint(0, frames, (len(pool),), generator=g)
+                video = video[torch.arange(len(pool)), pick].unsqueeze(1)
+            else:
+                video = render_clips(clips(step), frames, size)
+            x = object_crops(video, crop, g).permute(0, 2, 1, 3, 4)  # [B, 3, T, h, w]
             mu = vae.encode(x).latent_dist.mode()
             recon = vae.decode(mu).sample
             loss = _weighted_mse(recon, x) + MEAN_PENALTY * (mu**2).mean()
