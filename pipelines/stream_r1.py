@@ -105,8 +105,9 @@ def stream_r1_pipeline(
         overrides: Config overrides, a list of "section.key=value".
         ode_init_path: The student's initial weights inside the fetched checkpoints (or an absolute path);
             empty: run the ODE-pair regression first.
-        backend: Where training runs: pytorchjob (Training Operator v1), trainjob (Kubeflow Trainer v2), or
-            local (only for run-local, never in a cluster).
+        backend: Where training runs: pytorchjob (Training Operator v1), trainjob (Kubeflow Trainer v2),
+            container (run-local --runner docker: a sibling container in the train image), or local (only for
+            the in-process run-local, never in a cluster).
         num_nodes: GPU nodes of the training job (the recipe's batch must split over num_nodes x processes).
         gpus_per_node: GPUs per training node (nvidia.com/gpu limit); 0 for a CPU-only pool.
         nproc_per_node: Training processes per node; 0: one per GPU.

@@ -185,7 +185,7 @@ def train(request: TrainJobRequest, backend: str, bucket: str, *, cluster: dict[
 
     Args:
         request: What to train.
-        backend: ``local | pytorchjob | trainjob``.
+        backend: ``local | container | pytorchjob | trainjob``.
         bucket: Where the run's logs, config and metrics are published.
         cluster: ``ClusterJobSpec`` settings of a cluster backend (default: from the pod's environment).
         job_id: The KFP run id (labels the job; its launcher pod's Workflow becomes the job's owner).
