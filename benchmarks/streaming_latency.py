@@ -15,6 +15,19 @@ largest frame count; the script prints the ratio and exits 1 when it is violated
 transformer part (4 denoising steps + context pass) plus, with ``--with-vae``, the streaming VAE decode.
 On CPU it is the thread's CPU time per chunk (``--clock cpu``, one torch thread): on a shared machine
 wall time mostly measures the neighbours; on a GPU it is synchronised wall time.
+
+``--compile`` compiles the student with inductor (``stream_r1.models.compile``) after building it; the
+warm-up then streams until the window is full, so every geometry is compiled before timing starts.
+
+Before/after, side by side (the numbers of docs/benchmarks.md "Streaming speed-up"):
+
+    .venv/bin/python benchmarks/streaming_latency.py --baseline 4c7cdae --compile --frames 60 \
+        --latent-hw 30 52 --repeats 3
+
+checks out ``--baseline`` (a git ref) into a temporary worktree and runs that commit's own copy of this
+script and the current one as alternating subprocesses (window mode only, same seeds, hence the same
+weights, prompt and noise), ``--repeats`` rounds, keeping the per-chunk minimum of each. It prints the
+median chunk time once the window is full (chunk index >= 3) for each and the speed-up over the baseline.
 """
 
 from __future__ import annotations
@@ -22,8 +35,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -32,6 +48,7 @@ import torch
 from stream_r1.config import load_config
 from stream_r1.method.build import student_denoiser
 from stream_r1.models.causal_wan import CausalWanTransformer
+from stream_r1.models.compile import compile_student
 from stream_r1.models.loading import cast_keeping_fp32_modules
 from stream_r1.models.tiny import TINY_STUDENT, TINY_VAE
 from stream_r1.models.vae import WanVAE
@@ -155,6 +172,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latent-hw", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="latent size (default: the preset's, 4x4 tiny / 60x104 full size)")
     p.add_argument("--output", default=None, help="write all results as JSON here")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student (inductor) before timing")
+    p.add_argument("--baseline", default=None, metavar="GIT_REF",
+                   help="compare with this commit's code, side by side (see the module docstring)")
     args = p.parse_args(argv)
     cfg = load_config("wan2.1_t2v_1.3b_stream_r1" if args.full_size else "tiny_cpu")
     args.cfg = cfg
@@ -174,9 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if args.baseline:
+        return compare_with_baseline(args)
     model = build_student(args.full_size, device, dtype, args.seed)
+    if args.compile:
+        compile_student(model)
     vae = build_vae(args.full_size, device, dtype, args.seed + 1) if args.with_vae else None
-    run_case(model, vae, "window", 2 * args.cfg.model.frames_per_block, args)  # warm-up (allocator, kernels)
+    m = args.cfg.model
+    # Warm-up (allocator, kernels; compiled: every geometry of a filling window, then one steady chunk).
+    warm = (m.local_attn_frames + m.frames_per_block) if args.compile else 2 * m.frames_per_block
+    run_case(model, vae, "window", warm - warm % m.frames_per_block, args)
     results = []
     for frames in args.frames:
         for mode in args.modes:
@@ -210,6 +237,59 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump({"meta": meta, "results": results}, f, indent=2)
     return verdict
+
+
+WINDOW_FULL_CHUNK = 3  # window 9 / chunks of 3: from chunk index 3 on every chunk has the same geometry
+
+
+def _run_tree(tree: str, argv: list[str]) -> list[float]:
+    """Run ``tree``'s copy of this script once (``--repeats 1``, window mode) and return its chunk times."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "r.json")
+        script = os.path.join(tree, "benchmarks", "streaming_latency.py")
+        env = {**os.environ, "PYTHONPATH": tree}
+        subprocess.run([sys.executable, script, *argv, "--repeats", "1", "--modes", "window", "--output", out],
+                       check=True, env=env, cwd=tree, stdout=subprocess.DEVNULL)
+        with open(out, encoding="utf-8") as f:
+            return json.load(f)["results"][0]["chunk_ms"]
+
+
+def compare_with_baseline(args: argparse.Namespace) -> int:
+    """Baseline commit vs current code (eager, and compiled with ``--compile``), alternating subprocesses."""
+    if len(args.frames) != 1:
+        raise SystemExit("--baseline compares one stream length: pass a single --frames value")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    common = ["--frames", str(args.frames[0]), "--latent-hw", *map(str, args.latent_hw), "--device", args.device,
+              "--dtype", args.dtype, "--seed", str(args.seed), "--clock", args.clock, "--threads", str(args.threads)]
+    common += ["--full-size"] * args.full_size + ["--with-vae"] * args.with_vae
+    base = os.path.join(tempfile.mkdtemp(prefix="streaming-baseline-"), "tree")
+    subprocess.run(["git", "-C", root, "worktree", "add", "--detach", "--quiet", base, args.baseline], check=True)
+    contenders = {"baseline": (base, common), "current": (root, common)}
+    if args.compile:
+        contenders["current --compile"] = (root, [*common, "--compile"])
+    runs: dict[str, list[list[float]]] = {name: [] for name in contenders}
+    try:
+        for _ in range(args.repeats):
+            for name, (tree, cli) in contenders.items():
+                runs[name].append(_run_tree(tree, cli))
+    finally:
+        subprocess.run(["git", "-C", root, "worktree", "remove", "--force", base], check=False)
+    summary = {}
+    for name, chunks in runs.items():
+        best = [min(ms) for ms in zip(*chunks, strict=True)]
+        summary[name] = {"median_ms": statistics.median(best[WINDOW_FULL_CHUNK:]), "chunk_ms": best}
+    ref = summary["baseline"]["median_ms"]
+    print(f"baseline {args.baseline}: {args.frames[0]} latent frames, latent {args.latent_hw[0]}x{args.latent_hw[1]}, "
+          f"{args.repeats} rounds, median chunk time with the window full (chunk >= {WINDOW_FULL_CHUNK})")
+    for name, s in summary.items():
+        s["speedup_vs_baseline"] = ref / s["median_ms"]
+        print(f"{name:18s} {s['median_ms']:8.2f} ms/chunk   x{s['speedup_vs_baseline']:.3f}")
+    if args.output:
+        meta = {"baseline": args.baseline, "frames": args.frames[0], "latent_hw": list(args.latent_hw),
+                "repeats": args.repeats, "torch": torch.__version__, "clock": args.clock}
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump({"meta": meta, "results": summary}, f, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
