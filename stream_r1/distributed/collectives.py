@@ -76,3 +76,26 @@ def barrier() -> None:
     """Synchronise all ranks (no-op without a process group)."""
     if _active():
         dist.barrier()
+
+
+_CHECKPOINT_GROUP: list[Any] = []
+
+
+def checkpoint_group() -> Any | None:
+    """A gloo process group over all ranks for checkpoint I/O (None without a process group).
+
+    Asynchronous checkpoint saves issue collectives from a background thread; on their own group
+    they never interleave with the training loop's collectives, and gloo also serves NCCL jobs
+    (DCP's async save needs a CPU backend). Created on first use, which must happen on every rank
+    at the same point (the trainer's constructor).
+    """
+    if not _active():
+        return None
+    if not _CHECKPOINT_GROUP:
+        _CHECKPOINT_GROUP.append(dist.new_group(backend="gloo"))
+    return _CHECKPOINT_GROUP[0]
+
+
+def forget_checkpoint_group() -> None:
+    """Drop the cached group (the process group it belongs to is being destroyed)."""
+    _CHECKPOINT_GROUP.clear()

@@ -36,6 +36,7 @@ from torch import nn
 
 from stream_r1.distributed.collectives import _active
 from stream_r1.distributed.fsdp import NoShardStrategy, enable_activation_checkpointing
+from stream_r1.distributed.state_dicts import load_sharded_model_state_dict, sharded_model_state_dict
 from stream_r1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -237,6 +238,20 @@ class DeepSpeedStrategy:
         return float(norm) if norm is not None else 0.0
 
     # ---------------------------------------------------------------- checkpoints
+    def model_state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """Full tensors on every rank (ZeRO-2 keeps whole parameters; ZeRO-3's are gathered and
+        copied, since the gathered storage is released when the context exits)."""
+        with self.full_parameters(model):
+            state = sharded_model_state_dict(model)
+            if self.zero_stage >= 3 and self.engine(model) is not None:
+                state = {k: v.detach().clone() for k, v in state.items()}
+        return state
+
+    def load_model_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Every rank loaded the full tensors; under ZeRO-3 rank 0's copy is re-partitioned."""
+        with self.full_parameters(model, modify=True):
+            load_sharded_model_state_dict(model, state)
+
     def optimizer_state_dict(self, model: nn.Module,
                              optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """ZeRO state is partitioned: ``({}, this rank's partition state)``."""
@@ -246,11 +261,11 @@ class DeepSpeedStrategy:
         return {"deepspeed_zero_stage": self.zero_stage}, _plain_partition(engine.optimizer.state_dict())
 
     def load_optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                                  full: dict[str, Any], local: dict[str, Any] | None) -> None:
+                                  state: dict[str, Any], local: dict[str, Any] | None) -> None:
         """Restore this rank's partition (moments and fp32 masters, bitwise)."""
         engine = self.engine(model)
         if engine is None:
-            NoShardStrategy().load_optimizer_state_dict(model, optimizer, full, local)
+            NoShardStrategy().load_optimizer_state_dict(model, optimizer, state, local)
             return
         if local is None:
             raise ValueError(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from stream_r1.distributed.collectives import forget_checkpoint_group
 from stream_r1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -111,4 +112,5 @@ def current_world(prefer_cuda: bool = True) -> WorldInfo:
 def shutdown_distributed() -> None:
     """Destroy the process group if one exists (idempotent)."""
     if dist.is_initialized():
+        forget_checkpoint_group()
         dist.destroy_process_group()

@@ -27,7 +27,12 @@ from torch.distributed.tensor import DTensor
 
 from stream_r1.distributed.collectives import _active, all_reduce_mean_
 from stream_r1.distributed.mesh import REPLICATE, SHARD, build_mesh
-from stream_r1.distributed.state_dicts import full_optimizer_state_dict, load_full_optimizer_state_dict
+from stream_r1.distributed.state_dicts import (
+    load_sharded_model_state_dict,
+    load_sharded_optimizer_state_dict,
+    sharded_model_state_dict,
+    sharded_optimizer_state_dict,
+)
 from stream_r1.utils.dtypes import torch_dtype
 from stream_r1.utils.logging import get_logger
 
@@ -76,9 +81,19 @@ class Strategy(Protocol):
         """Reduce, clip to ``max_norm`` and step at a window end; returns the norm before clipping."""
         ...
 
+    def model_state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """``model``'s state for a sharded checkpoint (DCP): FQN-keyed DTensor shards under FSDP2,
+        plain tensors otherwise; also the in-place load template. A collective."""
+        ...
+
+    def load_model_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`model_state_dict` (``state`` filled by a DCP load); a collective."""
+        ...
+
     def optimizer_state_dict(self, model: nn.Module,
                              optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """``(full FQN-keyed state (rank 0's file), this rank's own state or None)``; a collective."""
+        """``(FQN-keyed state for the sharded checkpoint (initialised, so it is also the load
+        template), this rank's own state or None)``; a collective."""
         ...
 
     def full_parameters(self, model: nn.Module, *, modify: bool = False) -> AbstractContextManager[None]:
@@ -88,8 +103,8 @@ class Strategy(Protocol):
         ...
 
     def load_optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                                  full: dict[str, Any], local: dict[str, Any] | None) -> None:
-        """Inverse of :meth:`optimizer_state_dict` (``full`` may be ``{}`` off rank 0); a collective."""
+                                  state: dict[str, Any], local: dict[str, Any] | None) -> None:
+        """Inverse of :meth:`optimizer_state_dict` (``state`` filled by a DCP load); a collective."""
         ...
 
 
@@ -121,18 +136,19 @@ class TorchOptimizerSteps:
         optimizer.step()
         return norm
 
+    def model_state_dict(self, model: nn.Module) -> dict[str, Any]:
+        return sharded_model_state_dict(model)
+
+    def load_model_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        load_sharded_model_state_dict(model, state)
+
     def optimizer_state_dict(self, model: nn.Module,
                              optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        return full_optimizer_state_dict(model, optimizer), None
+        return sharded_optimizer_state_dict(model, optimizer), None
 
     def load_optimizer_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                                  full: dict[str, Any], local: dict[str, Any] | None) -> None:
-        if "deepspeed_zero_stage" in full:
-            raise ValueError(
-                "this checkpoint's optimizer states are DeepSpeed ZeRO partitions; resume it with "
-                f"--set parallel.strategy=deepspeed --set parallel.zero_stage={full['deepspeed_zero_stage']}"
-            )
-        load_full_optimizer_state_dict(model, optimizer, full)
+                                  state: dict[str, Any], local: dict[str, Any] | None) -> None:
+        load_sharded_optimizer_state_dict(model, optimizer, state)
 
     def full_parameters(self, model: nn.Module, *, modify: bool = False) -> AbstractContextManager[None]:
         return nullcontext()

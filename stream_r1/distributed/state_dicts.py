@@ -1,8 +1,10 @@
-"""Full (gathered) model and optimizer state dicts that are the same with or without FSDP2.
+"""Model and optimizer state dicts: full (gathered) ones and sharded ones, both FQN-keyed.
 
-Checkpoints store full, FQN-keyed state dicts so they load at any world size and strategy
-(export with ``get_model_state_dict(full_state_dict=True, cpu_offload=True)``).
-Every function here is a collective under a process group: call it on all ranks.
+Full state dicts (``get_model_state_dict(full_state_dict=True, cpu_offload=True)``) are what the
+final export and the EMA use. Training checkpoints store the *sharded* ones (each rank's DTensor
+shards; plain tensors without FSDP2) through ``torch.distributed.checkpoint``, which reshards them
+on load, so they still load at any world size. Every function here is a collective under a
+process group: call it on all ranks.
 """
 
 from __future__ import annotations
@@ -50,6 +52,26 @@ def load_full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Opti
     """Load an FQN-keyed full optimizer state held by rank 0 into ``optimizer``."""
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=_active())
     set_optimizer_state_dict(model, optimizer, state, options=opts)
+
+
+def sharded_model_state_dict(model: nn.Module) -> dict[str, Any]:
+    """``{fqn: DTensor shard | tensor}`` referencing ``model``'s own storage (no gather, no copy)."""
+    return get_model_state_dict(model)
+
+
+def load_sharded_model_state_dict(model: nn.Module, state: dict[str, Any]) -> None:
+    """Load a (resharded) :func:`sharded_model_state_dict` back into ``model`` (strict)."""
+    set_model_state_dict(model, state, options=StateDictOptions(strict=True))
+
+
+def sharded_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """FQN-keyed optimizer state with sharded moments; initialises empty Adam states (a load template)."""
+    return get_optimizer_state_dict(model, optimizer)
+
+
+def load_sharded_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a (resharded) :func:`sharded_optimizer_state_dict` back into ``optimizer``."""
+    set_optimizer_state_dict(model, optimizer, state)
 
 
 @torch.no_grad()

@@ -1,21 +1,29 @@
 """Training checkpoints: atomic directories with a sha256 manifest, keep-last-k, resume auto.
 
-Layout of ``<output>/checkpoints/step_<optimizer step:06d>/``::
+Layout of ``<output>/checkpoints/step_<optimizer step:06d>/`` (training)::
 
-    model.pt            {"generator", "critic"[, "generator_ema"]}: full FQN-keyed state dicts
-    optimizers.pt       {"generator", "critic"}: full FQN-keyed optimizer states
-    trainer_state.json  step counters, config hash, world size, data-sampler position, EMA meta
+    dcp/                torch.distributed.checkpoint: __<rank>_0.distcp (each rank's shards of
+                        {"model": {generator, critic, generator_ema?}, "optim": {generator, critic}}),
+                        .metadata, __<rank>.sha256.json (the digests each rank took of its own files)
+    trainer_state.json  step counters, config hash, world size, strategy, data-sampler position, EMA meta
     rank_00000.pt ...   per-rank RNG states (torch CPU/CUDA, python, numpy) and rank-local state
-                        (the reward balancer's history is rank-local, docs/method.md §3.2 item 3)
+                        (the reward balancer's history is rank-local, method.md §3.2 item 3)
     MANIFEST.json       sha256 of every file above (written last)
 
-Every ``.pt`` file holds tensors and plain containers only and is read with
-``torch.load(weights_only=True)``: a checkpoint is data, and a tampered one (even with its manifest
-recomputed) cannot run code when a run resumes from it. Python's and numpy's RNG states are stored
-as integer tensors (:func:`capture_rng_state`).
+:func:`save_checkpoint` writes the older full form instead (``model.pt`` / ``optimizers.pt``
+gathered on rank 0; kept for comparison, see ``benchmarks/checkpoint_io.py``). A sharded checkpoint is written asynchronously
+(:class:`CheckpointWriter`): the state is copied to host memory, training goes on, and DCP's
+saving thread writes every rank's shard; when the last shard and DCP's metadata are on disk,
+rank 0 (still in that thread) writes the manifest from the per-rank digests, renames the
+directory into place and prunes. Either form is written into ``.tmp-step_*`` and renamed only
+after every file and the manifest are fsynced, so a crash (even SIGKILL) mid-write leaves the
+previous checkpoint intact. DCP reshards on load, so a run resumes at another world size.
 
-A checkpoint is written into ``.tmp-step_*`` and renamed into place only after every file and the
-manifest are fsynced, so a crash (even SIGKILL) mid-write leaves the previous checkpoint intact.
+Every file is read without running code from it: ``.pt`` files hold tensors and plain containers
+only and are read with ``torch.load(weights_only=True)``; DCP's pickled metadata is read with an
+allow-list (:mod:`stream_r1.distributed.dcp_io`). A tampered checkpoint, even with its manifest
+recomputed, is refused. Python's and numpy's RNG states are stored as integer tensors
+(:func:`capture_rng_state`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stream_r1.distributed.collectives import barrier
+from stream_r1.distributed import dcp_io
+from stream_r1.distributed.collectives import barrier, checkpoint_group
 from stream_r1.utils.io import atomic_write_json, sha256_file
 from stream_r1.utils.logging import get_logger
 
@@ -58,8 +67,10 @@ class CheckpointPayload:
     """What a checkpoint holds. ``models``/``optimizers`` matter on rank 0 only.
 
     Attributes:
-        models: ``{"generator", "critic", "generator_ema"?}`` full state dicts.
-        optimizers: ``{"generator", "critic"}`` full optimizer states.
+        models: ``{"generator", "critic", "generator_ema"?}`` full state dicts (full form).
+        optimizers: ``{"generator", "critic"}`` full optimizer states (full form).
+        sharded: The DCP state of the sharded form: ``{"model": {...}, "optim": {...}}`` with each
+            rank's DTensor shards (plain tensors where nothing is sharded).
         state: JSON-serialisable trainer state (counters, config hash, sampler, ...).
         rank_state: This rank's RNG and rank-local state: tensors and plain containers only
             (loaded with ``weights_only=True``).
@@ -67,6 +78,7 @@ class CheckpointPayload:
 
     models: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     optimizers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sharded: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     rank_state: dict[str, Any] = field(default_factory=dict)
 
@@ -131,28 +143,9 @@ def _save_torch(obj: Any, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(
-    output_dir: str | Path,
-    optimizer_step: int,
-    payload: CheckpointPayload,
-    *,
-    rank: int,
-    keep_last: int,
-    on_partial_write: Callable[[], None] | None = None,
-) -> Path:
-    """Write a checkpoint atomically; all ranks call this (barriers inside).
-
-    Args:
-        output_dir: The run directory.
-        optimizer_step: Optimizer steps completed (names the directory).
-        payload: What to store.
-        rank: This process's rank (rank 0 writes the shared files and publishes).
-        keep_last: Checkpoints to keep; older ``step_*`` directories are deleted after publishing.
-        on_partial_write: Test hook called on rank 0 after ``model.pt`` is written (crash tests).
-
-    Returns:
-        The published checkpoint directory.
-    """
+def _prepare_staging(output_dir: str | Path, optimizer_step: int, payload: CheckpointPayload,
+                     rank: int) -> tuple[Path, Path]:
+    """Create ``.tmp-step_*`` (rank 0), write every rank's ``rank_*.pt`` and rank 0's trainer state."""
     root = checkpoint_root(output_dir)
     final = root / step_dir_name(optimizer_step)
     staging = root / f".tmp-{final.name}"
@@ -163,27 +156,123 @@ def save_checkpoint(
         staging.mkdir()
     barrier()
     _save_torch(payload.rank_state, staging / f"rank_{rank:05d}.pt")
+    if rank == 0:
+        atomic_write_json(staging / "trainer_state.json", payload.state)
     barrier()
+    return staging, final
+
+
+def _publish(staging: Path, final: Path, optimizer_step: int, keep_last: int,
+             known: dict[str, str] | None = None) -> None:
+    """Rank 0: manifest (sha256 of every file; ``known`` digests are taken as given), rename, prune."""
+    digests = dict(known or {})
+    for f in sorted(p for p in staging.rglob("*") if p.is_file()):
+        name = f.relative_to(staging).as_posix()
+        if name not in digests:
+            digests[name] = sha256_file(f)
+    atomic_write_json(staging / MANIFEST, {"optimizer_step": optimizer_step, "files": dict(sorted(digests.items()))})
+    for d in [p for p in staging.rglob("*") if p.is_dir()] + [staging]:
+        _fsync_dir(d)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+    _prune(final.parent, keep_last)
+    log.info("checkpoint written: %s", final)
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    optimizer_step: int,
+    payload: CheckpointPayload,
+    *,
+    rank: int,
+    keep_last: int,
+    on_partial_write: Callable[[], None] | None = None,
+) -> Path:
+    """Write a full-form checkpoint synchronously; all ranks call this (barriers inside).
+
+    Args:
+        output_dir: The run directory.
+        optimizer_step: Optimizer steps completed (names the directory).
+        payload: What to store (``models``/``optimizers`` on rank 0).
+        rank: This process's rank (rank 0 writes the shared files and publishes).
+        keep_last: Checkpoints to keep; older ``step_*`` directories are deleted after publishing.
+        on_partial_write: Test hook called on rank 0 after ``model.pt`` is written (crash tests).
+
+    Returns:
+        The published checkpoint directory.
+    """
+    staging, final = _prepare_staging(output_dir, optimizer_step, payload, rank)
     if rank == 0:
         _save_torch(payload.models, staging / "model.pt")
         if on_partial_write is not None:
             on_partial_write()
         _save_torch(payload.optimizers, staging / "optimizers.pt")
-        atomic_write_json(staging / "trainer_state.json", payload.state)
-        files = sorted(p.name for p in staging.iterdir() if p.is_file())
-        manifest = {"optimizer_step": optimizer_step, "files": {n: sha256_file(staging / n) for n in files}}
-        atomic_write_json(staging / MANIFEST, manifest)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        _fsync_dir(root)
-        _prune(root, keep_last)
-        log.info("checkpoint written: %s", final)
+        _publish(staging, final, optimizer_step, keep_last)
     barrier()
     return final
 
 
+class CheckpointWriter:
+    """Writes sharded checkpoints asynchronously, one at a time (all ranks hold one).
+
+    Args:
+        output_dir: The run directory.
+        rank: This process's rank.
+        keep_last: Checkpoints to keep after each publish.
+
+    The DCP save runs on its own gloo group (:func:`checkpoint_group`) so that its collectives,
+    issued from the saving thread, never interleave with the training loop's.
+    """
+
+    def __init__(self, output_dir: str | Path, *, rank: int, keep_last: int) -> None:
+        self.output_dir, self.rank, self.keep_last = Path(output_dir), rank, keep_last
+        self.group = checkpoint_group()
+        self._pending: Any = None
+        self._pending_path: Path | None = None
+
+    def save(self, optimizer_step: int, payload: CheckpointPayload,
+             on_partial_write: Callable[[], None] | None = None) -> None:
+        """Start writing ``payload`` (``sharded`` + state); returns once the state is staged.
+
+        Args:
+            optimizer_step: Names the directory.
+            payload: ``sharded`` (DCP state), ``state`` (rank 0), ``rank_state`` (every rank).
+            on_partial_write: Test hook, on rank 0 in the saving thread after every shard and
+                DCP's metadata are written and before the manifest and the rename (crash tests).
+        """
+        self.wait()
+        staging, final = _prepare_staging(self.output_dir, optimizer_step, payload, self.rank)
+        publish = None
+        if self.rank == 0:
+            def publish() -> None:
+                if on_partial_write is not None:
+                    on_partial_write()
+                dcp_dir = staging / "dcp"
+                shards = dcp_io.shard_digests(dcp_dir)
+                named = {info.relative_path for info in dcp_io.read_metadata_safely(dcp_dir / dcp_io.METADATA)
+                         .storage_data.values()}
+                if not named <= set(shards):
+                    raise RuntimeError(f"checkpoint {staging}: shards {sorted(named - set(shards))} have no digest")
+                _publish(staging, final, optimizer_step, self.keep_last, {f"dcp/{n}": d for n, d in shards.items()})
+        self._pending = dcp_io.async_save(payload.sharded, staging / "dcp", rank=self.rank,
+                                          process_group=self.group, on_finish=publish)
+        self._pending_path = final
+
+    def wait(self) -> Path | None:
+        """Block until the checkpoint in flight is published on every rank; returns its path."""
+        if self._pending is None:
+            return None
+        future = self._pending
+        self._pending = None
+        response = getattr(future, "upload_completion", future)
+        response.result()
+        return self._pending_path
+
+
 def _fsync_dir(directory: Path) -> None:
+    """fsync a directory so the names in it (renames, new files) are durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -225,14 +314,18 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"checkpoint {path}: {MANIFEST} is not valid JSON ({e})") from e
-    for name, digest in manifest.get("files", {}).items():
+    files = manifest.get("files", {})
+    for name, digest in files.items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"checkpoint {path}: {MANIFEST} names {name!r} outside the checkpoint")
         f = path / name
         if not f.is_file():
             raise ValueError(f"checkpoint {path} is missing {name}")
         if sha256_file(f) != digest:
             raise ValueError(f"checkpoint {path}: sha256 of {name} does not match {MANIFEST}")
-    for required in ("model.pt", "optimizers.pt", "trainer_state.json"):
-        if required not in manifest.get("files", {}):
+    sharded = f"dcp/{dcp_io.METADATA}" in files
+    for required in ("trainer_state.json", *(() if sharded else ("model.pt", "optimizers.pt"))):
+        if required not in files:
             raise ValueError(f"checkpoint {path}: {MANIFEST} does not list {required}")
     return manifest
 
@@ -273,20 +366,54 @@ def read_trainer_state(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / "trainer_state.json").read_text(encoding="utf-8"))
 
 
-def load_checkpoint(path: str | Path, rank: int) -> CheckpointPayload:
-    """Load a verified checkpoint for ``rank``.
+def is_sharded(path: str | Path) -> bool:
+    """True for a DCP (sharded) checkpoint, False for the full form."""
+    return (Path(path) / "dcp" / dcp_io.METADATA).is_file()
 
-    Models and optimizer states are read on rank 0 only (others get empty dicts and receive them
-    by broadcast when loading into FSDP2 modules). A rank without its own ``rank_*.pt`` (resuming
-    at a larger world size) gets an empty ``rank_state``.
+
+def load_checkpoint(path: str | Path, rank: int) -> CheckpointPayload:
+    """Load a verified checkpoint's state, this rank's ``rank_state`` and (full form) models.
+
+    Full form: models and optimizer states are read on rank 0 only (others get empty dicts and
+    receive them by broadcast when loading into FSDP2 modules). Sharded form: ``models`` and
+    ``optimizers`` stay empty; load them with :func:`load_sharded`. A rank without its own
+    ``rank_*.pt`` (resuming at a larger world size) gets an empty ``rank_state``.
     """
     path = Path(path)
     state = read_trainer_state(path)
     models: dict[str, Any] = {}
     optimizers: dict[str, Any] = {}
-    if rank == 0:
+    if rank == 0 and not is_sharded(path):
         models = load_weights_only(path / "model.pt")
         optimizers = load_weights_only(path / "optimizers.pt")
     rank_file = path / f"rank_{rank:05d}.pt"
     rank_state = load_weights_only(rank_file) if rank_file.is_file() else {}
     return CheckpointPayload(models=models, optimizers=optimizers, state=state, rank_state=rank_state)
+
+
+def check_resume_strategy(path: str | Path, state: dict[str, Any], strategy: str) -> None:
+    """A checkpoint resumes under the ``parallel.strategy`` that wrote it (its optimizer state's layout).
+
+    Raises:
+        ValueError: another strategy wrote it; the message gives the ``--set`` that resumes it.
+    """
+    saved = state.get("strategy", strategy)
+    if saved != strategy:
+        raise ValueError(f"checkpoint {path} was written under parallel.strategy={saved}, this run uses {strategy}; "
+                         f"resume it with --set parallel.strategy={saved}")
+
+
+def load_sharded(path: str | Path, template: dict[str, Any]) -> None:
+    """Fill ``template`` (this run's sharded state dict: its keys, shapes and layout) from a sharded
+    checkpoint, resharding as needed; every rank calls this.
+
+    Raises:
+        ValueError: the metadata or a value is not plain data, or the checkpoint lacks a key.
+    """
+    dcp_io.load(template, Path(path) / "dcp", process_group=checkpoint_group())
+
+
+def load_full_tensors(path: str | Path) -> dict[str, Any]:
+    """A sharded checkpoint's ``{"model": {...}, "optim": {...}}`` as full CPU tensors, in one process
+    (inspection and tests; the run itself resumes with :func:`load_sharded`)."""
+    return dcp_io.load_full(Path(path) / "dcp")

@@ -22,9 +22,11 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from stream_r1.config import config_hash, config_to_dict
 from stream_r1.config.derived import checkpoint_path
@@ -33,16 +35,19 @@ from stream_r1.distributed.batch import BatchPlan, plan_batch
 from stream_r1.distributed.collectives import all_gather_object, broadcast_from_rank0
 from stream_r1.distributed.env import WorldInfo
 from stream_r1.distributed.fsdp import Strategy
-from stream_r1.distributed.state_dicts import full_model_state_dict, load_full_model_state_dict, parameter_digest
+from stream_r1.distributed.state_dicts import full_model_state_dict, parameter_digest
 from stream_r1.method import metric_keys as mk
 from stream_r1.method.distiller import GeneratorMedia
 from stream_r1.train.build import TrainingSetup
 from stream_r1.train.checkpoint import (
     CheckpointPayload,
+    CheckpointWriter,
     capture_rng_state,
+    check_resume_strategy,
+    is_sharded,
     load_checkpoint,
+    load_sharded,
     restore_rng_state,
-    save_checkpoint,
 )
 from stream_r1.train.ema import EMA
 from stream_r1.train.media import heatmap_grid, temporal_profile_image, video_to_uint8
@@ -113,6 +118,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._last_media_step: int | None = None
         self._media: GeneratorMedia | None = None  # kept by the generator micro-step of a media window
+        self.checkpoints = CheckpointWriter(options.output_dir, rank=world.rank, keep_last=t.keep_last_checkpoints)
         if options.resume_from is not None:
             self._restore(options.resume_from)
         self.sink = self._make_sink()
@@ -133,21 +139,37 @@ class Trainer:
         return roles
 
     def _restore(self, path: Path) -> None:
+        """Resume from a sharded checkpoint, resharding it to this run's world size if it differs."""
         ck = load_checkpoint(path, self.world.rank)
         s = ck.state
-        for role, net, _ in self._roles():
-            with self.strategy.full_parameters(net, modify=True):
-                load_full_model_state_dict(net, ck.models.get(role, {}))
+        if not is_sharded(path):
+            raise ValueError(f"checkpoint {path} is in the full (pre-sharded) form of an older version, which "
+                             "`stream-r1 train` no longer reads; start a new --output")
+        check_resume_strategy(path, s, self.strategy.name)
+        template: dict[str, dict[str, Any]] = {"model": {}, "optim": {}}
+        for role, net, opt in self._roles():
+            template["model"][role] = self.strategy.model_state_dict(net)
+            template["optim"][role] = self.strategy.optimizer_state_dict(net, opt)[0]
+        if s.get("ema") is not None:  # a shadow of the right shapes on rank 0, filled by the load
+            with self.strategy.full_parameters(self.setup.generator):
+                self.ema = EMA.create(self.setup.generator, float(s["ema"]["decay"]), full_model_state_dict)
+            self.ema.num_updates = int(s["ema"]["num_updates"])
+            template["model"]["generator_ema"] = self.ema.shadow
+        load_sharded(path, template)
         local = ck.rank_state.get("optimizers", {})
-        for role, model, opt in self._roles():
-            self.strategy.load_optimizer_state_dict(model, opt, ck.optimizers.get(role, {}), local.get(role))
-        if s.get("ema") is not None:
-            self.ema = EMA(float(s["ema"]["decay"]), full_model_state_dict)
-            ema_state = {**s["ema"], "shadow": ck.models.get("generator_ema", {})}
-            self.ema.load_state_dict(ema_state, keep_shadow=self.world.is_main)
+        for role, net, opt in self._roles():
+            self.strategy.load_model_state_dict(net, template["model"][role])
+            self.strategy.load_optimizer_state_dict(net, opt, template["optim"][role], local.get(role))
         self.steps_done = int(s["optimizer_step"])
         self.generator_steps = int(s["generator_steps"])
-        self.setup.sampler.load_state_dict(s["sampler"])
+        sampler = dict(s["sampler"])
+        saved_world = int(s.get("world_size", self.world.world_size))
+        if saved_world != self.world.world_size:
+            # Same prompts consumed: a rank's draw now covers saved_world / world_size times as many.
+            sampler["position"] = int(sampler["position"]) * saved_world // self.world.world_size
+            log.info("resharded resume: %d ranks -> %d (sampler position %s -> %s)", saved_world,
+                     self.world.world_size, s["sampler"]["position"], sampler["position"])
+        self.setup.sampler.load_state_dict(sampler)
         self._last_media_step = s.get("last_media_step")
         rank_state = ck.rank_state
         if "rng" in rank_state:
@@ -299,19 +321,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self) -> CheckpointPayload:
-        models = {}
-        for role, net, _ in self._roles():
-            with self.strategy.full_parameters(net):
-                models[role] = full_model_state_dict(net)
-        optimizers, local_optimizers = {}, {}
-        for role, model, opt in self._roles():
-            optimizers[role], local = self.strategy.optimizer_state_dict(model, opt)
+        models: dict[str, Any] = {}
+        optimizers: dict[str, Any] = {}
+        local_optimizers = {}
+        for role, net, opt in self._roles():
+            models[role] = self.strategy.model_state_dict(net)
+            optimizers[role], local = self.strategy.optimizer_state_dict(net, opt)
             if local is not None:
                 local_optimizers[role] = local
         ema_meta = None
         if self.ema is not None:
             ema_state = self.ema.state_dict()
-            models["generator_ema"] = ema_state.pop("shadow")  # type: ignore[assignment]
+            models["generator_ema"] = ema_state.pop("shadow")  # rank 0's full fp32 shadow ({} elsewhere)
             ema_meta = ema_state
         state = {
             "optimizer_step": self.steps_done,
@@ -319,6 +340,7 @@ class Trainer:
             "generator_steps": self.generator_steps,
             "config_hash": config_hash(self.cfg),
             "world_size": self.world.world_size,
+            "strategy": self.strategy.name,
             "sampler": self.setup.sampler.state_dict(),
             "ema": ema_meta,
             "last_media_step": self._last_media_step,
@@ -330,19 +352,22 @@ class Trainer:
         balancer = self._balancer()
         if balancer is not None:
             rank_state["balancer"] = balancer.state_dict()
-        return CheckpointPayload(models=models, optimizers=optimizers, state=state, rank_state=rank_state)
+        return CheckpointPayload(sharded={"model": models, "optim": optimizers}, state=state, rank_state=rank_state)
 
     def _checkpoint(self) -> None:
+        """Start the asynchronous sharded save of this step (the previous one is awaited first)."""
         o = self.options
         hook = _sigkill if o.sigkill_during_checkpoint == self.steps_done else None
-        save_checkpoint(o.output_dir, self.steps_done, self._payload(), rank=self.world.rank,
-                        keep_last=self.cfg.train.keep_last_checkpoints, on_partial_write=hook)
+        self.checkpoints.save(self.steps_done, self._payload(), on_partial_write=hook)
         if o.sigkill_after_checkpoint == self.steps_done:
+            self.checkpoints.wait()
             _sigkill()
 
     def _finish(self) -> None:
-        """Export the generator (+EMA) and write hparams (rank 0), or ``ode_init.pt`` in ODE mode."""
+        """Finish the last checkpoint, export the generator (+EMA) and write hparams (rank 0), or ``ode_init.pt`` in ODE mode."""
         from stream_r1.train.export import export_generator, write_reference_pt
+
+        self.checkpoints.wait()
 
         with self.strategy.full_parameters(self.setup.generator):
             gen = full_model_state_dict(self.setup.generator)

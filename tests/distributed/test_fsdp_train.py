@@ -17,7 +17,7 @@ import pytest
 
 from stream_r1.distributed.state_dicts import parameter_digest
 from stream_r1.models.loading import load_wan_transformer
-from stream_r1.train.checkpoint import find_resume_checkpoint, load_checkpoint
+from stream_r1.train.checkpoint import find_resume_checkpoint, load_checkpoint, load_full_tensors
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -38,12 +38,14 @@ def test_two_rank_fsdp2_step_keeps_ranks_identical(tiny_checkpoints, tmp_path, p
     digests = [json.loads((out / "digests" / f"rank_{r:05d}.json").read_text()) for r in (0, 1)]
     assert digests[0]["optimizer_step"] == digests[1]["optimizer_step"] == 1
     assert digests[0]["generator"] == digests[1]["generator"]
-    ck = load_checkpoint(find_resume_checkpoint(out), rank=0)
+    ckpt = find_resume_checkpoint(out)
+    ck = load_checkpoint(ckpt, rank=0)
     model = load_wan_transformer(tiny_checkpoints / "base", causal=True)
-    model.load_state_dict(ck.models["generator"], strict=True)
+    model.load_state_dict(load_full_tensors(ckpt)["model"]["generator"], strict=True)  # resharded 2 -> 1
     assert parameter_digest(model) == digests[0]["generator"]
     assert ck.state["world_size"] == 2 and ck.state["generator_steps"] == 1
     assert (out / "checkpoints" / "step_000001" / "rank_00001.pt").is_file()  # per-rank RNG state
+    assert (out / "checkpoints" / "step_000001" / "dcp" / "__1_0.distcp").is_file()  # rank 1 wrote its shard
 
 
 def test_world_size_must_divide_batch_before_models(tiny_checkpoints, tmp_path):

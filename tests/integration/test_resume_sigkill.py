@@ -2,7 +2,8 @@
 
 The process kills itself through the testing flags ``--test-sigkill-after-checkpoint STEP`` (right
 after the checkpoint of optimizer step STEP is published) and ``--test-sigkill-during-checkpoint
-STEP`` (after ``model.pt`` of STEP is written into the temp directory, before the rename).
+STEP`` (in the asynchronous save of STEP, after every shard and DCP's metadata are written into the
+temp directory, before the manifest and the rename).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def test_sigkill_during_checkpoint_write_keeps_previous(tiny_checkpoints, tmp_pa
     killed = _train(tiny_checkpoints, out, "--test-sigkill-during-checkpoint", "6")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [p.name for p in list_checkpoints(out)] == ["step_000003"]
-    assert (out / "checkpoints" / ".tmp-step_000006" / "model.pt").is_file()  # the torn write
+    torn = out / "checkpoints" / ".tmp-step_000006"
+    assert (torn / "dcp" / "__0_0.distcp").is_file() and not (torn / "MANIFEST.json").exists()  # the torn write
     verify_checkpoint(out / "checkpoints" / "step_000003")
     assert find_resume_checkpoint(out).name == "step_000003"
     again = _train(tiny_checkpoints, out, "--resume", "auto")

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from stream_r1.config import load_config
 from stream_r1.models.loading import load_generator_state_dict, load_wan_transformer
-from stream_r1.train.checkpoint import list_checkpoints, load_checkpoint, verify_checkpoint
+from stream_r1.train.checkpoint import list_checkpoints, load_checkpoint, load_full_tensors, verify_checkpoint
 from stream_r1.train.entry import run_training
 
 pytestmark = pytest.mark.slow
@@ -94,19 +94,20 @@ def test_checkpoints_and_export(tiny_run):
     ckpts = list_checkpoints(out)
     assert [p.name for p in ckpts] == ["step_000002", "step_000004"]  # checkpoint_every 2, keep_last 2
     manifest = verify_checkpoint(ckpts[-1])
-    assert {"model.pt", "optimizers.pt", "trainer_state.json", "rank_00000.pt"} <= set(manifest["files"])
+    assert {"dcp/.metadata", "dcp/__0_0.distcp", "trainer_state.json", "rank_00000.pt"} <= set(manifest["files"])
     ck = load_checkpoint(ckpts[-1], rank=0)
+    full = load_full_tensors(ckpts[-1])["model"]
     assert ck.state["optimizer_step"] == 4 and ck.state["generator_steps"] == 2
     assert ck.state["ema"]["num_updates"] == 1  # EMA created after raw step 2, updated after the step-3 window
     assert "balancer" in ck.rank_state and "rng" in ck.rank_state
-    gen = ck.models["generator"]
+    gen = full["generator"]
     # exports: reference .pt (generator + EMA, model.<original key>) and diffusers directories
     ref = torch.load(out / "final" / "model.pt", weights_only=True)
     assert set(ref) == {"generator", "generator_ema"} and all(k.startswith("model.") for k in ref["generator"])
     sd = load_generator_state_dict(out / "final" / "model.pt", use_ema=False)
     assert all(torch.equal(sd[k], gen[k]) for k in sd)
     ema = load_generator_state_dict(out / "final" / "model.pt", use_ema=True)
-    assert all(torch.equal(ema[k], ck.models["generator_ema"][k]) for k in ck.models["generator_ema"])
+    assert all(torch.equal(ema[k], full["generator_ema"][k]) for k in full["generator_ema"])
     exported = load_wan_transformer(out / "final" / "generator", causal=True).state_dict()
     assert all(torch.equal(exported[k], gen[k]) for k in gen)
     assert (out / "final" / "generator_ema" / "config.json").is_file()

@@ -28,8 +28,11 @@ def test_pytorchjob_validates_against_crd_webhook_and_strict_pod(schema_dir, nod
     c = specs["Master"]["template"]["spec"]["containers"][0]
     assert c["name"] == "pytorch"
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
-    assert c["command"][:6] == ["torchrun", "--nnodes", str(nodes), "--nproc_per_node", "8", "-m"]
-    assert c["command"][6:] == ["stream_r1", *TrainJobRequest(
+    cmd = c["command"]
+    assert cmd[:5] == ["torchrun", "--nnodes", f"{nodes}:{nodes}", "--nproc-per-node", "8"]
+    assert cmd[cmd.index("--rdzv-backend") + 1] == "c10d" and cmd[cmd.index("--max-restarts") + 1] == "3"
+    assert cmd[cmd.index("--rdzv-endpoint") + 1] == "$(PET_MASTER_ADDR):$(PET_MASTER_PORT)"
+    assert cmd[cmd.index("-m"):] == ["-m", "stream_r1", *TrainJobRequest(
         run_id="x", config="wan2.1_t2v_1.3b_stream_r1", output_dir="/mnt/runs/8f2c1e0a-KFP_run",
         overrides=("train.num_steps=1000",)).train_args()]
     assert "--resume" in c["command"] and c["command"][c["command"].index("--resume") + 1] == "auto"

@@ -140,10 +140,10 @@ def test_multi_node_jobs_validate(schema_dir, nodes):
     assert validate.job_errors(job, schema_dir) == []
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == nodes - 1
     master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
-    assert master[:3] == ["torchrun", "--nnodes", str(nodes)]
+    assert master[:3] == ["torchrun", "--nnodes", f"{nodes}:{nodes}"]
     tj = build_trainjob(make_spec(num_nodes=nodes))
     assert validate.job_errors(tj, schema_dir) == []
-    assert tj["spec"]["trainer"]["numNodes"] == nodes and tj["spec"]["trainer"]["command"][2] == str(nodes)
+    assert tj["spec"]["trainer"]["numNodes"] == nodes and tj["spec"]["trainer"]["command"][2] == f"{nodes}:{nodes}"
 
 
 def test_crd_validation_rejects_unknown_fields_at_every_level(schema_dir):

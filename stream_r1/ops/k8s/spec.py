@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from stream_r1.distributed.launch import DEFAULT_MAX_RESTARTS, torchrun_command
 from stream_r1.ops.jobs.base import TrainJobRequest
 
 RestartPolicy = Literal["OnFailure", "Never", "ExitCode", "Always"]
@@ -213,18 +214,16 @@ class ClusterJobSpec:
         return meta
 
     def command(self) -> list[str]:
-        """``torchrun --nnodes N --nproc_per_node P -m stream_r1 train ...`` (ranks from PET_* env).
+        """``torchrun --nnodes N:N --rdzv-backend c10d ... -m stream_r1 train ...`` (elastic restarts).
 
         The operator / torch plugin inject ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and
-        ``PET_MASTER_PORT``; torchrun reads any ``PET_<ARG>`` as its argument (torch.distributed.run's environment fallback).
+        ``PET_MASTER_PORT``; the c10d store runs on the master at that address (Kubernetes expands
+        ``$(VAR)`` from the container env). A failed rank makes every node's agent restart its
+        workers, which resume with ``--resume auto`` (:mod:`stream_r1.distributed.launch`).
         """
-        return [
-            "torchrun",
-            "--nnodes", str(self.num_nodes),
-            "--nproc_per_node", str(self.nproc_per_node),
-            "-m", "stream_r1",
-            *self.request.train_args(),
-        ]  # fmt: skip
+        return torchrun_command(num_nodes=self.num_nodes, nproc_per_node=self.nproc_per_node, job_id=self.job_name,
+                                max_restarts=DEFAULT_MAX_RESTARTS,
+                                rdzv_endpoint="$(PET_MASTER_ADDR):$(PET_MASTER_PORT)", args=self.request.train_args())
 
     def env(self) -> list[dict[str, Any]]:
         """Container env: unbuffered logs, NCCL settings, request env, S3 credentials only when a secret is named."""

@@ -46,10 +46,8 @@ def test_config_follows_the_run(monkeypatch):
 
 
 def test_checkpoint_strategy_and_world_size_mismatch_is_explained():
-    import torch
-
     from stream_r1.distributed.deepspeed_strategy import _check_partition
-    from stream_r1.distributed.fsdp import NoShardStrategy
+    from stream_r1.train.checkpoint import check_resume_strategy
 
     _check_partition({"zero_stage": 2, "partition_count": [2]}, 2, 2)
     _check_partition({"zero_stage": 3, "partition_count": 2}, 3, 2)
@@ -57,7 +55,7 @@ def test_checkpoint_strategy_and_world_size_mismatch_is_explained():
         _check_partition({"zero_stage": 2, "partition_count": [2]}, 2, 1)
     with pytest.raises(ValueError, match=r"ZeRO-3 .* this run is ZeRO-2"):
         _check_partition({"zero_stage": 3, "partition_count": 2}, 2, 2)
-    m = torch.nn.Linear(2, 2)
-    opt = torch.optim.AdamW(m.parameters())
-    with pytest.raises(ValueError, match=r"--set parallel.strategy=deepspeed --set parallel.zero_stage=3"):
-        NoShardStrategy().load_optimizer_state_dict(m, opt, {"deepspeed_zero_stage": 3}, None)
+    check_resume_strategy("ck", {"strategy": "fsdp2"}, "fsdp2")
+    with pytest.raises(ValueError, match=r"written under parallel.strategy=deepspeed, this run uses fsdp2; "
+                                         r"resume it with --set parallel.strategy=deepspeed"):
+        check_resume_strategy("ck", {"strategy": "deepspeed"}, "fsdp2")
