@@ -23,6 +23,7 @@ checkpoint is published) and ``peak`` (host RSS above the rank's RSS before the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -74,10 +75,8 @@ class PeakRss:
 
 def _release_memory() -> None:
     gc.collect()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so the next baseline is honest
-    except OSError:
-        pass
 
 
 def _nets(layers: int, dim_heads: int, device: torch.device, strategy: FSDP2Strategy):

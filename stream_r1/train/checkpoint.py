@@ -7,7 +7,7 @@ Layout of ``<output>/checkpoints/step_<optimizer step:06d>/`` (training)::
                         .metadata, __<rank>.sha256.json (the digests each rank took of its own files)
     trainer_state.json  step counters, config hash, world size, strategy, data-sampler position, EMA meta
     rank_00000.pt ...   per-rank RNG states (torch CPU/CUDA, python, numpy) and rank-local state
-                        (the reward balancer's history is rank-local, method.md §3.2 item 3)
+                        (the reward balancer's history is rank-local, docs/method.md §3.2 item 3)
     MANIFEST.json       sha256 of every file above (written last)
 
 :func:`save_checkpoint` writes the older full form instead (``model.pt`` / ``optimizers.pt``
