@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from stream_r1.config import config_hash, config_to_dict
 from stream_r1.config.derived import checkpoint_path
