@@ -27,16 +27,7 @@ from stream_r1.train.checkpoint import (
     verify_checkpoint,
 )
 from stream_r1.utils.io import atomic_write_json, sha256_file
-
-
-class _WritesMarker:
-    """Unpickling this calls ``open(marker, "w")``: the file appearing is code having run."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
+from tests.unit.train.untrusted import WritesMarker
 
 
 def _trained():
@@ -121,7 +112,7 @@ def test_malicious_dcp_metadata_is_refused_and_never_runs(tmp_path):
     writer.save(1, _payload(net, opt, 1))
     ckpt = writer.wait()
     marker = tmp_path / "pwned"
-    (ckpt / "dcp" / METADATA).write_bytes(pickle.dumps(_WritesMarker(str(marker))))
+    (ckpt / "dcp" / METADATA).write_bytes(pickle.dumps(WritesMarker(str(marker))))
     _rehash(ckpt, f"dcp/{METADATA}")
     verify_checkpoint(ckpt)  # integrity passes: the sha was recomputed
     template = {"model": {"net": torch.nn.Linear(3, 2).state_dict()}}
@@ -134,7 +125,7 @@ def test_malicious_dcp_metadata_is_refused_and_never_runs(tmp_path):
 
 def test_malicious_value_inside_a_shard_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    dcp.save({"model": {"w": torch.ones(2)}, "evil": _WritesMarker(str(marker))}, checkpoint_id=tmp_path / "dcp")
+    dcp.save({"model": {"w": torch.ones(2)}, "evil": WritesMarker(str(marker))}, checkpoint_id=tmp_path / "dcp")
     template = {"model": {"w": torch.zeros(2)}, "evil": None}
     with pytest.raises(ValueError, match=r"refusing to load checkpoint value 'evil'.*weights-only"):
         dcp_io.load(template, tmp_path / "dcp", process_group=None)

@@ -20,16 +20,7 @@ from stream_r1.train.checkpoint import (
     save_checkpoint,
 )
 from stream_r1.utils.io import atomic_write_json, sha256_file
-
-
-class _WritesMarker:
-    """Unpickling this calls ``open(marker, "w")``: the file appearing is code having run."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
+from tests.unit.train.untrusted import WritesMarker
 
 
 def _checkpoint(tmp_path, step: int = 1):
@@ -61,7 +52,7 @@ def test_rank_state_is_weights_only(tmp_path):
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path, name):
     ckpt = _checkpoint(tmp_path / "run")
     marker = tmp_path / "pwned"
-    _tamper(ckpt, name, {"rng": _WritesMarker(str(marker))})
+    _tamper(ckpt, name, {"rng": WritesMarker(str(marker))})
     assert find_resume_checkpoint(tmp_path / "run") == ckpt  # integrity passes: the sha was recomputed
     with pytest.raises(ValueError, match=rf"refusing to load .*{name}.*weights-only"):
         load_checkpoint(ckpt, rank=0)
