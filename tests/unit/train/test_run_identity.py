@@ -12,6 +12,7 @@ from stream_r1.config import load_config, write_resolved_config
 from stream_r1.train.checkpoint import CheckpointPayload, save_checkpoint
 from stream_r1.train.preflight import plan_resume
 from stream_r1.train.run_identity import RESUME_RULE, write_identity
+from stream_r1.utils.io import package_path
 
 
 def _cfg(root: str | Path, *extra: str):
@@ -52,7 +53,7 @@ def test_the_same_files_by_another_path_resume(tiny_checkpoints, tmp_path):
     copy = Path(shutil.copytree(tiny_checkpoints, tmp_path / "copy"))
     assert plan_resume(_cfg(copy), out, "auto").optimizer_step == 2  # a copy of the same weights
     prompts = tmp_path / "prompts.txt"
-    shutil.copyfile(_cfg(copy).data.prompts, prompts)
+    shutil.copyfile(package_path(_cfg(copy).data.prompts), prompts)  # the preset ships them in the package
     assert plan_resume(_cfg(copy, f"data.prompts={prompts}"), out, "auto").optimizer_step == 2
 
 
