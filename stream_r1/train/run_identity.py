@@ -25,7 +25,7 @@ from typing import Any
 
 from stream_r1.config import config_to_dict
 from stream_r1.config.schema import RunConfig
-from stream_r1.utils.io import atomic_write_json, sha256_file
+from stream_r1.utils.io import atomic_write_json, package_path, sha256_file
 
 RUN_IDENTITY_FILE = "run_identity.json"
 
@@ -94,7 +94,7 @@ def trajectory_identity(cfg: RunConfig, weights: dict[str, Path]) -> dict[str, A
     config = config_to_dict(cfg)
     for dotted in FREE_ON_RESUME:
         _drop(config, dotted)
-    prompts = Path(cfg.data.prompts)
+    prompts = package_path(cfg.data.prompts)
     return {
         "config": config,
         "weights": {name: weights_fingerprint(p) for name, p in sorted(weights.items())},
