@@ -327,12 +327,19 @@ def check_endpoint(endpoint: str, bucket: str | None = None) -> S3Credentials:
     Raises:
         UnreachableError: nothing answers at ``endpoint``.
         StoreAuthError: the endpoint rejects the keys.
-        ValueError: keys missing from the environment.
+        ValueError: keys missing from the environment, or what answers is not an S3 server.
     """
+    from minio.error import InvalidResponseError
+
     check_reachable(endpoint, "--endpoint")
     creds = credentials_from_env({**os.environ, "STREAM_R1_S3_ENDPOINT": endpoint})
     if bucket:
-        ArtifactStore(creds, bucket, max_attempts=1, connect_timeout_seconds=5.0).ensure_bucket()
+        try:
+            ArtifactStore(creds, bucket, max_attempts=1, connect_timeout_seconds=5.0).ensure_bucket()
+        except InvalidResponseError as e:  # e.g. a web server or proxy on that port
+            status = getattr(e, "_code", None) or "an unexpected response"
+            raise ValueError(f"--endpoint {endpoint} answered, but not as an S3 server (HTTP {status}, no S3 XML); "
+                             "check the scheme, host and port of the S3 API") from None
     return creds
 
 

@@ -53,6 +53,34 @@ def test_wrong_keys_at_the_endpoint_fail_before_any_step(seaweed, tmp_path, caps
     assert not (tmp_path / "w" / "tiny-checkpoints").exists()
 
 
+def test_an_endpoint_that_is_no_s3_server_fails_before_any_step(tmp_path, capsys, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotS3(BaseHTTPRequestHandler):  # a web server (or proxy) on the port someone typed
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        do_HEAD = do_PUT = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        assert main(["pipeline", "run-local", "--workdir", str(tmp_path / "w"), "--endpoint", endpoint]) == 2
+    finally:
+        server.shutdown()
+    line = _one_line(capsys)
+    assert endpoint in line and "not as an S3 server" in line
+    assert not (tmp_path / "w" / "tiny-checkpoints").exists()
+
+
 @pytest.mark.parametrize("run_id", ["My_Run", "../../x", "a" * 49])
 def test_bad_run_id_parameter_fails_before_any_work(run_id, tmp_path, capsys):
     assert main(["pipeline", "run-local", "--workdir", str(tmp_path / "w"), "--param", f"run_id={run_id}"]) == 2
