@@ -8,6 +8,7 @@ of the same view is the slow ``test_run_local_faults`` run.
 from __future__ import annotations
 
 import io
+import re
 import sys
 
 from stream_r1.ops.run_console import RunConsole, failure_cause
@@ -74,3 +75,17 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
         assert console.running is not None and console.running.name == "train"
     beats = [s for s in screen.getvalue().splitlines() if "train: running" in s]
     assert beats and "local job r: torchrun" in beats[-1]
+
+
+def test_on_a_terminal_the_running_step_is_redrawn_in_place(tmp_path):
+    import time
+
+    screen = io.StringIO()
+    with RunConsole(tmp_path / "run.log", out=screen, interactive=True) as console:
+        print(f"08:54:29.535 - INFO - Executing task {CYAN}'train'{END}")
+        time.sleep(1.5)
+        print(f"08:54:31.521 - INFO - Task {CYAN}'train'{END} finished with status {GREEN}SUCCESS{END}")
+    text = screen.getvalue()
+    assert "\r\x1b[2Ktrain: running" in text  # the live line, overwritten in place
+    assert re.search(r"train: ok in \d+s\n$", text), text  # the final line, the live one cleared
+    assert console.tasks["train"].state == "SUCCESS"
