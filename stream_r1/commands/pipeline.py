@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 NAME = "pipeline"
@@ -73,6 +75,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"stream-r1 pipeline run-local: {e}")
             return 2
         print("\n" + format_summary(summary, None if args.endpoint else Path(args.workdir).resolve() / "seaweed"))
+        if summary.state == "INTERRUPTED":
+            # Stopped by a signal: exit now. kfp.local's task threads may sit in a retry back-off, and a
+            # normal interpreter exit would wait for them; every process they started is already gone.
+            from stream_r1.ops.process_tree import kill_until_quiet
+
+            kill_until_quiet()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(summary.exit_code)
         return summary.exit_code
     arguments = pl.cluster_arguments(args.config, params)
     if args.action == "schedule":

@@ -381,7 +381,7 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
     from kfp import local
 
     from stream_r1.ops import containers, steps
-    from stream_r1.ops.process_tree import RunInterrupted, stop_tree_on_signals
+    from stream_r1.ops.process_tree import RunInterrupted, kill_until_quiet, stop_tree_on_signals
     from stream_r1.ops.run_console import RunConsole
     from stream_r1.ops.run_summary import collect_local, collect_store, new_run_dirs
 
@@ -450,6 +450,7 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
                         summary.error = (f"task(s) {', '.join(failed)} exited without writing their outputs "
                                          f"(kfp's DockerRunner reported success; see {console.log_path})")
         except RunInterrupted as e:
+            kill_until_quiet()
             summary.state, summary.error = "INTERRUPTED", f"{e}; every process the run started was stopped"
             summary.exit_code = e.exit_code
         except Exception as e:  # e.g. make-tiny-checkpoints or the S3 server failing: still a summary

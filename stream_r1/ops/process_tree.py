@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,9 @@ def stop_tree_on_signals(grace_seconds: float = 10.0) -> Iterator[None]:
         stopping = True
         log.warning("received %s: stopping every process this run started", signal.Signals(signum).name)
         terminate_descendants(grace_seconds=grace_seconds)
+        # Library threads (kfp.local runs tasks from a thread pool) may still start a process after this
+        # sweep; from now on any new descendant is killed at once, for as long as this process lives.
+        threading.Thread(target=_reap_forever, name="stop-reaper", daemon=True).start()
         raise RunInterrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
@@ -137,7 +141,32 @@ def stop_tree_on_signals(grace_seconds: float = 10.0) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _in_main_thread() -> bool:
-    import threading
+def kill_until_quiet(quiet_seconds: float = 1.0, timeout_seconds: float = 30.0) -> None:
+    """SIGKILL every descendant until none has appeared for ``quiet_seconds`` (at most ``timeout_seconds``).
 
+    Called after a stop signal, before exiting: a thread that was launching a process as the signal came
+    cannot leave that process behind.
+    """
+    me, start = os.getpid(), time.monotonic()
+    last_seen = start
+    while time.monotonic() - last_seen < quiet_seconds and time.monotonic() - start < timeout_seconds:
+        found = [p for p in descendants(me) if _alive(p)]
+        for p in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+        if found:
+            last_seen = time.monotonic()
+        time.sleep(0.05)
+
+
+def _reap_forever(period_seconds: float = 0.1) -> None:
+    me = os.getpid()
+    while True:
+        for p in descendants(me):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+        time.sleep(period_seconds)
+
+
+def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
