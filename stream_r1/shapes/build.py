@@ -149,7 +149,7 @@ def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force
     vae_model = train_vae(
         lambda s: [pool[(s * ws.vae_batch + i) % len(pool)] for i in range(ws.vae_batch)],
         ws.vae_steps, ws.vae_batch, VAE_CLIP_FRAMES, ws.pixels, stage_seed(seed, "vae"),
-        image_steps=ws.vae_image_steps,
+        image_steps=ws.vae_image_steps, image_batch=8, crop=ws.pixels,
     )  # fmt: skip
     vae_model.save_pretrained(str(root / "vae"), safe_serialization=True)
     vae = WanVAE.from_pretrained(root / "vae")

@@ -21,7 +21,7 @@ class WorldSize:
         latent_frames: Latent frames F of every clip (pixel frames 1 + 4 (F - 1)).
         degraded_fraction: Fraction of the teacher's training clips rendered in a degraded mode
             (split evenly over blur, jitter and colour drift).
-        vae_image_steps: VAE steps on single frames first (16 per step; cheap, most of the quality).
+        vae_image_steps: VAE steps on single whole frames first (8 per step; cheap, most of the quality).
         vae_steps, vae_batch: VAE steps on 5-frame clips after that (the first frame, then one causal
             4-frame chunk whose convolutions see the cached first frame: the two cases every longer
             clip is made of), where the temporal kernels are learnt.
@@ -69,12 +69,12 @@ class WorldSize:
 SIZES: dict[str, WorldSize] = {
     "ci": WorldSize(
         name="ci", pixels=32, latent_frames=3, degraded_fraction=0.4,
-        vae_image_steps=1000, vae_steps=30, vae_batch=4, teacher_clips=8, teacher_steps=500, teacher_batch=32,
+        vae_image_steps=1500, vae_steps=20, vae_batch=4, teacher_clips=8, teacher_steps=500, teacher_batch=32,
         teacher_dim=64, teacher_layers=2, reward_steps=200, ode_repeats=2, ode_steps=60, eval_seeds=1,
     ),
     "default": WorldSize(
         name="default", pixels=32, latent_frames=6, degraded_fraction=0.4,
-        vae_image_steps=3000, vae_steps=100, vae_batch=4, teacher_clips=16, teacher_steps=1500, teacher_batch=32,
+        vae_image_steps=4000, vae_steps=60, vae_batch=4, teacher_clips=16, teacher_steps=1500, teacher_batch=32,
         teacher_dim=64, teacher_layers=3, reward_steps=800, ode_repeats=4, ode_steps=300, eval_seeds=2,
     ),
 }  # fmt: skip
