@@ -61,12 +61,28 @@ def hash_file_name(rank: int) -> str:
     return f"__{rank}.sha256.json"
 
 
+def _enum_member(cls: Any, name: Any) -> Any:
+    """``getattr`` as pickle uses it for enum members, limited to members of allow-listed enums.
+
+    CPython 3.11.2 (Debian bookworm, the images) pickles an enum member as ``getattr(EnumClass, "NAME")``
+    where 3.11.7 calls the class with its value, so DCP's ``_MEM_FORMAT_ENCODING`` arrives either way;
+    anything but a member name of an enum the allow-list already admitted is refused.
+    """
+    import enum
+
+    if isinstance(cls, type) and issubclass(cls, enum.Enum) and isinstance(name, str) and name in cls.__members__:
+        return cls.__members__[name]
+    raise pickle.UnpicklingError(f"getattr({cls!r}, {name!r}) is not an enum member of a DCP metadata type")
+
+
 class _AllowListUnpickler(pickle.Unpickler):
     """Constructs only DCP metadata classes, ``torch.Size``, dtypes and layouts."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
+        if (module, name) == ("builtins", "getattr"):
+            return _enum_member
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not a DCP metadata type")
