@@ -447,6 +447,7 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
                     failed = [t for d in runs for t in containers.unfinished_tasks(d)]
                     if failed:  # the exit handler may have recorded the status kfp reported: success
                         summary.state = "FAILED"
+                        console.mark_failed(failed)  # the summary then names the step and its own error
                         summary.error = (f"task(s) {', '.join(failed)} exited without writing their outputs "
                                          f"(kfp's DockerRunner reported success; see {console.log_path})")
         except RunInterrupted as e:

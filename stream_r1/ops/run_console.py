@@ -61,7 +61,8 @@ class TaskRecord:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     cause: str = ""
-    """The step's own error message when it failed."""
+    """The step's own error message from its log (kept for every step: kfp's DockerRunner can report
+    success for a container that failed, see :meth:`RunConsole.mark_failed`)."""
 
     @property
     def seconds(self) -> float:
@@ -203,12 +204,21 @@ class RunConsole:
     def _end(self, name: str, state: str) -> None:
         task = self.tasks.setdefault(name, TaskRecord(name))
         task.state, task.ended = state, time.monotonic()
-        if state != "SUCCESS":
-            task.cause = failure_cause(self._lines)
+        task.cause = failure_cause(self._lines)
         mark = "ok" if state == "SUCCESS" else state
         stamp = "" if self.interactive else f"[{time.strftime('%H:%M:%S')}] "
         self._emit(f"{stamp}{name}: {mark} in {_duration(task.seconds)}"
-                   + (f" — {task.cause}" if task.cause else ""))
+                   + (f" — {task.cause}" if task.cause and state != "SUCCESS" else ""))
+
+    def mark_failed(self, names: list[str]) -> None:
+        """Record ``names`` as failed although kfp reported them done (a container that exited without
+        writing its outputs); their own error message, if their log had one, becomes the run's cause."""
+        with self._lock:
+            for name in names:
+                task = self.tasks.setdefault(name, TaskRecord(name))
+                task.state = "FAILURE"
+                self._log.write(f"{name}: exited without writing its outputs; marked FAILURE"
+                                + (f" — {task.cause}" if task.cause else "") + "\n")
 
     # ---- output ------------------------------------------------------------------------------
     def _emit(self, text: str) -> None:

@@ -89,3 +89,23 @@ def test_on_a_terminal_the_running_step_is_redrawn_in_place(tmp_path):
     assert "\r\x1b[2Ktrain: running" in text  # the live line, overwritten in place
     assert re.search(r"train: ok in \d+s\n$", text), text  # the final line, the live one cleared
     assert console.tasks["train"].state == "SUCCESS"
+
+
+def test_a_step_kfp_called_a_success_can_be_marked_failed_with_its_own_error(tmp_path):
+    # kfp's DockerRunner reports SUCCESS for a container podman removed before it was waited on; run-local
+    # then finds the task's outputs missing and marks it failed: the cause must be the step's own error.
+    lines = _kfp_task("ode-init", [
+        "[KFP Executor 2026-12-01 10:31:53,478 INFO]: [ode-init] Traceback (most recent call last):",
+        "[KFP Executor 2026-12-01 10:31:53,478 INFO]: [ode-init]   File \"/x/dcp_io.py\", line 86",
+        "ValueError: refusing to load /w/.metadata: not a plain DCP metadata file",
+    ], "SUCCESS")
+    screen = io.StringIO()
+    with RunConsole(tmp_path / "run.log", out=screen, interactive=False, heartbeat_seconds=0) as console:
+        for line in lines:
+            print(line)
+        assert console.failed is None  # as kfp reported it
+        console.mark_failed(["ode-init"])
+    assert console.failed is not None and console.failed.name == "ode-init"
+    assert console.failed.cause == "ValueError: refusing to load /w/.metadata: not a plain DCP metadata file"
+    assert "ode-init: ok in" in screen.getvalue()  # the live line showed what kfp said at the time
+    assert "marked FAILURE — ValueError: refusing to load" in (tmp_path / "run.log").read_text()
