@@ -146,7 +146,8 @@ def test_num_nodes_flows_from_the_pipeline_parameter_to_the_job(tmp_path, monkey
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
     master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
     c = master["spec"]["containers"][0]
-    assert c["command"][:5] == ["torchrun", "--nnodes", "4", "--nproc_per_node", "8"]
+    # 4 nodes of 8 through torchrun's elastic c10d rendezvous (a fixed 4:4 range unless min nodes is lowered)
+    assert c["command"][:7] == ["torchrun", "--nnodes", "4:4", "--nproc-per-node", "8", "--rdzv-backend", "c10d"]
     assert c["command"][c["command"].index("--output") + 1] == "/mnt/runs/runs/r-1/train"  # on the shared PVC
     assert c["image"] == "ghcr.io/stream-r1/stream-r1-train:0.2.0"
     assert master["spec"]["nodeSelector"] == {"pool": "h200"} and master["spec"]["priorityClassName"] == "batch-high"
