@@ -87,10 +87,32 @@ def init_distributed(prefer_cuda: bool = True) -> WorldInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend)
+    store = _round_store(world)
+    if store is None:
+        dist.init_process_group(backend=backend)
+    else:
+        dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
     info = current_world(prefer_cuda=prefer_cuda)
     log.info("process group %s: rank %d of %d on %s", backend, info.rank, info.world_size, info.device)
     return info
+
+
+def _round_store(world: int) -> dist.Store | None:
+    """The agent's shared TCPStore, under a prefix private to this restart round; ``None`` outside torchrun.
+
+    Why: since torch shares the rendezvous TCPStore with the workers (``TORCHELASTIC_USE_AGENT_STORE=True``), one
+    store server lives for the whole job, but ``env://`` connects to it without a per-round prefix. After an elastic
+    restart, the new round's gloo ranks read the *previous* round's peer addresses from it whenever a peer has not
+    yet overwritten its key, and fail with "connectFullMesh ... Connection refused" — every restart round, until the
+    job runs out of restarts (measured: 4 of 4 rounds on an idle 2-core machine). A prefix keyed by
+    ``TORCHELASTIC_RESTART_COUNT`` gives each round clean keys and keeps the shared store.
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or restart is None:
+        return None
+    tcp = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
+                        is_master=False)
+    return dist.PrefixStore(f"stream_r1/round_{restart}", tcp)
 
 
 def current_world(prefer_cuda: bool = True) -> WorldInfo:
