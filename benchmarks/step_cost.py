@@ -126,7 +126,10 @@ def _build(
     needs_reward = any(MODES[m]["mode"] != "none" for m in modes)
     vae = WanVAE(build_tiny_vae(0).to(device)) if needs_reward else None
     reward_model = (
-        VideoRewardModel.from_checkpoint(write_tiny_videoreward(workdir / "VideoReward"), device=device)
+        VideoRewardModel.from_checkpoint(
+            write_tiny_videoreward(workdir / "VideoReward"), device=device,
+            gradient_checkpointing={"on": True, "off": False}[args.reward_checkpointing],
+        )
         if needs_reward
         else None
     )
@@ -220,6 +223,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=4, help="timed generator steps per mode")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU seconds = work done)")
+    p.add_argument(
+        "--reward-checkpointing", choices=("on", "off"), default="on",
+        help="checkpoint the VideoReward's ViT/LLM blocks in the saliency pass: on = SR1's setting and the library's "
+        "default on CUDA (10k video tokens do not fit otherwise); off = the library's CPU default",
+    )
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="modes to run")
     p.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -237,7 +245,7 @@ def _spawn(args: argparse.Namespace, modes: list[str], *, memory: bool) -> dict[
     worker_argv = [
         *("--device", args.device, "--frames", str(args.frames), "--latent-hw", *map(str, args.latent_hw)),
         *("--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads)),
-        *("--worker", ",".join(modes)),
+        *("--reward-checkpointing", args.reward_checkpointing, "--worker", ",".join(modes)),
         *(("--measure-memory",) if memory else ()),
     ]
     # Every allocation >= 64 KiB is mmap'ed and unmapped on free, so RSS follows live tensor memory.
@@ -268,11 +276,17 @@ def main(argv: list[str] | None = None) -> int:
                 "step_s_all": timing[mode]["step_s"],
                 "peak_bytes": max(peaks),
                 "device": args.device,
-                "config": {"frames": args.frames, "latent_hw": list(args.latent_hw), "threads": args.threads},
+                "config": {"frames": args.frames, "latent_hw": list(args.latent_hw), "threads": args.threads,
+                           "reward_checkpointing": args.reward_checkpointing},
             }
         )
         print(f"{mode}: {results[-1]['cpu_s_median']:.3f} CPU s, {max(peaks) / 2**20:.1f} MiB", file=sys.stderr)
     print(_table(results), end="")
+    by_mode = {r["mode"]: float(r["cpu_s_median"]) for r in results}
+    if {"dmd", "stream_r1", "stream_r1_reference"} <= set(by_mode):
+        ours, ref = (by_mode[m] - by_mode["dmd"] for m in ("stream_r1", "stream_r1_reference"))
+        print(f"\nStream-R1 overhead / reference overhead (CPU s above plain DMD): {ours / ref:.2f} "
+              f"(reward checkpointing {args.reward_checkpointing})")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0

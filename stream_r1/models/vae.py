@@ -15,6 +15,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 
+from stream_r1.models.vae_norm import use_channel_rms_norm
 from stream_r1.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -75,6 +76,7 @@ class WanVAE:
                 f"AutoencoderKLWan with patch_size={model.config.patch_size} (Wan2.2) is not supported; "
                 "use the Wan2.1 VAE"
             )
+        use_channel_rms_norm(model)  # same function, CPU-fast (see stream_r1.models.vae_norm)
         self.model = model.eval()
         cfg = model.config
         self._mean = torch.tensor(cfg.latents_mean, dtype=torch.float32)

@@ -50,6 +50,17 @@ def sr1_naive_grid(values: torch.Tensor, grid_thw: tuple[int, int, int]) -> torc
     return values.reshape(grid_thw)
 
 
+def _l2(g: torch.Tensor) -> torch.Tensor:
+    """L2 norm over dim 1 as ``sqrt(sum(g**2))``.
+
+    Why not ``g.norm(dim=1)``: ATen's CPU ``linalg_vector_norm`` over a non-innermost dimension takes a slow
+    generic reduction (measured 1.3 ms vs 0.05 ms for a ``[20, 3, 28, 28]`` gradient, one thread; ~30 % of a
+    tiny saliency pass); the two agree to float32 rounding. Only the pixel space needs it: the patch and embedding
+    spaces reduce the innermost dimension, where ``norm`` is fast and is kept bit-identical to SR1.
+    """
+    return g.square().sum(dim=1).sqrt()
+
+
 def _check_args(metrics: tuple[str, ...], space: str, patch_order: str) -> None:
     if not metrics or len(set(metrics)) != len(metrics) or any(m not in REWARD_AXES for m in metrics):
         raise ValueError(f"saliency metrics={metrics!r} must be distinct axes from {REWARD_AXES}")
@@ -118,7 +129,7 @@ def compute_saliency(
             x = video.x.detach().requires_grad_(True)
             logits = model.logits_from_embeds(model.embed_video(patchify(x), grid), input_ids)
             grads = _grads(logits, x, metrics, batched)
-            sal = {a: g.norm(dim=1) for a, g in grads.items()}  # [T', Hr, Wr]: L2 over RGB
+            sal = {a: _l2(g) for a, g in grads.items()}  # [T', Hr, Wr]: L2 over RGB
         elif space == "patch_reference":
             pv = patchify(video.x.detach()).requires_grad_(True)
             logits = model.logits_from_embeds(model.embed_video(pv, grid), input_ids)

@@ -19,6 +19,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample
 
 from stream_r1.models.vae import WanVAE
+from stream_r1.models.vae_norm import use_channel_rms_norm
 from stream_r1.shapes.data import Clip, render_clips
 from stream_r1.utils.progress import progress
 
@@ -122,6 +123,7 @@ def train_vae(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderKLWan(**VAE_CONFIG)
+        use_channel_rms_norm(vae)  # ~3x faster norm forward + backward on CPU, same function
         if image_steps:
             framewise_init_(vae)
         total = image_steps + steps
