@@ -2,6 +2,7 @@
 
 from stream_r1.diffusion.flow_matching import (
     add_noise,
+    add_noise_sigma,
     flow_from_x0,
     lookup_sigma,
     sample_dmd_timesteps,
@@ -9,10 +10,12 @@ from stream_r1.diffusion.flow_matching import (
     sigma_table,
     warped_timesteps,
     x0_from_flow,
+    x0_from_flow_sigma,
 )
 
 __all__ = [
     "add_noise",
+    "add_noise_sigma",
     "flow_from_x0",
     "lookup_sigma",
     "sample_dmd_timesteps",
@@ -20,4 +23,5 @@ __all__ = [
     "sigma_table",
     "warped_timesteps",
     "x0_from_flow",
+    "x0_from_flow_sigma",
 ]

@@ -87,15 +87,34 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor, shift: float) -> Tensor:
     Returns:
         Noisy latents in ``x0.dtype``.
     """
-    sigma = _bcast(lookup_sigma(t, shift), x0)
-    out = (1 - sigma) * x0.to(torch.float64) + sigma * noise.to(torch.float64)
-    return out.to(x0.dtype)
+    return add_noise_sigma(x0, noise, lookup_sigma(t, shift))
+
+
+def add_noise_sigma(x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
+    """:func:`add_noise` with the table sigma already looked up (``[B]`` or ``[B, F]`` float64).
+
+    The float64 ``sigma`` promotes each product to float64 inside its kernel (the latents are read as
+    they are, converting exactly), so this is bit for bit ``(1 - sigma) * x0.double() + sigma *
+    noise.double()`` without the float64 copies of the inputs. One kernel per operation: a fused
+    multiply-add would round differently.
+    """
+    sigma = _bcast(sigma, x0)
+    return torch.mul(x0, 1 - sigma).add_(torch.mul(noise, sigma)).to(x0.dtype)
 
 
 def x0_from_flow(flow: Tensor, x_t: Tensor, t: Tensor, shift: float) -> Tensor:
     """``x0 = x_t - sigma v`` (float64 internally; returns ``flow.dtype``)."""
-    sigma = _bcast(lookup_sigma(t, shift), x_t)
-    return (x_t.to(torch.float64) - sigma * flow.to(torch.float64)).to(flow.dtype)
+    return x0_from_flow_sigma(flow, x_t, lookup_sigma(t, shift))
+
+
+def x0_from_flow_sigma(flow: Tensor, x_t: Tensor, sigma: Tensor) -> Tensor:
+    """:func:`x0_from_flow` with the table sigma already looked up (``[B]`` or ``[B, F]`` float64).
+
+    Bit for bit ``x_t.double() - sigma * flow.double()`` (the product promoted to float64 by ``sigma``
+    in its kernel, negated exactly, then ``x_t`` added), without the float64 copies of the inputs.
+    """
+    sigma = _bcast(sigma, x_t)
+    return torch.mul(flow, sigma).neg_().add_(x_t).to(flow.dtype)
 
 
 def flow_from_x0(x0: Tensor, x_t: Tensor, t: Tensor, shift: float) -> Tensor:

@@ -253,23 +253,30 @@ class CausalWanAttnProcessor(WanAttnProcessor):
                 query, key = apply_rope(query, rope), apply_rope(key, rope)
             return _dispatch(query, key, value, attention_mask, backend).type_as(query)
 
-        if inputs.cache is not None:
-            # Read = virtual append; the cache rows are never touched here.
-            keys, values = inputs.cache.attended(layer_idx, key, value)
-            if inputs.write_cache:
-                if torch.is_grad_enabled():
-                    raise RuntimeError("KV cache writes must run under torch.no_grad() (context pass)")
-                inputs.cache.store(layer_idx, key, value)
+        cache = inputs.cache
+        if inputs.write_cache and torch.is_grad_enabled():
+            raise RuntimeError("KV cache writes must run under torch.no_grad() (context pass)")
+        if cache is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # Streaming read: the cached rows' rotated keys are kept for the chunk's next reads.
+            keys, values = cache.attended_rotated(layer_idx, key, value, inputs.k_rope)
+        elif cache is not None:
+            # Read = virtual append (under autograd: fresh tensors; the stored rows are never touched).
+            keys, values = cache.attended(layer_idx, key, value)
+            keys = apply_rope(keys, inputs.k_rope)
         else:
-            keys, values = key, value
+            keys = apply_rope(key, inputs.k_rope)
+            values = value
         if inputs.backend is not None:
             backend = inputs.backend
         mask = None
         if inputs.build_mask is not None:
             backend, mask = self._masked(inputs, backend)
         query = apply_rope(query, inputs.q_rope)
-        keys = apply_rope(keys, inputs.k_rope)
-        return _dispatch(query, keys, values, mask, backend).type_as(query)
+        out = _dispatch(query, keys, values, mask, backend).type_as(query)
+        if inputs.write_cache:
+            # After the attention: the store (and the eviction it applies) rewrites the rows read above.
+            cache.store(layer_idx, key, value)
+        return out
 
     def _cross_attention(
         self,

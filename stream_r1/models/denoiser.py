@@ -17,7 +17,7 @@ import torch
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 from torch import Tensor
 
-from stream_r1.diffusion import flow_from_x0, x0_from_flow
+from stream_r1.diffusion import flow_from_x0, x0_from_flow, x0_from_flow_sigma
 from stream_r1.models.causal_attention import AttentionBackend
 from stream_r1.models.causal_wan import CausalWanTransformer
 from stream_r1.models.kv_cache import KVCache
@@ -165,7 +165,13 @@ class CausalDenoiser:
         )
 
     def predict_x0(
-        self, x_t: Tensor, t: Tensor, text_emb: Tensor, cache: KVCache | None, frame_offset: int
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        text_emb: Tensor,
+        cache: KVCache | None,
+        frame_offset: int,
+        sigma: Tensor | None = None,
     ) -> Tensor:
         """x0 prediction for a chunk at stream position ``frame_offset``.
 
@@ -175,11 +181,15 @@ class CausalDenoiser:
             text_emb: ``[B, L, text_dim]``.
             cache: KV cache holding the previous chunks (read only), or None (block mask over the input).
             frame_offset: frame index of the chunk's first frame in the stream.
+            sigma: the table sigma of ``t`` (``lookup_sigma(t, self.shift)``, float64 ``[B, f]``) when the
+                caller has it already (a stream reuses its steps' sigmas for every chunk); None = look it up.
 
         Returns:
             ``[B, f, C, H, W]`` in the transformer's dtype; differentiable when grad is enabled.
         """
         v = self.predict_flow(x_t, t, text_emb, cache, frame_offset)
+        if sigma is not None:
+            return x0_from_flow_sigma(v, x_t, sigma)
         return x0_from_flow(v, x_t, torch.as_tensor(t, device=v.device), self.shift)
 
     @torch.no_grad()

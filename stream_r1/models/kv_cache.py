@@ -26,7 +26,9 @@ Geometry (frames are *latent* frames; one frame = ``tokens_per_frame`` = (H/2)*(
   overflow raises instead (Self-Forcing's full cache cannot go past its capacity, §1.11).
 
 Reads (:meth:`KVCache.attended`) never mutate the cache, so gradient-checkpoint replays of a denoising
-step see identical K/V (docs/method.md §5 item 7). :meth:`KVCache.store` (called only by the no-grad context
+step see identical K/V (docs/method.md §5 item 7). Reads without autograd (streaming, no-grad rollout
+steps) use :meth:`KVCache.attended_rotated`: same keys and values, rotated once per chunk and kept in a
+per-layer read buffer; it writes only the free rows after the stored frames, never a stored row. :meth:`KVCache.store` (called only by the no-grad context
 pass) writes one layer, :meth:`KVCache.advance` then moves the lengths once all layers have written.
 Geometry is Python ints (``length_frames``: one compiled graph per value, a handful per stream) and the
 stream position ``frames_written`` enters no tensor shape, so a compiled stream of any length stops
@@ -42,6 +44,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from stream_r1.models.rope import Rope, apply_rope
 
 
 @dataclass
@@ -81,6 +85,8 @@ class KVCache:
     cross_values: list[Tensor | None] = field(default_factory=list)
     cross_source: Tensor | None = None
     _cross_version: int | None = field(default=None, init=False, repr=False)
+    _writes: int = field(default=0, init=False, repr=False)
+    _rotated: dict[int, _RotatedKeys] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def allocate(
@@ -223,6 +229,68 @@ class KVCache:
             )
         return torch.cat([k[:, : L * tpf], new_k], dim=1), torch.cat([v[:, : L * tpf], new_v], dim=1)
 
+    @torch.no_grad()
+    def attended_rotated(self, layer: int, new_k: Tensor, new_v: Tensor, rope: Rope) -> tuple[Tensor, Tensor]:
+        """:meth:`attended` with the keys rotated by ``rope``, for reads without autograd (streaming).
+
+        Equal to ``apply_rope(k, rope), v`` of ``k, v = attended(layer, new_k, new_v)``, with less work per
+        read: a chunk's denoising steps and its context pass read the same cached rows at the same
+        positions, so their rotated keys are computed once (first read of the layer after the cache
+        changed) into a per-layer buffer, and each read only rotates the chunk's own keys into its tail.
+        Values need no rotation: when the attended rows are the stored ones in order (always in a rolling
+        cache) the chunk's values are written into the free rows right after them, which no read or
+        eviction looks at (the chunk's context pass stores its own there), and a view is returned; with a
+        window cut out of a longer cache they are gathered into a buffer. No ``torch.cat`` per read.
+
+        The returned tensors are scratch space of the cache: valid until the next read or write of the
+        same layer. Not for reads under autograd (a later read would overwrite what backward needs):
+        use :meth:`attended` there.
+
+        Args:
+            layer: transformer layer index.
+            new_k: the chunk's un-rotated keys ``[B, f*tpf, heads, head_dim]``.
+            new_v: its values, same shape.
+            rope: rotation of the ``attended_frames(f) * tpf`` attended keys (positions ``0 .. n-1``).
+
+        Returns:
+            ``(k, v)`` each ``[B, attended_frames(f)*tpf, heads, head_dim]``, ``k`` rotated.
+        """
+        k, v = self.keys[layer], self.values[layer]
+        if new_k.dtype != k.dtype or new_v.dtype != v.dtype:
+            keys, values = self.attended(layer, new_k, new_v)
+            return apply_rope(keys, rope), values
+        tpf = self.tokens_per_frame
+        f = self._frames_of(new_k)
+        n = self.attended_frames(f)  # validates the chunk
+        s, L = self.sink_frames, self.length_frames
+        cut = self.window_frames != -1 and L + f > self.window_frames
+        # Stored rows the chunk attends to, in attended order (sink, then the most recent frames).
+        pieces = [(0, s * tpf), ((L + f - (self.window_frames - s)) * tpf, L * tpf)] if cut else [(0, L * tpf)]
+        cached = (n - f) * tpf
+        state = self._rotated.get(layer)
+        valid = (self._writes, k._version, L, f, n)
+        if state is None or state.keys.shape[1] < n * tpf or state.keys.dtype != k.dtype:
+            state = self._rotated[layer] = _RotatedKeys(torch.empty_like(k))
+        if state.valid != valid or state.rope is not rope:
+            at = 0
+            for start, end in pieces:
+                state.keys[:, at : at + end - start] = apply_rope(k[:, start:end], rope.rows(at, at + end - start))
+                if cut:
+                    if state.values is None:
+                        state.values = torch.empty_like(v)
+                    state.values[:, at : at + end - start] = v[:, start:end]
+                at += end - start
+            state.valid, state.rope = valid, rope
+        keys = state.keys[:, : n * tpf]
+        keys[:, cached:] = apply_rope(new_k, rope.rows(cached, n * tpf))
+        if cut:
+            values = state.values[:, : n * tpf]
+            values[:, cached:] = new_v
+        else:
+            v[:, L * tpf : (L + f) * tpf] = new_v
+            values = v[:, : n * tpf]
+        return keys, values
+
     # ------------------------------------------------------------------ write (context pass only)
     @torch.no_grad()
     def store(self, layer: int, new_k: Tensor, new_v: Tensor) -> None:
@@ -233,6 +301,7 @@ class KVCache:
         tpf = self.tokens_per_frame
         f = self._frames_of(new_k)
         self.attended_frames(f)  # validates the chunk
+        self._writes += 1
         k, v = self.keys[layer], self.values[layer]
         L = self.length_frames
         k[:, L * tpf : (L + f) * tpf] = new_k.detach().to(k.dtype)
@@ -272,6 +341,7 @@ class KVCache:
     def advance(self, num_new_frames: int) -> None:
         """Commit an append of ``num_new_frames`` to every layer (after :meth:`store` on all layers)."""
         stored = self.length_frames + num_new_frames
+        self._writes += 1
         self.length_frames = stored - self._next_eviction(stored, num_new_frames)
         self.frames_written += num_new_frames
         if self.rolling:
@@ -282,6 +352,7 @@ class KVCache:
         self.length_frames = 0
         self.frames_written = 0
         self.chunk_frames = 0
+        self._writes += 1
         self.bind_text(None)
 
     def bind_text(self, text: Tensor | None) -> None:
@@ -300,3 +371,22 @@ class KVCache:
                 "the latent height/width must match the cache's latent_hw"
             )
         return new_k.shape[1] // self.tokens_per_frame
+
+
+@dataclass
+class _RotatedKeys:
+    """Read buffer of one layer for :meth:`KVCache.attended_rotated`.
+
+    Attributes:
+        keys: ``[B, capacity_tokens, heads, head_dim]``; rows ``0 .. cached-1`` hold the attended stored
+            keys rotated, the rows after them the current read's rotated chunk keys.
+        values: same shape, the gathered values when the window is cut out of a longer cache (else None).
+        valid: cache state the rotated rows were computed for (writes, key-buffer version, length, chunk,
+            attended frames).
+        rope: the rotation they were computed with (held, so its identity cannot be taken over).
+    """
+
+    keys: Tensor
+    values: Tensor | None = None
+    valid: tuple[int, ...] | None = None
+    rope: Rope | None = None

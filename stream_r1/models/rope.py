@@ -5,10 +5,13 @@ Same tables and channel split as diffusers' ``WanRotaryPosEmbed`` (t/h/w = ``d -
 ``(2i, 2i+1)`` rotated by one angle), but the temporal positions start at an arbitrary frame instead of
 0 so a chunk, or the keys of a re-indexed [sink ++ window] cache, can be rotated on their own.
 
-The tables of one forward are sliced from per-axis tables on every call (a few kB of work): no memo keyed
-by positions, so under ``torch.compile`` a new frame offset is a new value, never a new graph. Rotation
-is one complex multiply in eager mode (one kernel instead of seven) and the equivalent real arithmetic
-under ``torch.compile``, where inductor fuses it.
+Under ``torch.compile`` the tables of one forward are sliced from per-axis tables on every call (a few kB
+of work) and nothing is keyed by positions, so a new frame offset is a new value, never a new graph. In
+eager mode a small memo keeps the last few :class:`Rope` objects (a KV-cached stream asks for the same
+positions ``0 .. n-1`` on every forward once its window is full, and building them is ~25 small ops);
+the same object coming back also tells a KV cache that rotated keys it kept are still valid. Rotation is
+one complex multiply in eager mode (one kernel instead of seven) and the equivalent real arithmetic under
+``torch.compile``, where inductor fuses it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from torch import Tensor
+
+_MEMO_SIZE = 8  # eager Rope objects kept per FrameRope (a stream needs 3, a training rollout a few more)
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,12 @@ class Rope:
 
     def tail(self, n: int) -> Rope:
         """The rotation of the last ``n`` tokens."""
-        polar = None if self.polar is None else self.polar[:, -n:]
-        return Rope(self.cos[:, -n:], self.sin[:, -n:], polar)
+        return self.rows(self.cos.shape[1] - n, self.cos.shape[1])
+
+    def rows(self, start: int, end: int) -> Rope:
+        """The rotation of tokens ``start .. end-1``."""
+        polar = None if self.polar is None else self.polar[:, start:end]
+        return Rope(self.cos[:, start:end], self.sin[:, start:end], polar)
 
 
 class FrameRope:
@@ -64,6 +73,7 @@ class FrameRope:
             cos.append(c[:, 0::2])
             sin.append(s[:, 0::2])
         self._tables = {torch.device("cpu"): (torch.cat(cos, dim=1), torch.cat(sin, dim=1))}
+        self._memo: dict[tuple[int, int, int, int, torch.device], Rope] = {}
 
     def _on(self, device: torch.device) -> tuple[Tensor, Tensor]:
         if device not in self._tables:
@@ -93,17 +103,29 @@ class FrameRope:
                 f"RoPE positions frames [{frame_start}, {end}) x {height} x {width} exceed rope_max_seq_len="
                 f"{self.max_seq_len}; use a rolling cache (relative positions) or a model with a longer table"
             )
+        device = torch.device(device)
+        eager = not torch.compiler.is_compiling()
+        key = (frame_start, num_frames, height, width, device)
+        if eager and key in self._memo:
+            return self._memo[key]
         shape = (num_frames, height, width)
         out = []
-        for table in self._on(torch.device(device)):
+        for table in self._on(device):
             t_part, h_part, w_part = table.split(self.split, dim=1)
             ft = t_part[frame_start:end].view(num_frames, 1, 1, -1).expand(*shape, -1)
             fh = h_part[:height].view(1, height, 1, -1).expand(*shape, -1)
             fw = w_part[:width].view(1, 1, width, -1).expand(*shape, -1)
             out.append(torch.cat([ft, fh, fw], dim=-1).reshape(1, num_frames * height * width, 1, -1))
         cos, sin = out
-        polar = None if torch.compiler.is_compiling() else torch.complex(cos, sin)
-        return Rope(cos, sin, polar)
+        if not eager:
+            return Rope(cos, sin)
+        rope = Rope(cos, sin, torch.complex(cos, sin))
+        if torch.is_inference_mode_enabled():
+            return rope  # inference tensors could not be saved for a later backward
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = rope
+        return rope
 
 
 def apply_rope(x: Tensor, rope: Rope) -> Tensor:

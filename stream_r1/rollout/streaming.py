@@ -16,8 +16,8 @@ For each chunk of ``frames_per_block`` latent frames at stream position ``frame_
 on eviction): memory and per-chunk cost stay constant for any stream length. ``rolling=False`` uses a
 full cache of ``num_frames`` frames (Self-Forcing geometry; its absolute RoPE limits the length).
 
-Efficiency: one preallocated cache, one preallocated noise buffer and per-step timestep tensors reused for
-every chunk; everything runs without autograd.
+Efficiency: one preallocated cache, one preallocated noise buffer and per-step timestep tensors and table
+sigmas reused for every chunk; everything runs without autograd.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from stream_r1.config.derived import check_latent_frames
-from stream_r1.diffusion import add_noise
+from stream_r1.diffusion import add_noise_sigma, lookup_sigma
 from stream_r1.models.denoiser import CausalDenoiser
 
 
@@ -146,6 +146,9 @@ def _generate(
     noise = torch.empty((b, f, c, h, w), dtype=torch.float32, device=device)
     steps = [torch.full((b, f), float(t), device=device) for t in timesteps]
     steps_ctx = torch.full((b, f), float(context_t), device=device)
+    # The table sigma of every step, looked up once per stream instead of once per step and chunk.
+    sigmas = [lookup_sigma(t, denoiser.shift) for t in steps]
+    sigma_ctx = lookup_sigma(steps_ctx, denoiser.shift)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for index in range(num_frames // f):
         offset = index * f
@@ -155,10 +158,10 @@ def _generate(
         x = noise.normal_(generator=rng).to(dtype, copy=True)
         x0 = x
         for i, t in enumerate(steps):
-            x0 = denoiser.predict_x0(x, t, text, cache, offset)
+            x0 = denoiser.predict_x0(x, t, text, cache, offset, sigma=sigmas[i])
             if i + 1 < len(steps):
-                x = add_noise(x0, noise.normal_(generator=rng), steps[i + 1], denoiser.shift)
-        x_ctx = x0 if context_t == 0 else add_noise(x0, noise.normal_(generator=rng), steps_ctx, denoiser.shift)
+                x = add_noise_sigma(x0, noise.normal_(generator=rng), sigmas[i + 1])
+        x_ctx = x0 if context_t == 0 else add_noise_sigma(x0, noise.normal_(generator=rng), sigma_ctx)
         denoiser.write_context(x_ctx, text, cache, offset, t_context=context_t)
         sync()
         yield StreamChunk(index, offset, x0, (time.perf_counter() - start) * 1000.0)

@@ -7,12 +7,14 @@ import torch
 
 from stream_r1.diffusion import (
     add_noise,
+    add_noise_sigma,
     flow_from_x0,
     lookup_sigma,
     sample_dmd_timesteps,
     sigma_table,
     warped_timesteps,
     x0_from_flow,
+    x0_from_flow_sigma,
 )
 
 
@@ -70,3 +72,33 @@ def test_dmd_timestep_distribution():
 def test_bad_step():
     with pytest.raises(ValueError, match="outside"):
         warped_timesteps([1001], 5.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_precomputed_sigma_paths_are_bit_identical_to_float64_copies(dtype):
+    """The streaming fast path (sigma looked up once, no float64 input copies) rounds exactly like the formula."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 3, 4, 6, 6, generator=g) * 3).to(dtype)
+    # the flow arrives permuted from the transformer's layout: non-contiguous inputs are part of the contract
+    flow = torch.randn(2, 4, 3, 6, 6, generator=g).permute(0, 2, 1, 3, 4).to(dtype)
+    t = torch.tensor([[1000.0, 937.5, 833.33], [625.0, 400.0, 12.5]])
+    sigma = lookup_sigma(t, 5.0)
+    s = sigma.view(2, 3, 1, 1, 1)
+    want_noised = ((1 - s) * x.double() + s * flow.double()).to(dtype)
+    want_x0 = (x.double() - s * flow.double()).to(dtype)
+    assert torch.equal(add_noise_sigma(x, flow, sigma), want_noised)
+    assert torch.equal(add_noise(x, flow, t, 5.0), want_noised)
+    assert torch.equal(x0_from_flow_sigma(flow, x, sigma), want_x0)
+    assert torch.equal(x0_from_flow(flow, x, t, 5.0), want_x0)
+
+
+def test_precomputed_sigma_paths_keep_gradients():
+    sigma = lookup_sigma(torch.tensor([[1000.0, 625.0, 0.0]]), 5.0)
+    s = sigma.view(1, 3, 1, 1, 1).float().expand(1, 3, 2, 2, 2)
+    for fn, d_x, d_flow in ((x0_from_flow_sigma, 1.0, -s), (add_noise_sigma, 1 - s, s)):
+        x = torch.randn(1, 3, 2, 2, 2, requires_grad=True)
+        flow = torch.randn(1, 3, 2, 2, 2, requires_grad=True)
+        out = fn(flow, x, sigma) if fn is x0_from_flow_sigma else fn(x, flow, sigma)
+        out.sum().backward()
+        torch.testing.assert_close(x.grad, torch.as_tensor(d_x).expand_as(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(flow.grad, d_flow, rtol=0, atol=1e-6)

@@ -182,3 +182,40 @@ def test_full_size_cache_memory_matches_the_spec(rolling: bool, gib: float) -> N
         device="meta",
     )
     assert cache.nbytes() / 1e9 == pytest.approx(gib, abs=0.01)
+
+
+@pytest.mark.parametrize(("capacity", "rolling"), [(9, True), (18, False)])
+def test_rotated_reads_equal_rotating_the_plain_read(capacity: int, rolling: bool) -> None:
+    """``attended_rotated`` (streaming: rotated stored keys kept per chunk, no cat) == rotate(attended()).
+
+    Rolling: the window is the whole cache (EMA sink evictions included); non-rolling with a 9-frame window
+    over 18 frames: the sink ++ recent cut. Several reads per chunk (the denoising steps), then the store.
+    """
+    from stream_r1.models.rope import FrameRope, apply_rope
+
+    tpf, heads, dim = 2, 2, 16
+    cache = KVCache.allocate(num_layers=2, batch_size=1, capacity_frames=capacity, tokens_per_frame=tpf, heads=heads,
+                             head_dim=dim, window_frames=9, sink_frames=3, rolling=rolling)
+    rope_of = FrameRope(dim, 64)
+    g = torch.Generator().manual_seed(0)
+    for _chunk in range(5):
+        n = cache.attended_frames(3)
+        rope = rope_of.freqs(0, n, 1, tpf, torch.device("cpu"))
+        for layer in range(2):
+            stored = cache.length_frames * tpf
+            before = cache.keys[layer][:, :stored].clone(), cache.values[layer][:, :stored].clone()
+            for _step in range(3):
+                new_k, new_v = (torch.randn(1, 3 * tpf, heads, dim, generator=g) for _ in range(2))
+                k, v = cache.attended(layer, new_k, new_v)
+                rk, rv = cache.attended_rotated(layer, new_k, new_v, rope)
+                assert torch.equal(rk, apply_rope(k, rope)) and torch.equal(rv, v)
+            assert torch.equal(cache.keys[layer][:, :stored], before[0])  # stored rows untouched by reads
+            assert torch.equal(cache.values[layer][:, :stored], before[1])
+            cache.store(layer, new_k, new_v)
+        cache.advance(3)
+    # a write outside store() (here: into the stored keys) is seen by the next read
+    cache.keys[0][:, :tpf] += 1.0
+    new_k, new_v = (torch.randn(1, 3 * tpf, heads, dim, generator=g) for _ in range(2))
+    rope = rope_of.freqs(0, cache.attended_frames(3), 1, tpf, torch.device("cpu"))
+    assert torch.equal(cache.attended_rotated(0, new_k, new_v, rope)[0],
+                       apply_rope(cache.attended(0, new_k, new_v)[0], rope))
