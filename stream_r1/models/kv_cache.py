@@ -269,15 +269,17 @@ class KVCache:
         cached = (n - f) * tpf
         state = self._rotated.get(layer)
         valid = (self._writes, k._version, L, f, n)
-        if state is None or state.keys.shape[1] < n * tpf or state.keys.dtype != k.dtype:
-            state = self._rotated[layer] = _RotatedKeys(torch.empty_like(k))
+        if state is None or state.keys.dtype != k.dtype:
+            # At most the window is attended: the buffer holds that many frames, not the whole capacity.
+            frames = self.capacity_frames if self.window_frames == -1 else min(self.window_frames, self.capacity_frames)
+            state = self._rotated[layer] = _RotatedKeys(k.new_empty((k.shape[0], frames * tpf, *k.shape[2:])))
         if state.valid != valid or state.rope is not rope:
             at = 0
             for start, end in pieces:
                 state.keys[:, at : at + end - start] = apply_rope(k[:, start:end], rope.rows(at, at + end - start))
                 if cut:
                     if state.values is None:
-                        state.values = torch.empty_like(v)
+                        state.values = torch.empty_like(state.keys)
                     state.values[:, at : at + end - start] = v[:, start:end]
                 at += end - start
             state.valid, state.rope = valid, rope
@@ -378,7 +380,7 @@ class _RotatedKeys:
     """Read buffer of one layer for :meth:`KVCache.attended_rotated`.
 
     Attributes:
-        keys: ``[B, capacity_tokens, heads, head_dim]``; rows ``0 .. cached-1`` hold the attended stored
+        keys: ``[B, window_tokens, heads, head_dim]``; rows ``0 .. cached-1`` hold the attended stored
             keys rotated, the rows after them the current read's rotated chunk keys.
         values: same shape, the gathered values when the window is cut out of a longer cache (else None).
         valid: cache state the rotated rows were computed for (writes, key-buffer version, length, chunk,
