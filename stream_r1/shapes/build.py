@@ -38,7 +38,7 @@ from stream_r1.shapes.reward import WORLD_WORDS, reward_quality, train_videorewa
 from stream_r1.shapes.sampling import sample_student, sample_teacher, score_videos
 from stream_r1.shapes.sizes import WorldSize, get_size, stage_seed
 from stream_r1.shapes.teacher import teacher_config, train_teacher
-from stream_r1.shapes.vae import reconstruction_psnr, train_vae
+from stream_r1.shapes.vae import reconstruction_psnr, roundtrip_scores, train_vae
 from stream_r1.shapes.world import split_prompts
 from stream_r1.train.build import build_text_pipeline
 from stream_r1.train.ode_entry import run_ode_init, run_ode_pairs
@@ -155,6 +155,7 @@ def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force
     vae = WanVAE.from_pretrained(root / "vae")
     held = render_clips(held_out_clips(2), ws.pixel_frames, ws.pixels)
     metrics["vae"] = reconstruction_psnr(vae, held)
+    metrics["vae_roundtrip"] = roundtrip_scores(vae, ws.pixel_frames, ws.pixels)
     timings["vae"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

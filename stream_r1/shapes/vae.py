@@ -20,7 +20,8 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, Wa
 
 from stream_r1.models.vae import WanVAE
 from stream_r1.models.vae_norm import use_channel_rms_norm
-from stream_r1.shapes.data import Clip, render_clips
+from stream_r1.shapes.data import DEGRADED_MODES, Clip, held_out_clips, render_clips
+from stream_r1.shapes.metrics import aggregate, score_video
 from stream_r1.utils.progress import progress
 
 VAE_CONFIG: dict[str, object] = {
@@ -32,8 +33,20 @@ VAE_CONFIG: dict[str, object] = {
 }
 """Compression 4 (time) x 8 x 8 (space), 16 latent channels: Wan2.1's geometry at a tiny width."""
 OBJECT_WEIGHT = 10.0
-LR = 3.0e-3
 """Loss weight of object pixels relative to the black background."""
+LR = 3.0e-3
+"""Peak learning rate of the image phase."""
+CLIP_LR = 1.0e-3
+"""Peak learning rate of the clip phase. Each phase has its own cosine: under one cosine over both
+phases the clip phase sat at its tail (a 1500 + 20 step build gave its 20 clip steps ~1e-5, so the
+temporal kernels never moved from their initialisation)."""
+
+
+def phase_lr(step: int, image_steps: int, steps: int) -> float:
+    """Learning rate of ``step``: a cosine from :data:`LR` over the image phase, then one from :data:`CLIP_LR`."""
+    if step < image_steps:
+        return LR * 0.5 * (1 + math.cos(math.pi * step / image_steps))
+    return CLIP_LR * 0.5 * (1 + math.cos(math.pi * (step - image_steps) / max(1, steps)))
 MEAN_PENALTY = 1.0e-4
 
 
@@ -49,8 +62,14 @@ def framewise_init_(vae: AutoencoderKLWan) -> AutoencoderKLWan:
     Every causal 3-D convolution keeps only its current-frame kernel slice (the two past slices are
     zeroed: on a single frame they only ever see the causal zero padding, so they would get no
     gradient anyway); the temporal downsamplers pick the newest frame of their window and the
-    temporal upsamplers copy each frame to both outputs. The video phase then learns the real
-    temporal kernels from there.
+    temporal upsamplers interpolate: of the two output frames of input frame ``t`` the second is
+    ``t`` itself and the first the mean of ``t - 1`` and ``t``. Two of them in a row turn latent
+    frames ``k - 1, k`` into 4 pixel frames mixing them ``(3/4, 1/4), (1/2, 1/2), (1/4, 3/4), (0, 1)``,
+    so the object's path starts close to a line. (Copying each frame makes a staircase, 4 equal
+    frames then a jump, which the smoothness detector rightly calls jitter: path RMS 0.058 of the
+    side on held-out 9-frame clips, 0.032 with this init before any video step. The first chunk
+    after frame 0 only fades in: diffusers' decode gives that chunk's upsampler zero padding, not
+    frame 0.) The video phase then learns the real temporal kernels from there.
     """
     for m in vae.modules():
         if isinstance(m, WanCausalConv3d) and m.weight.shape[2] == 3:
@@ -60,9 +79,12 @@ def framewise_init_(vae: AutoencoderKLWan) -> AutoencoderKLWan:
             w.zero_()
             m.time_conv.bias.zero_()
             eye = torch.eye(w.shape[1])
-            w[: w.shape[1], :, 2, 0, 0] = eye
-            if m.mode == "upsample3d":  # out = 2 * in: the two output frames of each input frame
+            if m.mode == "upsample3d":  # out = 2 * in: output frames 2t (first half) and 2t + 1
+                w[: w.shape[1], :, 1, 0, 0] = 0.5 * eye
+                w[: w.shape[1], :, 2, 0, 0] = 0.5 * eye
                 w[w.shape[1] :, :, 2, 0, 0] = eye
+            else:
+                w[:, :, 2, 0, 0] = eye
     return vae
 
 
@@ -127,8 +149,8 @@ def train_vae(
         if image_steps:
             framewise_init_(vae)
         total = image_steps + steps
-        opt = torch.optim.AdamW(vae.parameters(), lr=LR, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
+        opt = torch.optim.AdamW(vae.parameters(), lr=1.0, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: phase_lr(s, image_steps, steps))
         vae.train()
         for step in progress(range(total), desc="vae (steps)", total=total):
             if step < image_steps:
@@ -175,3 +197,27 @@ def reconstruction_psnr(vae: WanVAE, pixels: torch.Tensor) -> dict[str, float]:
         return 10 * math.log10(4.0 / max(mse, 1e-12))
 
     return {"psnr": psnr(float(err.mean())), "psnr_object": psnr(float(err[mask].mean()))}
+
+
+@torch.no_grad()
+def roundtrip_scores(vae: WanVAE, frames: int, size: int, per_prompt: int = 1) -> dict[str, dict[str, float]]:
+    """World scores of encode-decode round trips of held-out clips, per rendering mode.
+
+    A VAE fit for the world keeps what the detectors read: round trips of clean clips are not
+    ``degraded`` and those of each degraded mode are, with colour, shape and direction intact.
+
+    Args:
+        vae: The world's VAE.
+        frames, size: Clip geometry (pixel frames, side).
+        per_prompt: Clips per held-out prompt and mode.
+
+    Returns:
+        ``{mode: aggregate scores}`` for ``clean`` and every mode of :data:`DEGRADED_MODES`
+        (``degraded`` is the fraction of round trips the detectors flag).
+    """
+    out = {}
+    for mode in ("clean", *DEGRADED_MODES):
+        clips = held_out_clips(per_prompt, mode)
+        recon = vae.decode(vae.encode(render_clips(clips, frames, size)))
+        out[mode] = aggregate(score_video(r, c.prompt) for r, c in zip(recon, clips, strict=True))
+    return out
