@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="shapes_command", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="build (or verify) the world's checkpoints in DIR")
     build.add_argument("dir", help="output directory (the shapes_cpu preset's checkpoints.root)")
-    build.add_argument("--size", default="default", help="default (about 10 min on 2 cores) or ci (about 2 min)")
+    build.add_argument("--size", default="default", help="default (the experiment's world) or ci (smaller budgets, a few minutes on 2 cores)")
     build.add_argument("--seed", type=int, default=0, help="seed of every stage")
     build.add_argument("--force", action="store_true", help="rebuild even when the directory verifies")
 

@@ -1,7 +1,8 @@
 """Sizes of the shapes world build: geometry, data and training budgets of each model.
 
-``default`` is the experiment's world (about 10 minutes on 2 cores); ``ci`` is the same world with
-fewer frames and smaller budgets (about 2 minutes), for tests that must show learning.
+``default`` is the experiment's world (targeted at 10 minutes on 2 cores, not yet measured); ``ci`` is
+the same world with fewer frames and smaller budgets (targeted at 2 minutes; measured 3-4 minutes on
+2 busy cores, mostly the VAE: docs/benchmarks.md "Shapes world"), for tests that must show learning.
 """
 
 from __future__ import annotations
