@@ -329,15 +329,12 @@ class CausalWanTransformer(WanTransformer3DModel):
 
         A stream runs the same few timestep tensors with the same prompt chunk after chunk: without autograd
         (eager) the result is kept in ``kv_cache.conditions`` and reused while the very same ``t`` and
-        ``text`` tensors come back unchanged, for this very model, and none of the embedder's weights (as
-        listed when the cache first served it) has been written since.
+        ``text`` tensors come back unchanged and none of the embedder's weights (as listed when the cache
+        first served this model) has been written since.
         """
         reuse = kv_cache is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if reuse:
             memo = kv_cache.conditions
-            if memo.get("model") is not self:  # another model's entries (or none yet): start over
-                memo.clear()
-                memo["model"] = self
             if "params" not in memo:  # listed once per cache (walking the modules every forward costs more)
                 memo["params"] = tuple(self.condition_embedder.parameters())
             stamp = (t._version, text._version, tuple(p._version for p in memo["params"]))
@@ -349,7 +346,7 @@ class CausalWanTransformer(WanTransformer3DModel):
         if reuse:
             if len(memo) > 16:
                 memo.clear()
-                memo.update(model=self, params=tuple(self.condition_embedder.parameters()))
+                memo["params"] = tuple(self.condition_embedder.parameters())
             memo[id(t)] = (t, text, stamp, out)
         return out
 

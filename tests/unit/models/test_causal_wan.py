@@ -237,12 +237,6 @@ def test_stream_conditioning_is_reused_only_for_the_same_tensors_and_weights(tex
         model.condition_embedder.time_proj.weight.mul_(1.5)  # weights written in place
         got2, ref = both()
         assert torch.equal(got2, ref) and not torch.equal(got2, got)
-        other = CausalWanTransformer(**TINY_WAN).eval()  # another model on the same cache and tensors
-        other.load_state_dict(model.state_dict())
-        other.condition_embedder.time_proj.weight.mul_(0.5)
-        got3 = other(x, t, text_emb, kv_cache=cache, return_dict=False)[0]
-        assert torch.equal(got3, other(x, t, text_emb, kv_cache=_full_cache(6), return_dict=False)[0])
-        assert not torch.equal(got3, got2)
 
 
 def test_blocks_are_called_as_modules_so_wrappers_see_them(
