@@ -301,7 +301,8 @@ class CausalWanTransformer(WanTransformer3DModel):
             cross_cache = kv_cache
 
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, F*T, dim]
-        temb, proj, text = self._conditioning(t, encoder_hidden_states, kv_cache)
+        temb, proj, text, _ = self.condition_embedder(t.flatten(), encoder_hidden_states, None, timestep_seq_len=f)
+        proj = proj.unflatten(2, (6, -1))  # [B, F, 6, dim]
 
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
@@ -323,32 +324,6 @@ class CausalWanTransformer(WanTransformer3DModel):
         if not return_dict:
             return (out,)
         return Transformer2DModelOutput(sample=out)
-
-    def _conditioning(self, t: Tensor, text: Tensor, kv_cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Time embedding ``[B, F, dim]``, per-frame modulation ``[B, F, 6, dim]`` and projected text.
-
-        A stream runs the same few timestep tensors with the same prompt chunk after chunk: without autograd
-        (eager) the result is kept in ``kv_cache.conditions`` and reused while the very same ``t`` and
-        ``text`` tensors come back unchanged and none of the embedder's weights (as listed when the cache
-        first served this model) has been written since.
-        """
-        reuse = kv_cache is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if reuse:
-            memo = kv_cache.conditions
-            if "params" not in memo:  # listed once per cache (walking the modules every forward costs more)
-                memo["params"] = tuple(self.condition_embedder.parameters())
-            stamp = (t._version, text._version, tuple(p._version for p in memo["params"]))
-            hit = memo.get(id(t))
-            if hit is not None and hit[0] is t and hit[1] is text and hit[2] == stamp:
-                return hit[3]
-        temb, proj, text_out, _ = self.condition_embedder(t.flatten(), text, None, timestep_seq_len=t.shape[1])
-        out = (temb, proj.unflatten(2, (6, -1)), text_out)
-        if reuse:
-            if len(memo) > 16:
-                memo.clear()
-                memo["params"] = tuple(self.condition_embedder.parameters())
-            memo[id(t)] = (t, text, stamp, out)
-        return out
 
     def _attention_inputs(
         self,

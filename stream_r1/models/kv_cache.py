@@ -68,8 +68,6 @@ class KVCache:
         cross_values: per layer text values, same.
         cross_source: the text embedding tensor the cross cache was computed from (held, so its identity
             cannot be taken over by a new tensor; the cache is valid only for that very tensor).
-        conditions: the transformer's time/text conditioning per timestep tensor of this stream (filled and
-            checked by ``CausalWanTransformer``, without autograd only).
     """
 
     keys: list[Tensor]
@@ -86,7 +84,6 @@ class KVCache:
     cross_keys: list[Tensor | None] = field(default_factory=list)
     cross_values: list[Tensor | None] = field(default_factory=list)
     cross_source: Tensor | None = None
-    conditions: dict[object, object] = field(default_factory=dict)
     _cross_version: int | None = field(default=None, init=False, repr=False)
     _writes: int = field(default=0, init=False, repr=False)
     _rotated: dict[int, _RotatedKeys] = field(default_factory=dict, init=False, repr=False)
@@ -358,7 +355,6 @@ class KVCache:
         self.frames_written = 0
         self.chunk_frames = 0
         self._writes += 1
-        self.conditions.clear()
         self.bind_text(None)
 
     def bind_text(self, text: Tensor | None) -> None:

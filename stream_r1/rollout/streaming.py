@@ -162,6 +162,6 @@ def _generate(
             if i + 1 < len(steps):
                 x = add_noise_sigma(x0, noise.normal_(generator=rng), sigmas[i + 1])
         x_ctx = x0 if context_t == 0 else add_noise_sigma(x0, noise.normal_(generator=rng), sigma_ctx)
-        denoiser.write_context(x_ctx, text, cache, offset, t_context=steps_ctx)
+        denoiser.write_context(x_ctx, text, cache, offset, t_context=context_t)
         sync()
         yield StreamChunk(index, offset, x0, (time.perf_counter() - start) * 1000.0)
