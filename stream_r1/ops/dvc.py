@@ -62,11 +62,12 @@ def configure_remote(repo: str | Path, creds: S3Credentials, *, url: str | None 
         url: Override the remote URL (default: keep ``.dvc/config``'s ``s3://...``).
     """
     dvc = str(Path(sys.executable).parent / "dvc")
-    cmds = [["remote", "modify", "--local", REMOTE, "endpointurl", creds.url],
-            ["remote", "modify", "--local", REMOTE, "access_key_id", creds.access_key],
-            ["remote", "modify", "--local", REMOTE, "secret_access_key", creds.secret_key]]
+    # "--" ends dvc's options: a key or secret that starts with "-" (1 in 64 random url-safe keys) is a value.
+    cmds = [["remote", "modify", "--local", "--", REMOTE, "endpointurl", creds.url],
+            ["remote", "modify", "--local", "--", REMOTE, "access_key_id", creds.access_key],
+            ["remote", "modify", "--local", "--", REMOTE, "secret_access_key", creds.secret_key]]
     if url:
-        cmds.append(["remote", "modify", "--local", REMOTE, "url", url])
+        cmds.append(["remote", "modify", "--local", "--", REMOTE, "url", url])
     for c in cmds:
         subprocess.run([dvc, *c], cwd=repo, check=True, capture_output=True, text=True)
 

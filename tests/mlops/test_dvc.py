@@ -68,3 +68,17 @@ def test_dvc_repro_push_pull_metrics(s3_env, bucket_name, tmp_path):
     flat = json.dumps(shown)
     assert "temporal_flickering" in flat and str(first["temporal_flickering"])[:6] in flat
     assert "up to date" in _dvc(repo, "status").lower() or "unchanged" in _dvc(repo, "status").lower()
+
+
+def test_keys_that_start_with_a_dash_are_values_not_options(tmp_path):
+    from stream_r1.ops.seaweed import S3Credentials
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _dvc(repo, "init", "--no-scm", "-q")
+    _dvc(repo, "remote", "add", "store", "s3://bucket/dvc")
+    # token_urlsafe keys start with "-" once in 64; dvc's argparse read one as an unknown option (exit 254).
+    configure_remote(repo, S3Credentials(endpoint="127.0.0.1:9", access_key="-AKIA", secret_key="-8Kxdp_s"))
+    local = (repo / ".dvc" / "config.local").read_text()
+    assert "access_key_id = -AKIA" in local and "secret_access_key = -8Kxdp_s" in local
+    assert "endpointurl = http://127.0.0.1:9" in local
