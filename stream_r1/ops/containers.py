@@ -28,6 +28,15 @@ log = get_logger(__name__)
 RUNNERS = ("subprocess", "docker")
 DOCKER_SDK_HINT = "pip install docker==7.1.0 (pinned in pyproject [ops]; `bash scripts/dev.sh setup`)"
 
+# Every step's container prints one line the moment it starts, then execs kfp's command (passed as the arguments).
+# Why: podman's Docker API sends the headers of ``GET /containers/ID/logs`` only with the container's first line of
+# output. The docker SDK inspects the container right after those headers arrive (``logs()`` checks for a TTY), so
+# for a step that is silent until it exits (``on_exit`` prints once, at its end) that inspect raced podman removing
+# the auto-removed container, and podman answers the lost race with HTTP 500 ("does not exist in database"), which
+# kfp's ``DockerRunner`` does not catch: the whole local run failed after every step had succeeded. With a first
+# line at start the inspect finds the container running. Local runs only: on a cluster KFP's launcher owns the pod.
+STEP_ENTRYPOINT = ["/bin/sh", "-c", 'echo "stream-r1: step container started"; exec "$@"', "stream-r1-step"]
+
 
 @dataclass
 class ContainerRuntime:
@@ -39,12 +48,14 @@ class ContainerRuntime:
     mounts: list[str] = field(default_factory=list)
 
     def runner(self) -> Any:
-        """The ``kfp.local.DockerRunner``: host network, the env, ``mounts`` bind-mounted at their own paths."""
+        """The ``kfp.local.DockerRunner``: host network, the env, ``mounts`` bind-mounted at their own paths, each
+        step started through ``STEP_ENTRYPOINT`` (kfp's command becomes its arguments)."""
         import docker
         from kfp import local
 
         binds = [docker.types.Mount(target=m, source=m, type="bind") for m in self.mounts]
-        return local.DockerRunner(network_mode="host", environment=dict(self.env), mounts=binds)
+        return local.DockerRunner(network_mode="host", environment=dict(self.env), mounts=binds,
+                                  entrypoint=list(STEP_ENTRYPOINT))
 
 
 def check_prerequisites() -> None:

@@ -133,3 +133,30 @@ def check_run_in_containers(work: Path, out: str) -> None:
         assert store.exists(f"{export_prefix}/config.json")
         assert store.list_keys(ckpt_uri.removeprefix("s3://ctr/") + "/")
     assert m.group(2) == export_prefix
+
+
+def test_a_silent_step_is_still_running_when_its_log_stream_opens(built, repo_root_path, tmp_path):
+    """The docker SDK inspects a container as soon as podman's log stream sends its headers, which podman does
+    only with the first line of output; for a step silent until it exits, that inspect raced the auto-removal and
+    podman's HTTP 500 failed a whole run (CI, ``on_exit``). Through the runner's entrypoint the stream opens at
+    once, while the container runs, and kfp's command still runs unchanged as the entrypoint's arguments."""
+    import docker
+
+    from stream_r1.ops import podman
+    from stream_r1.ops.containers import ContainerRuntime
+
+    sock = tmp_path / "podman.sock"
+    service = podman.serve_socket(sock)
+    try:
+        client = docker.DockerClient(base_url=f"unix://{sock}")
+        run_args = ContainerRuntime(socket=sock, images={}).runner().container_run_args
+        ctr = client.containers.run(images.image_tag(repo_root_path, "ops"), ["sh", "-c", "sleep 2; echo late"],
+                                    detach=True, auto_remove=True, entrypoint=run_args["entrypoint"])
+        stream = client.api._get(client.api._url("/containers/{0}/logs", ctr.id),
+                                 params={"stdout": 1, "stderr": 1, "follow": 1}, stream=True)
+        assert client.api.inspect_container(ctr.id)["State"]["Status"] == "running"
+        lines = [line for line in stream.iter_lines() if line]
+        assert any(b"late" in line for line in lines), lines  # kfp's command ran after the start line
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
