@@ -301,8 +301,7 @@ class CausalWanTransformer(WanTransformer3DModel):
             cross_cache = kv_cache
 
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, F*T, dim]
-        temb, proj, text, _ = self.condition_embedder(t.flatten(), encoder_hidden_states, None, timestep_seq_len=f)
-        proj = proj.unflatten(2, (6, -1))  # [B, F, 6, dim]
+        temb, proj, text = self._conditioning(t, encoder_hidden_states, kv_cache)
 
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
@@ -324,6 +323,27 @@ class CausalWanTransformer(WanTransformer3DModel):
         if not return_dict:
             return (out,)
         return Transformer2DModelOutput(sample=out)
+
+    def _conditioning(self, t: Tensor, text: Tensor, kv_cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Time embedding ``[B, F, dim]``, per-frame modulation ``[B, F, 6, dim]`` and projected text ``[B, L, dim]``.
+
+        Computed on every call, unless ``kv_cache`` carries a conditioning memo (streaming generation
+        attaches one; training caches never do) and the call may use it
+        (:class:`~stream_r1.models.condition_memo.ConditionMemo`): then a stream's timestep tensor is
+        embedded once and its stored result returned, the very same values.
+        """
+        memo = kv_cache.conditions if kv_cache is not None else None
+        if memo is not None and memo.usable(t, text):
+            hit = memo.lookup(self, self.condition_embedder, t, text)
+            if hit is not None:
+                return hit  # type: ignore[return-value]
+        else:
+            memo = None
+        temb, proj, text_out, _ = self.condition_embedder(t.flatten(), text, None, timestep_seq_len=t.shape[1])
+        out = (temb, proj.unflatten(2, (6, -1)), text_out)
+        if memo is not None:
+            memo.store(self, self.condition_embedder, t, text, out)
+        return out
 
     def _attention_inputs(
         self,

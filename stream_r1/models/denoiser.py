@@ -194,14 +194,16 @@ class CausalDenoiser:
 
     @torch.no_grad()
     def write_context(
-        self, x0: Tensor, text_emb: Tensor, cache: KVCache, frame_offset: int, t_context: float = 0.0
+        self, x0: Tensor, text_emb: Tensor, cache: KVCache, frame_offset: int, t_context: float | Tensor = 0.0
     ) -> None:
         """The context pass (§1.3, §5 item 8): run the chunk's clean output at ``t_context`` and append its K/V.
 
-        The only writer of ``cache``; always under ``no_grad``, so stored K/V are constants.
+        The only writer of ``cache``; always under ``no_grad``, so stored K/V are constants. ``t_context``
+        is a float or the per-frame ``[B, f]`` tensor of it (a stream passes the same tensor every chunk,
+        so a cache with a conditioning memo embeds it once per stream).
         """
         b, f = x0.shape[:2]
-        t = torch.full((b, f), float(t_context), device=x0.device)
+        t = t_context if isinstance(t_context, Tensor) else torch.full((b, f), float(t_context), device=x0.device)
         self._flow(
             x0,
             t,

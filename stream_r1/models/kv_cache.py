@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from stream_r1.models.condition_memo import ConditionMemo
 from stream_r1.models.rope import Rope, apply_rope
 
 
@@ -68,6 +69,9 @@ class KVCache:
         cross_values: per layer text values, same.
         cross_source: the text embedding tensor the cross cache was computed from (held, so its identity
             cannot be taken over by a new tensor; the cache is valid only for that very tensor).
+        conditions: the stream's memo of the transformer's time/text conditioning, or None (the default:
+            computed on every forward). Only a caller whose weights stay fixed for the cache's whole life
+            attaches one (streaming generation; see :mod:`stream_r1.models.condition_memo`).
     """
 
     keys: list[Tensor]
@@ -84,6 +88,7 @@ class KVCache:
     cross_keys: list[Tensor | None] = field(default_factory=list)
     cross_values: list[Tensor | None] = field(default_factory=list)
     cross_source: Tensor | None = None
+    conditions: ConditionMemo | None = None
     _cross_version: int | None = field(default=None, init=False, repr=False)
     _writes: int = field(default=0, init=False, repr=False)
     _rotated: dict[int, _RotatedKeys] = field(default_factory=dict, init=False, repr=False)
@@ -350,7 +355,9 @@ class KVCache:
             self.chunk_frames = num_new_frames
 
     def reset(self) -> None:
-        """Forget every stored frame and the text cache (buffers are kept for reuse)."""
+        """Forget every stored frame, the text cache and the conditioning memo (buffers are kept for reuse)."""
+        if self.conditions is not None:
+            self.conditions.clear()
         self.length_frames = 0
         self.frames_written = 0
         self.chunk_frames = 0

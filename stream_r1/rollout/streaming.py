@@ -17,7 +17,11 @@ on eviction): memory and per-chunk cost stay constant for any stream length. ``r
 full cache of ``num_frames`` frames (Self-Forcing geometry; its absolute RoPE limits the length).
 
 Efficiency: one preallocated cache, one preallocated noise buffer and per-step timestep tensors and table
-sigmas reused for every chunk; everything runs without autograd.
+sigmas reused for every chunk, each timestep tensor's time/text conditioning computed once per stream
+(the cache's :class:`~stream_r1.models.condition_memo.ConditionMemo`); everything runs without autograd.
+The student's weights must stay fixed while a stream runs: in-place writes to the condition embedder's
+parameters are noticed (version counters), writes that preserve version counters (FSDP2's all-gather
+into its unsharded parameters) are not.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from torch import Tensor
 
 from stream_r1.config.derived import check_latent_frames
 from stream_r1.diffusion import add_noise_sigma, lookup_sigma
+from stream_r1.models.condition_memo import ConditionMemo
 from stream_r1.models.denoiser import CausalDenoiser
 
 
@@ -142,6 +147,9 @@ def _generate(
     b, f = text.shape[0], denoiser.frames_per_block
     c, h, w = latent_shape
     cache = denoiser.new_cache(b, num_frames, (h, w), rolling=rolling, dtype=dtype, device=device)
+    # The weights stay fixed for the whole stream, so the time/text conditioning of each of the steps'
+    # timestep tensors is computed once per stream (stream_r1.models.condition_memo says why only here).
+    cache.conditions = ConditionMemo()
     cache.bind_text(text)  # a compiled student leaves the text binding to its caller
     noise = torch.empty((b, f, c, h, w), dtype=torch.float32, device=device)
     steps = [torch.full((b, f), float(t), device=device) for t in timesteps]
@@ -162,6 +170,6 @@ def _generate(
             if i + 1 < len(steps):
                 x = add_noise_sigma(x0, noise.normal_(generator=rng), sigmas[i + 1])
         x_ctx = x0 if context_t == 0 else add_noise_sigma(x0, noise.normal_(generator=rng), sigma_ctx)
-        denoiser.write_context(x_ctx, text, cache, offset, t_context=context_t)
+        denoiser.write_context(x_ctx, text, cache, offset, t_context=steps_ctx)
         sync()
         yield StreamChunk(index, offset, x0, (time.perf_counter() - start) * 1000.0)

@@ -8,6 +8,8 @@ from diffusers import WanTransformer3DModel
 
 from stream_r1.models.block_mask import dense_block_causal_mask
 from stream_r1.models.causal_wan import CausalWanTransformer
+from stream_r1.models.condition_memo import ConditionMemo
+from stream_r1.models.denoiser import CausalDenoiser
 from stream_r1.models.kv_cache import KVCache
 
 from .conftest import LATENT_HW, TINY_WAN
@@ -214,6 +216,70 @@ def test_text_kv_cache_is_bound_to_one_text_tensor(causal_wan: CausalWanTransfor
         ref = causal_wan(x, torch.zeros(1, 3), other, kv_cache=_full_cache(6), return_dict=False)[0]
     assert cache.cross_keys[1] is not cached_k
     assert torch.equal(got, ref)
+
+
+def _embedder_calls(model: CausalWanTransformer) -> tuple[list[int], object]:
+    calls: list[int] = []
+    return calls, model.condition_embedder.register_forward_hook(lambda *_: calls.append(1))
+
+
+def test_stream_conditioning_memo_reuses_only_the_same_tensors_and_weights(text_emb: torch.Tensor) -> None:
+    """A cache with a conditioning memo embeds a timestep tensor once; a new tensor, an in-place change of
+    that tensor or of an embedder weight, another model, grad mode or a reset recompute it. Every result
+    equals the one of a cache without a memo (which never reuses) bit for bit."""
+    model = CausalWanTransformer(**TINY_WAN).eval()
+    cache, x, t = _full_cache(6), _latent(3, seed=11), torch.full((1, 3), 625.0)
+    cache.conditions = ConditionMemo()
+    calls, hook = _embedder_calls(model)
+
+    def both(m: CausalWanTransformer = model) -> tuple[torch.Tensor, torch.Tensor]:
+        got = m(x, t, text_emb, kv_cache=cache, return_dict=False)[0]
+        return got, m(x, t, text_emb, kv_cache=_full_cache(6), return_dict=False)[0]
+
+    with torch.no_grad():
+        first, ref = both()
+        assert torch.equal(first, ref) and len(calls) == 2
+        again, _ = both()
+        assert torch.equal(again, first) and len(calls) == 3  # reused: only the memo-less cache embedded
+        assert (cache.conditions.hits, cache.conditions.misses) == (1, 1)
+        t.fill_(400.0)  # same tensor, new value
+        got, ref = both()
+        assert torch.equal(got, ref) and not torch.equal(got, first)
+        model.condition_embedder.time_proj.weight.mul_(1.5)  # a weight written in place
+        got2, ref = both()
+        assert torch.equal(got2, ref) and not torch.equal(got2, got)
+        other = CausalWanTransformer(**TINY_WAN).eval()  # another model on the same cache and tensors
+        other.load_state_dict(model.state_dict())
+        other.condition_embedder.time_proj.weight.mul_(0.5)
+        got3, ref = both(other)
+        assert torch.equal(got3, ref) and not torch.equal(got3, got2)
+        cache.reset()
+        hits = cache.conditions.hits
+        both()
+        assert cache.conditions.hits == hits  # a reset stream starts over
+    with torch.enable_grad():
+        model(x, t, text_emb, kv_cache=cache)
+    assert cache.conditions.hits == hits  # never with autograd
+    hook.remove()
+
+
+def test_a_cache_without_memo_follows_weight_updates_that_keep_version_counters(text_emb: torch.Tensor) -> None:
+    """FSDP2 writes its gathered parameters without bumping their version counters. The caches the training
+    rollout builds carry no conditioning memo, so a forward after such an update, with the very same
+    timestep tensor and cache, sees the new weights; a memo on that cache would return the stale ones."""
+    model = CausalWanTransformer(**TINY_WAN).eval()
+    den = CausalDenoiser(model, frames_per_block=3)
+    cache = den.new_cache(1, 6, LATENT_HW, rolling=False, dtype=torch.float32, device="cpu")
+    assert cache.conditions is None
+    x, t = _latent(3, seed=12), torch.full((1, 3), 625.0)
+    with torch.no_grad():
+        before = model(x, t, text_emb, kv_cache=cache, return_dict=False)[0]
+        weight = model.condition_embedder.time_embedder.linear_1.weight
+        with torch.autograd._unsafe_preserve_version_counter(weight):
+            weight.mul_(1.5)
+        after = model(x, t, text_emb, kv_cache=cache, return_dict=False)[0]
+        fresh = model(x, t.clone(), text_emb, kv_cache=_full_cache(6), return_dict=False)[0]
+    assert torch.equal(after, fresh) and not torch.equal(after, before)
 
 
 def test_blocks_are_called_as_modules_so_wrappers_see_them(

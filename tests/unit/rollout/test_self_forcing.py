@@ -191,3 +191,33 @@ def test_zero_context_noise_caches_the_clean_output_and_draws_nothing(student, t
     assert torch.equal(rng.get_state(), replay.get_state())
     clean = _manual_one_step_rollout(student, text_emb, cfg, 9, noised_context=False)
     torch.testing.assert_close(x, clean, rtol=0, atol=1e-6)
+
+
+def test_training_rollouts_never_use_the_conditioning_memo(text_emb) -> None:
+    """Two training steps: every rollout forward runs on a cache without a conditioning memo, and the
+    rollout after an optimizer step (written as FSDP2 writes its gathered parameters, version counters
+    kept) equals the rollout of a fresh copy of the updated model bit for bit, so no conditioning
+    computed with the old weights can reach it."""
+    import copy
+
+    stock = build_tiny_transformer(0)
+    model = CausalWanTransformer.from_config(stock.config)
+    model.load_state_dict(stock.state_dict(), strict=True)
+    student = CausalDenoiser(model.train(), shift=5.0, frames_per_block=3)
+    caches: list[object] = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: caches.append(kw.get("kv_cache")), with_kwargs=True)
+    for _ in range(2):  # rollout, backward, an SGD step that keeps the parameters' version counters
+        x, info = _rollout(student, text_emb, 1, seed=2)
+        x.pow(2).mean().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                with torch.autograd._unsafe_preserve_version_counter(p):
+                    p.sub_(0.5 * p.grad)
+        model.zero_grad(set_to_none=True)
+    hook.remove()
+    assert len(caches) == 2 * info.num_forwards and all(c is not None and c.conditions is None for c in caches)
+    with torch.no_grad():
+        got, _ = _rollout(student, text_emb, 1, seed=2, grad=False)
+        fresh = CausalDenoiser(copy.deepcopy(model), shift=5.0, frames_per_block=3)
+        want, _ = _rollout(fresh, text_emb, 1, seed=2, grad=False)
+    assert torch.equal(got, want)

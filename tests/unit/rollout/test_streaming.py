@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stream_r1.diffusion import add_noise, warped_timesteps
+from stream_r1.diffusion import add_noise, add_noise_sigma, lookup_sigma, warped_timesteps
 from stream_r1.models.causal_wan import CausalWanTransformer
 from stream_r1.models.denoiser import CausalDenoiser
 from stream_r1.models.tiny import TINY_STUDENT
@@ -138,3 +138,37 @@ def test_context_noise_noises_the_cached_context_as_in_training(student: CausalW
             x_ctx = add_noise(x0, torch.randn(1, 3, *SHAPE, generator=rng), torch.full((1, 3), 500.0), 5.0)
             den.write_context(x_ctx, text, cache, start, t_context=500.0)
     torch.testing.assert_close(got, torch.cat(want, dim=1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rolling", [True, False], ids=["windowed", "full"])
+def test_stream_embeds_each_timestep_once_and_equals_a_stream_without_the_memo(
+    student: CausalWanTransformer, text: torch.Tensor, rolling: bool
+) -> None:
+    """The stream's conditioning memo embeds each of its timestep tensors once per stream, and the stream is
+    bit for bit the same chunk loop on a cache without a memo (which embeds on every forward)."""
+    window = dict(local_attn_frames=6, sink_frames=3) if rolling else {}
+    den = CausalDenoiser(student, frames_per_block=3, **window)
+    frames = 15 if rolling else 9  # windowed: past the window, with EMA-sink evictions
+    calls: list[int] = []
+    hook = student.condition_embedder.register_forward_hook(lambda *_: calls.append(1))
+    got = [c.x0 for c in _run(den, text, frames, 9, rolling)]
+    assert len(calls) == len(STEPS) + 1  # one per timestep tensor (steps + context pass), not per chunk
+    calls.clear()
+    rng = torch.Generator().manual_seed(9)
+    cache = den.new_cache(1, frames, SHAPE[1:], rolling=rolling, dtype=torch.float32, device="cpu")
+    assert cache.conditions is None
+    noise = torch.empty(1, 3, *SHAPE)
+    want = []
+    with torch.no_grad():
+        for start in range(0, frames, 3):  # _generate's draws and arithmetic, new timestep tensors every call
+            x = noise.normal_(generator=rng).clone()
+            for i, t in enumerate(STEPS):
+                x0 = den.predict_x0(x, torch.full((1, 3), t), text, cache, start)
+                if i + 1 < len(STEPS):
+                    sigma = lookup_sigma(torch.full((1, 3), STEPS[i + 1]), den.shift)
+                    x = add_noise_sigma(x0, noise.normal_(generator=rng), sigma)
+            den.write_context(x0, text, cache, start, t_context=0.0)
+            want.append(x0)
+    hook.remove()
+    assert len(calls) == (len(STEPS) + 1) * (frames // 3)
+    assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
