@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
 from diffusers.utils import apply_lora_scale
@@ -41,6 +42,28 @@ from stream_r1.models.causal_attention import (
 )
 from stream_r1.models.kv_cache import KVCache
 from stream_r1.models.rope import FrameRope
+
+
+_ONES: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def _layer_norm(norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(x)`` for the blocks' and the head's weightless ``FP32LayerNorm`` (``x`` fp32 ``[..., dim]``).
+
+    Without autograd (eager) it passes an all-ones fp32 weight: scaling by 1.0 is exact, so the result is bit
+    for bit the weightless one, and torch's CPU layer-norm kernel is faster with a weight than without
+    (30 vs 48 us for ``[1, 1170, 32]`` on one thread; docs/benchmarks.md, "Streaming speed-up"). With
+    autograd or under ``torch.compile`` it is ``norm(x)`` itself.
+    """
+    if norm.weight is not None or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return norm(x)
+    (dim,) = norm.normalized_shape
+    key = (dim, x.device)
+    ones = _ONES.get(key)
+    if ones is None:
+        with torch.inference_mode(False):  # a plain tensor, usable in and out of inference mode
+            ones = _ONES[key] = torch.ones(dim, device=x.device)
+    return F.layer_norm(x.float(), norm.normalized_shape, ones, None, norm.eps)
 
 
 def _frame_modulate(x: Tensor, scale: Tensor, shift: Tensor, num_frames: int) -> Tensor:
@@ -94,7 +117,7 @@ class CausalWanTransformerBlock(WanTransformerBlock):
         shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = mods  # each [B, F, 1, dim]
         dtype = hidden_states.dtype
 
-        normed = _frame_modulate(self.norm1(hidden_states.float()), scale_msa, shift_msa, num_frames).to(dtype)
+        normed = _frame_modulate(_layer_norm(self.norm1, hidden_states.float()), scale_msa, shift_msa, num_frames).to(dtype)
         if kv_only:
             self.attn1(normed, None, None, None, inputs=inputs, layer_idx=layer_idx, kv_only=True)
             return hidden_states
@@ -105,7 +128,7 @@ class CausalWanTransformerBlock(WanTransformerBlock):
         cross = self.attn2(normed, encoder_hidden_states, None, None, layer_idx=layer_idx, cross_cache=cross_cache)
         hidden_states = hidden_states + cross
 
-        normed = _frame_modulate(self.norm3(hidden_states.float()), c_scale, c_shift, num_frames).to(dtype)
+        normed = _frame_modulate(_layer_norm(self.norm3, hidden_states.float()), c_scale, c_shift, num_frames).to(dtype)
         ff_out = self.ffn(normed)
         return _frame_gate(hidden_states, ff_out, c_gate, num_frames).to(dtype)
 
@@ -316,7 +339,7 @@ class CausalWanTransformer(WanTransformer3DModel):
             return None
 
         shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)  # [B, F, 1, dim]
-        x = _frame_modulate(self.norm_out(x.float()), scale, shift, f).type_as(x)
+        x = _frame_modulate(_layer_norm(self.norm_out, x.float()), scale, shift, f).type_as(x)
         x = self.proj_out(x)
         x = x.reshape(b, f, hp, wp, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         out = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

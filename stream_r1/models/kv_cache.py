@@ -281,7 +281,7 @@ class KVCache:
         if state.valid != valid or state.rope is not rope:
             at = 0
             for start, end in pieces:
-                state.keys[:, at : at + end - start] = apply_rope(k[:, start:end], rope.rows(at, at + end - start))
+                apply_rope(k[:, start:end], rope.rows(at, at + end - start), out=state.keys[:, at : at + end - start])
                 if cut:
                     if state.values is None:
                         state.values = torch.empty_like(state.keys)
@@ -289,7 +289,7 @@ class KVCache:
                 at += end - start
             state.valid, state.rope = valid, rope
         keys = state.keys[:, : n * tpf]
-        keys[:, cached:] = apply_rope(new_k, rope.rows(cached, n * tpf))
+        apply_rope(new_k, rope.rows(cached, n * tpf), out=keys[:, cached:])
         if cut:
             values = state.values[:, : n * tpf]
             values[:, cached:] = new_v

@@ -128,24 +128,33 @@ class FrameRope:
         return rope
 
 
-def apply_rope(x: Tensor, rope: Rope) -> Tensor:
+def apply_rope(x: Tensor, rope: Rope, out: Tensor | None = None) -> Tensor:
     """Rotate channel pairs ``(2i, 2i+1)`` of ``x`` (as diffusers' Wan processor does).
 
     Args:
         x: ``[B, N, heads, head_dim]``.
         rope: rotation of the ``N`` tokens.
+        out: optional destination of ``x``'s shape and dtype (no autograd): the rotation is written into
+            it, straight from the complex multiply for a contiguous float32 one in eager mode (no
+            temporary), else copied.
 
     Returns:
-        Rotated tensor in ``x.dtype`` (computed in float32 at least).
+        Rotated tensor in ``x.dtype`` (computed in float32 at least); ``out`` when given.
     """
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     pairs = work.unflatten(-1, (-1, 2))
     if rope.polar is not None and not torch.compiler.is_compiling():
-        out = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * rope.polar)
+        if out is not None and out.dtype == work.dtype == torch.float32 and out.is_contiguous():
+            # A contiguous destination runs the same vectorised kernel as a fresh result: the same bits.
+            dest = torch.view_as_complex(out.unflatten(-1, (-1, 2)))
+            torch.mul(torch.view_as_complex(pairs.contiguous()), rope.polar, out=dest)
+            return out
+        rotated = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * rope.polar)
     else:
         x1, x2 = pairs.unbind(-1)
-        out = torch.stack([x1 * rope.cos - x2 * rope.sin, x1 * rope.sin + x2 * rope.cos], dim=-1)
-    return out.flatten(-2).to(x.dtype)
+        rotated = torch.stack([x1 * rope.cos - x2 * rope.sin, x1 * rope.sin + x2 * rope.cos], dim=-1)
+    rotated = rotated.flatten(-2).to(x.dtype)
+    return rotated if out is None else out.copy_(rotated)
 
 
 def half_tables(cos: Tensor, sin: Tensor) -> Rope:

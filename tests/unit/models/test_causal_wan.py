@@ -282,6 +282,26 @@ def test_a_cache_without_memo_follows_weight_updates_that_keep_version_counters(
     assert torch.equal(after, fresh) and not torch.equal(after, before)
 
 
+def test_weightless_layer_norms_with_an_all_ones_weight_are_bit_identical(causal_wan: CausalWanTransformer) -> None:
+    """The blocks' norm1/norm3 and the head's norm_out run with an all-ones weight without autograd: the same
+    bits as the weightless norm (checked on random and on large-magnitude rows); with autograd the module."""
+    from stream_r1.models.causal_wan import _layer_norm
+
+    x = torch.randn(2, 1170, 32, generator=torch.Generator().manual_seed(4))
+    x[0] *= 1e4
+    for norm in (causal_wan.blocks[0].norm1, causal_wan.blocks[1].norm3, causal_wan.norm_out):
+        assert norm.weight is None
+        with torch.no_grad():
+            got, ref = _layer_norm(norm, x), norm(x)
+        assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
+        g = x.clone().requires_grad_(True)
+        out = _layer_norm(norm, g)
+        out.square().sum().backward()
+        h = x.clone().requires_grad_(True)
+        norm(h).square().sum().backward()
+        assert torch.equal(out, norm(x)) and torch.equal(g.grad, h.grad)
+
+
 def test_blocks_are_called_as_modules_so_wrappers_see_them(
     causal_wan: CausalWanTransformer, text_emb: torch.Tensor
 ) -> None:

@@ -219,3 +219,19 @@ def test_rotated_reads_equal_rotating_the_plain_read(capacity: int, rolling: boo
     rope = rope_of.freqs(0, cache.attended_frames(3), 1, tpf, torch.device("cpu"))
     assert torch.equal(cache.attended_rotated(0, new_k, new_v, rope)[0],
                        apply_rope(cache.attended(0, new_k, new_v)[0], rope))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_written_into_a_destination_equals_the_returned_rotation(dtype: torch.dtype) -> None:
+    """``apply_rope(x, rope, out=dest)`` writes the same bits ``apply_rope(x, rope)`` returns, into a
+    contiguous destination (float32: straight from the complex multiply) and a strided one (copied)."""
+    from stream_r1.models.rope import FrameRope, apply_rope
+
+    rope = FrameRope(16, 64).freqs(2, 3, 2, 2, torch.device("cpu"))  # 12 tokens
+    x = torch.randn(2, 12, 2, 16, generator=torch.Generator().manual_seed(5)).to(dtype)
+    want = apply_rope(x, rope)
+    dest = torch.zeros(2, 12, 2, 16, dtype=dtype)
+    assert apply_rope(x, rope, out=dest) is dest and torch.equal(dest, want)
+    wide = torch.zeros(2, 20, 2, 16, dtype=dtype)  # rows 4..15 of each batch entry: not contiguous
+    apply_rope(x, rope, out=wide[:, 4:16])
+    assert torch.equal(wide[:, 4:16], want) and not wide[:, :4].any() and not wide[:, 16:].any()
