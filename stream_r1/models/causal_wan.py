@@ -43,7 +43,6 @@ from stream_r1.models.causal_attention import (
 from stream_r1.models.kv_cache import KVCache
 from stream_r1.models.rope import FrameRope
 
-
 _ONES: dict[tuple[int, torch.device], Tensor] = {}
 
 
