@@ -75,6 +75,11 @@ def _bcast(sigma: Tensor, like: Tensor) -> Tensor:
     return sigma
 
 
+def _tracked(*tensors: Tensor) -> bool:
+    """Whether autograd records an operation on these tensors (``out=`` operations cannot be recorded)."""
+    return torch.is_grad_enabled() and any(x.requires_grad for x in tensors)
+
+
 def add_noise(x0: Tensor, noise: Tensor, t: Tensor, shift: float) -> Tensor:
     """``x_t = (1 - sigma) x0 + sigma eps`` with table-quantised sigma.
 
@@ -99,7 +104,11 @@ def add_noise_sigma(x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
     multiply-add would round differently.
     """
     sigma = _bcast(sigma, x0)
-    return torch.mul(x0, 1 - sigma).add_(torch.mul(noise, sigma)).to(x0.dtype)
+    kept, added = torch.mul(x0, 1 - sigma), torch.mul(noise, sigma)
+    if _tracked(x0, noise) or x0.shape != noise.shape:
+        return kept.add_(added).to(x0.dtype)
+    # No graph to record: the float64 sum is rounded once, straight into the output dtype (no float64 sum buffer).
+    return torch.add(kept, added, out=torch.empty_like(x0))
 
 
 def x0_from_flow(flow: Tensor, x_t: Tensor, t: Tensor, shift: float) -> Tensor:
@@ -114,7 +123,12 @@ def x0_from_flow_sigma(flow: Tensor, x_t: Tensor, sigma: Tensor) -> Tensor:
     in its kernel, negated exactly, then ``x_t`` added), without the float64 copies of the inputs.
     """
     sigma = _bcast(sigma, x_t)
-    return torch.mul(flow, sigma).neg_().add_(x_t).to(flow.dtype)
+    product = torch.mul(flow, sigma)
+    if _tracked(flow, x_t) or flow.shape != x_t.shape:
+        return product.neg_().add_(x_t).to(flow.dtype)
+    # No graph to record: x_t - p == -p + x_t exactly, and the float64 result is rounded once, straight into
+    # the output dtype (no negation pass, no float64 result buffer).
+    return torch.sub(x_t, product, out=torch.empty_like(flow))
 
 
 def flow_from_x0(x0: Tensor, x_t: Tensor, t: Tensor, shift: float) -> Tensor:

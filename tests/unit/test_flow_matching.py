@@ -90,6 +90,10 @@ def test_precomputed_sigma_paths_are_bit_identical_to_float64_copies(dtype):
     assert torch.equal(add_noise(x, flow, t, 5.0), want_noised)
     assert torch.equal(x0_from_flow_sigma(flow, x, sigma), want_x0)
     assert torch.equal(x0_from_flow(flow, x, t, 5.0), want_x0)
+    # with a graph to record the result is built by other kernels (no out=): the same bits
+    xg, fg = x.clone().requires_grad_(True), flow.clone().requires_grad_(True)
+    assert torch.equal(add_noise_sigma(xg, fg, sigma), want_noised)
+    assert torch.equal(x0_from_flow_sigma(fg, xg, sigma), want_x0)
 
 
 def test_precomputed_sigma_paths_keep_gradients():
