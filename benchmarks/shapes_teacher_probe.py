@@ -1,0 +1,137 @@
+"""Why the shapes world's teacher does not draw the prompt's direction: measurements on a built world.
+
+Run on a built world (``stream-r1 shapes build DIR --size ci``)::
+
+    python benchmarks/shapes_teacher_probe.py --world DIR --threads 1
+
+Prints (docs/benchmarks.md "Shapes world" records the figures):
+
+* how much of each colour's object survives in the VAE latents (squared distance of a clean clip's latent
+  from the latent of an all-black clip; a colour near 0 is invisible to the teacher);
+* capacity: teachers of each width trained on the clean clips of one prompt alone, and how often their
+  samples move the prompt's way (read in latent space: the centroid of each latent frame's distance from
+  the black latent, so the VAE's decoder is not involved);
+* the world teacher's flow loss at high noise against predicting the data mean, and how much its x0
+  prediction changes when the direction word (or the colour word) of the prompt is swapped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from stream_r1.config.derived import checkpoint_path
+from stream_r1.config.schema import RunConfig
+from stream_r1.method.build import load_score_transformer, trajectory_teacher
+from stream_r1.models.denoiser import BidirectionalDenoiser
+from stream_r1.models.vae import WanVAE
+from stream_r1.shapes.build import world_config
+from stream_r1.shapes.data import render_clips, teacher_clips
+from stream_r1.shapes.sizes import WorldSize, get_size, stage_seed
+from stream_r1.shapes.teacher import teacher_config, train_teacher
+from stream_r1.shapes.world import COLORS, DIRECTIONS, make_prompt, parse_prompt
+from stream_r1.train.build import build_text_pipeline
+from stream_r1.train.ode_pairs import teacher_trajectory
+
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+OTHER_COLOR = {"red": "blue", "blue": "red", "green": "yellow", "yellow": "green"}
+
+
+def latent_directions(z: torch.Tensor, black: torch.Tensor) -> list[str]:
+    """Direction of each latent video ``[N, F, C, H, W]``: centroid of ``|z - black|^2``, last frame minus first."""
+    e = ((z - black) ** 2).sum(dim=2)  # [N, F, H, W]
+    h, w = e.shape[-2:]
+    mass = e.sum(dim=(-2, -1)).clamp_min(1e-9)
+    cx = (e.sum(-2) * (torch.arange(w) + 0.5)).sum(-1) / mass
+    cy = (e.sum(-1) * (torch.arange(h) + 0.5)).sum(-1) / mass
+    disp = torch.stack([cx[:, -1] - cx[:, 0], cy[:, -1] - cy[:, 0]], dim=1)
+    names = list(DIRECTIONS)
+    return [names[i] for i in (disp @ torch.tensor([DIRECTIONS[n] for n in names]).T).argmax(1).tolist()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--world", type=Path, required=True, help="a built shapes world (stream-r1 shapes build)")
+    p.add_argument("--prompts", nargs="+", default=["a red circle moving right", "a red square moving left"])
+    p.add_argument("--dims", nargs="+", type=int, default=[64, 128])
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    if not (a.world / "world.json").is_file():
+        print(
+            f"--world {a.world} is not a built shapes world; build one with: stream-r1 shapes build DIR",
+            file=sys.stderr,
+        )
+        return 2
+    torch.set_num_threads(a.threads)
+    cfg = world_config(a.world)
+    world = json.loads((a.world / "world.json").read_text(encoding="utf-8"))
+    ws, seed = get_size(str(world["size"]["name"])), int(world["seed"])
+    with tempfile.TemporaryDirectory() as tmp:
+        _probe(a, cfg, ws, seed, Path(tmp))
+    return 0
+
+
+def _probe(a: argparse.Namespace, cfg: RunConfig, ws: WorldSize, seed: int, tmp: Path) -> None:
+    pool = teacher_clips(ws.teacher_clips, ws.degraded_fraction, stage_seed(seed, "clips"))
+    vae = WanVAE.from_pretrained(checkpoint_path(cfg, "vae"))
+    with torch.no_grad():
+        lat = torch.cat(
+            [vae.encode(render_clips(pool[i : i + 16], ws.pixel_frames, ws.pixels)) for i in range(0, len(pool), 16)]
+        )
+        black = vae.encode(-torch.ones(1, ws.pixel_frames, 3, ws.pixels, ws.pixels))
+    cache, negative = build_text_pipeline(cfg, tmp / "text_cache", torch.device("cpu"))
+    neg = negative.get()
+    clean = [i for i, c in enumerate(pool) if c.mode == "clean"]
+
+    print("| colour | object energy in the latents (clean training clips, mean) |")
+    for col in COLORS:
+        idx = [i for i in clean if parse_prompt(pool[i].prompt)[0] == col]
+        print(f"| {col} | {float(((lat[idx] - black) ** 2).sum(dim=(1, 2, 3, 4)).mean()):.2f} |")
+
+    print("\n| width | prompt | seed | final loss | samples moving the prompt's way |")
+    for dim in a.dims:
+        for k, prompt in enumerate(a.prompts):
+            idx = [i for i in clean if pool[i].prompt == prompt]
+            text = cache.get([prompt] * len(idx))
+            net, losses = train_teacher(lat[idx], text, neg, teacher_config(dim, ws.teacher_layers, text.shape[-1]),
+                                        a.steps, ws.teacher_batch, k + 1)  # fmt: skip
+            noise = torch.randn((a.samples, *lat.shape[1:]), generator=torch.Generator().manual_seed(k))
+            den = BidirectionalDenoiser(net, shift=cfg.ode.sampler_sigma_shift)
+            x0 = teacher_trajectory(den, noise, text[:1].expand(a.samples, -1, -1), neg, cfg.ode)[:, -1]
+            ok = sum(d == parse_prompt(prompt)[2] for d in latent_directions(x0, black)) / a.samples
+            print(f"| {dim} | {prompt} | {k + 1} | {sum(losses[-25:]) / 25:.3f} | {ok:.2f} |")
+
+    teacher = trajectory_teacher(cfg, load_score_transformer(cfg, "teacher", dtype=torch.float32, device="cpu"))
+    z, prompts = lat[::3], [pool[i].prompt for i in range(0, len(pool), 3)]
+    swapped_dir = [make_prompt(c, s, OPPOSITE[d]) for c, s, d in map(parse_prompt, prompts)]
+    swapped_col = [make_prompt(OTHER_COLOR[c], s, d) for c, s, d in map(parse_prompt, prompts)]
+    c_true, c_dir, c_col = cache.get(prompts), cache.get(swapped_dir), cache.get(swapped_col)
+    mean = lat.mean(dim=0, keepdim=True)
+    g = torch.Generator().manual_seed(0)
+    print(
+        "\n| sigma | teacher flow loss | data-mean predictor | x0 MSE: prompt | direction reversed | colour swapped |"
+    )
+    with torch.no_grad():
+        for s in (0.5, 0.8, 0.9, 0.97):
+            eps = torch.randn(z.shape, generator=g)
+            x_t = (1 - s) * z + s * eps
+            t = torch.full((len(z),), 1000.0 * s)
+
+            def x0(c: torch.Tensor, x_t: torch.Tensor = x_t, t: torch.Tensor = t, s: float = s) -> torch.Tensor:
+                return x_t - s * teacher.predict_flow(x_t, t, c)
+
+            loss = float(((teacher.predict_flow(x_t, t, c_true) - (eps - z)) ** 2).mean())
+            base = float((((x_t - mean) / s - (eps - z)) ** 2).mean())
+            m = [float(((x0(c) - z) ** 2).mean()) for c in (c_true, c_dir, c_col)]
+            print(f"| {s} | {loss:.3f} | {base:.3f} | {m[0]:.4f} | {m[1]:.4f} | {m[2]:.4f} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
