@@ -33,7 +33,7 @@ from stream_r1.models.vae import WanVAE
 from stream_r1.shapes.build import world_config
 from stream_r1.shapes.data import render_clips, teacher_clips
 from stream_r1.shapes.sizes import WorldSize, get_size, stage_seed
-from stream_r1.shapes.teacher import teacher_config, train_teacher
+from stream_r1.shapes.teacher import HEAD_DIM, teacher_config, token_input_dim, train_teacher
 from stream_r1.shapes.world import COLORS, DIRECTIONS, make_prompt, parse_prompt
 from stream_r1.train.build import build_text_pipeline
 from stream_r1.train.ode_pairs import teacher_trajectory
@@ -52,6 +52,12 @@ def latent_directions(z: torch.Tensor, black: torch.Tensor) -> list[str]:
     disp = torch.stack([cx[:, -1] - cx[:, 0], cy[:, -1] - cy[:, 0]], dim=1)
     names = list(DIRECTIONS)
     return [names[i] for i in (disp @ torch.tensor([DIRECTIONS[n] for n in names]).T).argmax(1).tolist()]
+
+
+def _config(dim: int, layers: int, text_dim: int) -> dict[str, object]:
+    """:func:`teacher_config` at any width, including the narrow ones it refuses (that is what is compared)."""
+    cfg = teacher_config(max(dim, 2 * token_input_dim()), layers, text_dim)
+    return {**cfg, "num_attention_heads": dim // HEAD_DIM, "ffn_dim": 2 * dim}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +106,7 @@ def _probe(a: argparse.Namespace, cfg: RunConfig, ws: WorldSize, seed: int, tmp:
         for k, prompt in enumerate(a.prompts):
             idx = [i for i in clean if pool[i].prompt == prompt]
             text = cache.get([prompt] * len(idx))
-            net, losses = train_teacher(lat[idx], text, neg, teacher_config(dim, ws.teacher_layers, text.shape[-1]),
+            net, losses = train_teacher(lat[idx], text, neg, _config(dim, ws.teacher_layers, text.shape[-1]),
                                         a.steps, ws.teacher_batch, k + 1)  # fmt: skip
             noise = torch.randn((a.samples, *lat.shape[1:]), generator=torch.Generator().manual_seed(k))
             den = BidirectionalDenoiser(net, shift=cfg.ode.sampler_sigma_shift)
