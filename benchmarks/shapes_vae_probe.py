@@ -73,9 +73,9 @@ class PlainAE(nn.Module):
 class WanProbe(nn.Module):
     """The world's ``AutoencoderKLWan`` with a forward hook that keeps the decoder's unclamped output."""
 
-    def __init__(self, base_dim: int) -> None:
+    def __init__(self, base_dim: int, decoder_base_dim: int | None = None) -> None:
         super().__init__()
-        self.vae = AutoencoderKLWan(**{**VAE_CONFIG, "base_dim": base_dim})
+        self.vae = AutoencoderKLWan(**{**VAE_CONFIG, "base_dim": base_dim, "decoder_base_dim": decoder_base_dim})
         use_channel_rms_norm(self.vae)
         framewise_init_(self.vae)
         self.conv_out = self.vae.decoder.conv_out
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("wan", "plain"), default="wan")
     ap.add_argument("--base-dim", type=int, default=8, help="wan: base_dim")
+    ap.add_argument("--decoder-base-dim", type=int, default=None, help="wan: decoder_base_dim (default: base_dim)")
     ap.add_argument("--down", type=int, default=3, help="plain: stride-2 levels (3 = the Wan VAE's 8x)")
     ap.add_argument("--width", type=int, default=32, help="plain: channels")
     ap.add_argument("--loss", choices=("mse", "clamp_aware"), default="mse")
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = WanProbe(args.base_dim) if args.model == "wan" else PlainAE(args.down, args.width)
+    model = WanProbe(args.base_dim, args.decoder_base_dim) if args.model == "wan" else PlainAE(args.down, args.width)
     if args.black_bias:
         with torch.no_grad():
             model.conv_out.bias.fill_(-1.0)
