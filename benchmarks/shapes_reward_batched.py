@@ -17,6 +17,8 @@ It prints the loss every 50 steps and the held-out Spearman per axis (VQ, MQ, TA
     .venv/bin/python benchmarks/shapes_reward_batched.py --steps 300 --batch 16 --lr 3e-4
     .venv/bin/python benchmarks/shapes_reward_batched.py --steps 300 --batch 16 --train full --lr 1e-3 --rubric none
     .venv/bin/python benchmarks/shapes_reward_batched.py --steps 300 --batch 16 --train full --lr 1e-3 --readout vit
+    .venv/bin/python benchmarks/shapes_reward_batched.py --steps 1500 --batch 16 --train full --lr 1e-3 \
+        --rubric none --llm 64 4 4 2          # a wider base LLM: hidden 64, 4 heads, 4 key/value heads, 2 layers
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,7 +50,13 @@ from stream_r1.reward.prompt import (  # noqa: E402
     VISION_END,
     VISION_START,
 )
-from stream_r1.reward.tiny import TINY_LORA_ALPHA, TINY_LORA_RANK, lora_target_names, write_tiny_base  # noqa: E402
+from stream_r1.reward.tiny import (  # noqa: E402
+    TINY_LORA_ALPHA,
+    TINY_LORA_RANK,
+    lora_target_names,
+    tiny_qwen2vl_config,
+    write_tiny_base,
+)
 from stream_r1.shapes.reward import (  # noqa: E402
     WORLD_WORDS,
     LabelledVideo,
@@ -121,6 +130,20 @@ class BatchedReward(nn.Module):
         return self.model.rm_head(rows)[..., 0]
 
 
+def base_config(hidden: int, heads: int, kv_heads: int, layers: int) -> Callable[[dict[str, int]], object]:
+    """A ``write_tiny_base`` config builder: the tiny Qwen2-VL with a resized LLM (ViT unchanged)."""
+
+    def build(token_ids: dict[str, int]) -> object:
+        cfg = tiny_qwen2vl_config(token_ids)
+        text = cfg.text_config
+        text.hidden_size, text.num_hidden_layers, text.intermediate_size = hidden, layers, 2 * hidden
+        text.num_attention_heads, text.num_key_value_heads = heads, kv_heads
+        cfg.vision_config.hidden_size = hidden  # the merger projects the ViT into the LLM's width
+        return cfg
+
+    return build
+
+
 def _loss(scores: torch.Tensor, targets: torch.Tensor, pair_weight: float) -> torch.Tensor:
     """Mean squared error + ``pair_weight`` x Bradley-Terry over the pairs of each group (label gap > 0.05)."""
     loss = ((scores - targets) ** 2).mean()
@@ -142,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", choices=("lora", "full"), default="lora", help="LoRA (VideoAlign) or every weight")
     ap.add_argument("--rubric", choices=("full", "none"), default="full")
     ap.add_argument("--readout", choices=("llm", "vit"), default="llm")
+    ap.add_argument("--llm", type=int, nargs=4, metavar=("HIDDEN", "HEADS", "KV_HEADS", "LAYERS"), default=None,
+                    help="resize the base LLM (default: the tiny base, 32 2 1 2)")
     ap.add_argument("--size", default="ci", help="world size whose frames/pixels are used")
     ap.add_argument("--held", type=int, default=96, help="held-out videos (held-out prompts and seeds)")
     ap.add_argument("--seed", type=int, default=0)
@@ -154,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ws = get_size(args.size)
     opts = PreprocessOptions()
     with tempfile.TemporaryDirectory() as tmp:
-        backbone, tokenizer = write_tiny_base(Path(tmp), seed=args.seed, extra_words=WORLD_WORDS)
+        backbone, tokenizer = write_tiny_base(Path(tmp), seed=args.seed, extra_words=WORLD_WORDS,
+                                              base_config=base_config(*args.llm) if args.llm else None)
     ids = {a: tokenizer.convert_tokens_to_ids(REWARD_TOKENS[a]) for a in REWARD_AXES}
     rm_head = nn.Linear(backbone.config.text_config.hidden_size, 1, bias=False)
     model = VideoRewardModel(backbone, rm_head, tokenizer, ids, dict.fromkeys(REWARD_AXES, 0.0),
