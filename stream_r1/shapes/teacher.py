@@ -42,7 +42,7 @@ def teacher_config(dim: int, layers: int, text_dim: int) -> dict[str, object]:
     ``dim``-wide residual stream next to the text and everything computed from other tokens. At ``dim`` =
     the token's 64 numbers, measured on the ci world's latents (docs/benchmarks.md "Shapes world"), a
     teacher cannot even fit the five clean clips of one prompt: trained on them alone, its samples
-    moved the prompt's way 0.00 / 0.38 of the time (two prompts and seeds), where ``dim`` 128 gives 1.00 /
+    moved the prompt's way 0.25 / 0.12 of the time (two prompts and seeds), where ``dim`` 128 gives 1.00 /
     1.00, and on the whole training set its high-noise loss was worse than predicting the data mean.
 
     Raises:
