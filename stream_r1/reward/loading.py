@@ -341,6 +341,8 @@ def load_video_reward(
     """
     from transformers import Qwen2VLForConditionalGeneration
 
+    from stream_r1.reward.patch_embed import use_linear_patch_embed
+
     layout = read_layout(root, base_dir=base_dir)
     tokenizer, ids = load_tokenizer(layout.base_dir)
     backbone = Qwen2VLForConditionalGeneration.from_pretrained(str(layout.base_dir), dtype=torch.float32)
@@ -368,6 +370,7 @@ def load_video_reward(
     merged = merge_lora_(backbone, load_adapter(layout.checkpoint_dir / "adapter_model.safetensors"), layout.lora_scale)
     _LOG.info("VideoReward: %d non-LoRA tensors loaded, %d LoRA modules merged from %s", len(state), merged, root)
 
+    use_linear_patch_embed(backbone)  # same function, one matrix product (see stream_r1.reward.patch_embed)
     backbone.to(device=device, dtype=dtype).eval()
     rm_head.to(device=device, dtype=dtype).eval()
     for p in (*backbone.parameters(), *rm_head.parameters()):
