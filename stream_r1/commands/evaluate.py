@@ -40,12 +40,13 @@ def run(args: argparse.Namespace) -> int:
 
     from stream_r1.config import load_config
     from stream_r1.eval.evaluate import METRICS_FILE, REPORT_FILE, evaluate
+    from stream_r1.shapes.ground_truth import ground_truth_for
 
     cfg = load_config(args.config, args.overrides)
     result = evaluate(
         cfg, output_dir=args.output, checkpoint=args.checkpoint, prompts=args.prompts, num_frames=args.num_frames,
         videos_dir=args.videos, index_file=args.index, data_root=args.data_root, device=args.device,
-        compile=args.compile,
+        compile=args.compile, ground_truth=ground_truth_for(cfg),
     )
     for note in result.notes:
         print(f"note: {note}")

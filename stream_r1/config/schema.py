@@ -30,6 +30,10 @@ RewardAxis = Literal["VQ", "MQ", "TA"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 
+GROUND_TRUTHS: tuple[str, ...] = ("", "shapes")
+"""Worlds whose videos ``eval.ground_truth`` can score from the pixels."""
+
+
 def _fail(path: str, value: object, rule: str) -> None:
     raise ValueError(f"{path}={value!r} {rule}")
 
@@ -419,6 +423,14 @@ class EvalConfig:
     """Evaluate only the first N prompts (0 = all)."""
     reward_scores: bool = True
     """Score videos with VideoReward (VQ/MQ/TA)."""
+    ground_truth: str = ""
+    """Ground-truth scores from the pixels: '' (none) or 'shapes' (the shapes world's detectors: colour, shape and
+    direction against the prompt, sharpness, smoothness, stability, degraded fraction, Quality / Semantic / Total as
+    ``gt_*`` metrics; docs/shapes.md). Needs prompts of that world's grammar."""
+
+    def __post_init__(self) -> None:
+        if self.ground_truth not in GROUND_TRUTHS:
+            _fail("eval.ground_truth", self.ground_truth, f"must be one of {GROUND_TRUTHS} ('' = none)")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from stream_r1.config import RunConfig, config_hash, write_resolved_config
 from stream_r1.config.derived import check_latent_frames, checkpoint_path, chunk_pixel_frames
+from stream_r1.eval.ground_truth import GroundTruth, aggregate_rows, check_prompts, score_row
 from stream_r1.eval.matching import VideoEntry, match_videos
 from stream_r1.eval.metrics import VideoMetrics, video_metrics
 from stream_r1.eval.report import MAX_STRIPS, frame_strip_png, write_report
@@ -113,6 +114,7 @@ def evaluate(
     device: str = "cpu",
     reward_model: Any = None,
     compile: bool | None = None,
+    ground_truth: GroundTruth | None = None,
 ) -> EvaluationResult:
     """Generate (or take) videos, score them and write metrics.json, per_video.json and report.html.
 
@@ -129,6 +131,8 @@ def evaluate(
         device: torch device for generation and the reward model.
         reward_model: an already loaded VideoRewardModel (tests / callers that reuse one).
         compile: torch.compile the student when generating (None: on for CUDA only).
+        ground_truth: the world's scorer for ``eval.ground_truth`` (built by the caller, which knows the worlds:
+            ``stream_r1.shapes.ground_truth.ground_truth_for``); required when it is set.
 
     Raises:
         ValueError / FileNotFoundError: bad inputs, before any generation or model load.
@@ -161,6 +165,11 @@ def evaluate(
         )
     if not with_reward:
         notes.append("VideoReward VQ/MQ/TA skipped: eval.reward_scores is false.")
+    if cfg.eval.ground_truth and (ground_truth is None or ground_truth.name != cfg.eval.ground_truth):
+        raise ValueError(f"eval.ground_truth={cfg.eval.ground_truth!r} needs that world's scorer; call evaluate through "
+                         "`stream-r1 evaluate`, which provides it")
+    if ground_truth is not None and suite is not None:
+        check_prompts(ground_truth, suite.prompts)  # a prompt the world cannot score: before any generation
 
     # ---- videos ----
     out.mkdir(parents=True, exist_ok=True)
@@ -174,6 +183,8 @@ def evaluate(
         gen_dir = Path(videos_dir)
         entries = match_videos(videos_dir, suite, index_file)
         entries = _first_prompts(entries, cfg.eval.max_prompts)
+        if ground_truth is not None:  # prompts from an index or file names: checked before any scoring
+            check_prompts(ground_truth, (e.prompt for e in entries))
     generation = read_generation(gen_dir)
     if generation is None:
         notes.append("No generation.json beside the videos: speed metrics (fps, chunk latency) not available.")
@@ -196,12 +207,15 @@ def evaluate(
             from stream_r1.eval.reward_scores import score_video
 
             row.update(score_video(reward_model, frames, fps, entry.prompt, cfg))
+        if ground_truth is not None:
+            row.update(score_row(ground_truth, frames, entry.prompt))
         per_video.append(row)
         if len(strips) < MAX_STRIPS:
             strips[entry.name] = frame_strip_png(frames)
         log.info("scored %s: flickering %.4f motion %.4f", entry.name, m.temporal_flickering, m.motion_score)
 
     metrics = _aggregate(per_video, with_reward)
+    metrics.update(aggregate_rows(per_video))
     if generation is not None:
         metrics.update(speed_metrics(_restrict_generation(generation, entries)))
     info = {
@@ -213,6 +227,7 @@ def evaluate(
         "config_name": cfg.name,
         "config_hash": config_hash(cfg),
         "reward_scores": with_reward,
+        "ground_truth": ground_truth.name if ground_truth is not None else "",
         "seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(out / PER_VIDEO_FILE, per_video)

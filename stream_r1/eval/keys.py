@@ -41,6 +41,17 @@ METRIC_KEYS: dict[str, tuple[Direction, str]] = {
     "vbench_total_score": ("higher", "VBench Total = (4 Quality + Semantic)/5, only when all 16 dims present"),
     "vbench_complete": ("info", "1.0 when all 16 VBench dimensions were evaluated, else 0.0"),
     "vbench_num_dimensions": ("info", "VBench dimensions evaluated"),
+    # eval.ground_truth=shapes: the world's pixel detectors against the prompt (stream_r1.shapes.metrics).
+    "gt_total": ("higher", "world ground truth: Total = 0.5 Quality + 0.5 Semantic, mean over videos"),
+    "gt_quality": ("higher", "world ground truth: mean of sharpness, smoothness and stability scores"),
+    "gt_semantic": ("higher", "world ground truth: mean of colour, shape and direction correctness"),
+    "gt_color": ("higher", "world ground truth: fraction of videos whose object has the prompt's colour"),
+    "gt_shape": ("higher", "world ground truth: fraction of videos whose object has the prompt's shape"),
+    "gt_direction": ("higher", "world ground truth: fraction of videos moving in the prompt's direction"),
+    "gt_sharpness": ("higher", "world ground truth: edge sharpness score in [0, 1]"),
+    "gt_smoothness": ("higher", "world ground truth: straight, even motion score in [0, 1] (jitter lowers it)"),
+    "gt_stability": ("higher", "world ground truth: colour stability score in [0, 1] (drift lowers it)"),
+    "gt_degraded_fraction": ("lower", "world ground truth: fraction of videos in a degraded mode (blur/jitter/drift)"),
 }
 
 _PATTERNS: tuple[tuple[str, Direction], ...] = (

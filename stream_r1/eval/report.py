@@ -108,7 +108,8 @@ def _metrics_table(metrics: dict[str, float]) -> str:
 
 PER_VIDEO_COLUMNS = (
     "temporal_flickering", "motion_score", "drift_brightness", "drift_color", "drift_sharpness",
-    "reward_vq", "reward_mq", "reward_ta", "duration_s",
+    "reward_vq", "reward_mq", "reward_ta", "gt_total", "gt_color", "gt_shape", "gt_direction", "gt_degraded",
+    "duration_s",
 )
 
 
