@@ -12,6 +12,13 @@ contributes to every score: VideoAlign's loss on pairs). Ablations locate where 
 * ``--readout vit``: a linear head on the flattened merged ViT tokens, no LLM at all (TA cannot be learnt then:
   it needs the prompt): if this does not learn VQ / MQ either, the ViT is the bottleneck, not the LLM.
 
+Levers of the fourth pass (docs/benchmarks.md "Shapes world"): ``--init fan_in`` redraws the base from
+N(0, 1/fan_in) (transformers draws every weight of the tiny base from N(0, 0.02), tiny for 32-wide layers);
+``--groups scene`` trains on minimal pairs (:func:`scene_group`); ``--route`` starts the LLM reading the video and
+the prompt (:func:`route_init`); ``--rubric-steps N`` is a curriculum (short inputs first, the last N steps and the
+evaluation on the full rubric, where the script checks that its batched forward equals ``VideoRewardModel``'s);
+``--min-pixels`` sets the reward's resize; the script also prints how much the untrained states differ between videos.
+
 It prints the loss every 50 steps and the held-out Spearman per axis (VQ, MQ, TA) on held-out prompts and seeds::
 
     .venv/bin/python benchmarks/shapes_reward_batched.py --steps 300 --batch 16 --lr 3e-4
@@ -19,12 +26,15 @@ It prints the loss every 50 steps and the held-out Spearman per axis (VQ, MQ, TA
     .venv/bin/python benchmarks/shapes_reward_batched.py --steps 300 --batch 16 --train full --lr 1e-3 --readout vit
     .venv/bin/python benchmarks/shapes_reward_batched.py --steps 1500 --batch 16 --train full --lr 1e-3 \
         --rubric none --llm 64 4 4 2          # a wider base LLM: hidden 64, 4 heads, 4 key/value heads, 2 layers
+    .venv/bin/python benchmarks/shapes_reward_batched.py --steps 3000 --batch 16 --train full --lr 1e-3 \
+        --init fan_in --groups scene --route --rubric none --rubric-steps 200   # the best recipe so far
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import tempfile
@@ -68,7 +78,10 @@ from stream_r1.shapes.reward import (  # noqa: E402
 )
 from stream_r1.shapes.sizes import get_size  # noqa: E402
 from stream_r1.shapes.world import (  # noqa: E402
+    COLORS,
     DEGRADATIONS,
+    DIRECTIONS,
+    SHAPES,
     render_scene,
     sample_scene,
     scaled,
@@ -94,6 +107,28 @@ def labelled_group(prompts: list[str], seed: int, frames: int, size: int) -> lis
         video = render_scene(sample_scene(content, s), frames, size, scaled(DEGRADATIONS[mode], strength), s)
         out.append(LabelledVideo(video, shown, world_labels(video, shown)))
     return out
+
+
+MODES = ("clean", "blur", "jitter", "drift")
+
+
+def scene_group(prompts: list[str], seed: int, frames: int, size: int) -> list[LabelledVideo]:
+    """``GROUP`` minimal pairs: one scene in every mode (even ``seed``) or one video shown with 4 prompts (odd).
+
+    A quality group renders one scene (same prompt, start and path) clean and in each degraded mode at a graded
+    strength, shown with one prompt, so its pairs differ only in the degradation; an alignment group shows one video
+    with its true prompt and three prompts with 1-3 attributes changed, so its pairs differ only in the text.
+    """
+    rng = random.Random(seed)
+    prompt = rng.choice(prompts)
+    scene = sample_scene(prompt, seed)
+    if seed % 2 == 0:
+        shown = _corrupt(prompt, rng) if rng.random() < 0.5 else prompt
+        videos = [render_scene(scene, frames, size, scaled(DEGRADATIONS[m], rng.uniform(0.25, 1.5)), seed) for m in MODES]
+        return [LabelledVideo(v, shown, world_labels(v, shown)) for v in videos]
+    mode = rng.choice(("clean", *MODES))
+    video = render_scene(scene, frames, size, scaled(DEGRADATIONS[mode], rng.uniform(0.25, 1.5)), seed)
+    return [LabelledVideo(video, s, world_labels(video, s)) for s in [prompt] + [_corrupt(prompt, rng) for _ in range(3)]]
 
 
 class BatchedReward(nn.Module):
@@ -130,6 +165,31 @@ class BatchedReward(nn.Module):
         return self.model.rm_head(rows)[..., 0]
 
 
+@torch.no_grad()
+def init_spread(scorer: BatchedReward, batch: list[LabelledVideo], opts: PreprocessOptions) -> dict[str, float]:
+    """How much the untrained model's states differ between the videos of ``batch``, shown with one prompt.
+
+    Mean over videos of ``|x - mean x| / |x|`` for the merged ViT tokens and for the reward-token states that
+    ``rm_head`` reads (the final-norm output): near 0 means the heads start almost blind to the video.
+    """
+    model, captured = scorer.model, []
+    hook = model.rm_head.register_forward_pre_hook(lambda _m, a: captured.append(a[0]))
+    videos = [preprocess_frames(ex.frames, opts) for ex in batch]
+    emb = model.backbone.model.visual(
+        torch.cat([patchify(v.x) for v in videos]), grid_thw=torch.cat([v.grid_tensor() for v in videos])
+    ).pooler_output.view(len(videos), -1)
+    readout, scorer.readout = scorer.readout, "llm"
+    scorer(videos, [batch[0].prompt] * len(batch))
+    scorer.readout = readout
+    hook.remove()
+
+    def spread(x: torch.Tensor) -> float:
+        x = x.flatten(1)
+        return round(float(((x - x.mean(0)).norm(dim=1) / x.norm(dim=1)).mean()), 4)
+
+    return {"video_tokens": spread(emb), "reward_tokens": spread(captured[0])}
+
+
 def base_config(hidden: int, heads: int, kv_heads: int, layers: int) -> Callable[[dict[str, int]], object]:
     """A ``write_tiny_base`` config builder: the tiny Qwen2-VL with a resized LLM (ViT unchanged)."""
 
@@ -142,6 +202,55 @@ def base_config(hidden: int, heads: int, kv_heads: int, layers: int) -> Callable
         return cfg
 
     return build
+
+
+@torch.no_grad()
+def fan_in_init(model: nn.Module, seed: int) -> None:
+    """Re-draw every linear / conv weight from N(0, 1/fan_in), biases 0, embeddings N(0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv3d)):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.Embedding):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+
+
+@torch.no_grad()
+def route_init(model: VideoRewardModel, marker: float = 4.0, gain: float = 16.0) -> None:
+    """Initialise the LLM to read the video: layer-0 attention of every token onto the video tokens, layer 1 head 1
+    onto the prompt's words.
+
+    Hidden dimension 0 marks video tokens (the merger writes ``marker`` there, token embeddings 0) and dimension 1
+    the world's words (colour, shape, direction: ``marker`` in their embeddings). A query bias and a key reading the
+    marker put the logit ``gain * normalised marker / sqrt(head_dim)`` on marked tokens in the lowest rotary
+    frequency (dimension ``head_dim / 2 - 1``), which barely turns over a whole input, so it is position-free.
+    """
+    backbone, tok = model.backbone, model.tokenizer
+    merger = backbone.model.visual.merger.mlp[-1]
+    merger.weight[0].zero_()
+    merger.bias[0] = marker
+    emb = backbone.get_input_embeddings().weight
+    emb[:, :2] = 0.0
+    words = [i for w in (*COLORS, *SHAPES, *DIRECTIONS) for i in tok(w, add_special_tokens=False)["input_ids"]]
+    emb[words, 1] = marker
+    layers = backbone.model.language_model.layers
+    head_dim = layers[0].self_attn.head_dim
+    k = head_dim // 2 - 1
+    for layer, (dim, heads) in zip(layers, ((0, None), (1, [1])), strict=False):
+        att = layer.self_attn
+        for kv in range(att.k_proj.out_features // head_dim):
+            for j in (kv * head_dim + k, kv * head_dim + k + head_dim // 2):
+                att.k_proj.weight[j].zero_()
+                att.k_proj.bias[j] = 0.0
+            att.k_proj.weight[kv * head_dim + k, dim] = gain**0.5
+        n_heads = att.q_proj.out_features // head_dim
+        for h in heads or range(n_heads):
+            for j in (h * head_dim + k, h * head_dim + k + head_dim // 2):
+                att.q_proj.weight[j].zero_()
+                att.q_proj.bias[j] = 0.0
+            att.q_proj.bias[h * head_dim + k] = gain**0.5
 
 
 def _loss(scores: torch.Tensor, targets: torch.Tensor, pair_weight: float) -> torch.Tensor:
@@ -167,6 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readout", choices=("llm", "vit"), default="llm")
     ap.add_argument("--llm", type=int, nargs=4, metavar=("HIDDEN", "HEADS", "KV_HEADS", "LAYERS"), default=None,
                     help="resize the base LLM (default: the tiny base, 32 2 1 2)")
+    ap.add_argument("--init", choices=("hf", "fan_in"), default="hf",
+                    help="base weights: transformers' N(0, 0.02) everywhere, or N(0, 1/fan_in) (embeddings N(0, 1))")
+    ap.add_argument("--min-pixels", type=int, default=3136, help="reward.min_pixels (frame area the video is resized to)")
+    ap.add_argument("--warmup", type=int, default=0, help="linear warm-up steps, then cosine decay to 0")
+    ap.add_argument("--groups", choices=("mixed", "scene"), default="mixed",
+                    help="mixed: 4 independent videos per shown prompt; scene: minimal pairs (scene_group)")
+    ap.add_argument("--rubric-steps", type=int, default=0,
+                    help="curriculum: the last N steps (and the evaluation) with the full rubric, the earlier ones as --rubric")
+    ap.add_argument("--route", action="store_true", help="route_init: the LLM starts reading the video and the prompt")
     ap.add_argument("--size", default="ci", help="world size whose frames/pixels are used")
     ap.add_argument("--held", type=int, default=96, help="held-out videos (held-out prompts and seeds)")
     ap.add_argument("--seed", type=int, default=0)
@@ -177,14 +295,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ws = get_size(args.size)
-    opts = PreprocessOptions()
+    opts = PreprocessOptions(min_pixels=args.min_pixels)
     with tempfile.TemporaryDirectory() as tmp:
         backbone, tokenizer = write_tiny_base(Path(tmp), seed=args.seed, extra_words=WORLD_WORDS,
                                               base_config=base_config(*args.llm) if args.llm else None)
+    if args.init == "fan_in":
+        fan_in_init(backbone, args.seed)
     ids = {a: tokenizer.convert_tokens_to_ids(REWARD_TOKENS[a]) for a in REWARD_AXES}
     rm_head = nn.Linear(backbone.config.text_config.hidden_size, 1, bias=False)
     model = VideoRewardModel(backbone, rm_head, tokenizer, ids, dict.fromkeys(REWARD_AXES, 0.0),
                              dict.fromkeys(REWARD_AXES, 1.0))
+    if args.route:
+        route_init(model)
     train_prompts, _ = split_prompts()
     probe = preprocess_frames(labelled_group(train_prompts, 0, ws.pixel_frames, ws.pixels)[0].frames, opts)
     scorer = BatchedReward(model, args.rubric, args.readout, probe.num_video_tokens)
@@ -204,11 +326,18 @@ def main(argv: list[str] | None = None) -> int:
         p.requires_grad_(True)
     heads = [*rm_head.parameters(), *scorer.vit_head.parameters()]
     opt = torch.optim.AdamW([{"params": body, "lr": args.lr}, {"params": heads, "lr": args.head_lr}], weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / args.warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, max(0, k - args.warmup) / max(1, args.steps - args.warmup)))) if args.warmup else 1.0)
+    spread = init_spread(scorer, labelled_group(train_prompts, 1, ws.pixel_frames, ws.pixels) * 4, opts)
+    print(f"untrained relative spread between videos: {spread}", flush=True)
     start, losses = time.process_time(), []
     backbone.train()
     for step in range(args.steps):
+        if step == args.steps - args.rubric_steps:
+            scorer.rubric = "full"
         group_seeds = [args.seed * 1_000_003 + step * 31 + i for i in range(args.batch // GROUP)]
-        batch = [ex for s in group_seeds for ex in labelled_group(train_prompts, s, ws.pixel_frames, ws.pixels)]
+        make = scene_group if args.groups == "scene" else labelled_group
+        batch = [ex for s in group_seeds for ex in make(train_prompts, s, ws.pixel_frames, ws.pixels)]
         targets = torch.tensor([[4 * ex.labels[a] - 2 for a in REWARD_AXES] for ex in batch])
         loss = _loss(scorer([preprocess_frames(ex.frames, opts) for ex in batch], [ex.prompt for ex in batch]),
                      targets, args.pair_weight)
@@ -216,12 +345,19 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*body, *heads], 1.0)
         opt.step()
+        sched.step()
         losses.append(float(loss.detach()))
         if step % 50 == 0 or step == args.steps - 1:
             recent = losses[-50:]
             print(f"step {step}: loss {sum(recent) / len(recent):.4f} ({time.process_time() - start:.0f} CPU s)",
                   flush=True)
     backbone.eval()
+    if scorer.rubric == "full" and args.readout == "llm":  # the batched path is the production forward
+        ex = held_out_examples(1, ws.pixel_frames, ws.pixels)[0]
+        video = preprocess_frames(ex.frames, opts)
+        with torch.no_grad():
+            one = model(patchify(video.x), video.grid_tensor(), model.encode_prompt(ex.prompt, video.num_video_tokens))
+            assert torch.allclose(one, scorer([video], [ex.prompt])[0], atol=1e-4), "batched != VideoRewardModel"
     held = held_out_examples(args.held, ws.pixel_frames, ws.pixels)
     with torch.no_grad():
         scores = torch.cat([scorer([preprocess_frames(ex.frames, opts) for ex in held[i:i + 16]],
@@ -229,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     spearman = {a: round(rank_correlation(scores[:, k].tolist(), [ex.labels[a] for ex in held]), 3)
                 for k, a in enumerate(REWARD_AXES)}
     label_var = torch.tensor([[4 * ex.labels[a] - 2 for a in REWARD_AXES] for ex in held]).var(dim=0).mean()
-    print(json.dumps({"args": vars(args), "held_out_spearman": spearman, "first_loss": round(losses[0], 4),
+    print(json.dumps({"args": vars(args), "held_out_spearman": spearman, "init_spread": spread, "first_loss": round(losses[0], 4),
                       "last50_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
                       "held_out_target_variance": round(float(label_var), 4),
                       "cpu_s": round(time.process_time() - start)}))
