@@ -217,15 +217,23 @@ def fan_in_init(model: nn.Module, seed: int) -> None:
             m.weight.copy_(torch.randn(m.weight.shape, generator=g))
 
 
+ROUTES = {
+    "words": ((0, 0, 0, 7), (0, 1, 0, 7), (1, 1, 1, 7)),
+    "video2": ((0, 0, 0, 7), (0, 1, 0, 7), (1, 1, 1, 7), (1, 0, 0, 6)),
+}
+"""``route_init`` tables: (layer, query head, marker dimension, rotary dimension) per routed head. ``words``: both
+layer-0 heads read the video, layer-1 head 1 the world's words; ``video2``: layer-1 head 0 reads the video too."""
+
+
 @torch.no_grad()
-def route_init(model: VideoRewardModel, marker: float = 4.0, gain: float = 16.0) -> None:
-    """Initialise the LLM to read the video: layer-0 attention of every token onto the video tokens, layer 1 head 1
-    onto the prompt's words.
+def route_init(model: VideoRewardModel, routes: str = "words", marker: float = 4.0, gain: float = 16.0) -> None:
+    """Initialise the LLM to read the video and the prompt's words through the heads of ``ROUTES[routes]``.
 
     Hidden dimension 0 marks video tokens (the merger writes ``marker`` there, token embeddings 0) and dimension 1
-    the world's words (colour, shape, direction: ``marker`` in their embeddings). A query bias and a key reading the
-    marker put the logit ``gain * normalised marker / sqrt(head_dim)`` on marked tokens in the lowest rotary
-    frequency (dimension ``head_dim / 2 - 1``), which barely turns over a whole input, so it is position-free.
+    the world's words (colour, shape, direction: ``marker`` in their embeddings). For each routed head a query bias
+    and a key reading the marker put the logit ``gain * normalised marker / sqrt(head_dim)`` on marked tokens in one
+    of the lowest rotary frequencies (dimensions 6, 7 of 8 pairs), which barely turn over a whole input, so the
+    routing is position-free. Key dimensions are shared by the query heads of a key/value head.
     """
     backbone, tok = model.backbone, model.tokenizer
     merger = backbone.model.visual.merger.mlp[-1]
@@ -237,20 +245,17 @@ def route_init(model: VideoRewardModel, marker: float = 4.0, gain: float = 16.0)
     emb[words, 1] = marker
     layers = backbone.model.language_model.layers
     head_dim = layers[0].self_attn.head_dim
-    k = head_dim // 2 - 1
-    for layer, (dim, heads) in zip(layers, ((0, None), (1, [1])), strict=False):
-        att = layer.self_attn
+    for layer, head, dim, rot in ROUTES[routes]:
+        att = layers[layer].self_attn
         for kv in range(att.k_proj.out_features // head_dim):
-            for j in (kv * head_dim + k, kv * head_dim + k + head_dim // 2):
+            for j in (kv * head_dim + rot, kv * head_dim + rot + head_dim // 2):
                 att.k_proj.weight[j].zero_()
                 att.k_proj.bias[j] = 0.0
-            att.k_proj.weight[kv * head_dim + k, dim] = gain**0.5
-        n_heads = att.q_proj.out_features // head_dim
-        for h in heads or range(n_heads):
-            for j in (h * head_dim + k, h * head_dim + k + head_dim // 2):
-                att.q_proj.weight[j].zero_()
-                att.q_proj.bias[j] = 0.0
-            att.q_proj.bias[h * head_dim + k] = gain**0.5
+            att.k_proj.weight[kv * head_dim + rot, dim] = gain**0.5
+        for j in (head * head_dim + rot, head * head_dim + rot + head_dim // 2):
+            att.q_proj.weight[j].zero_()
+            att.q_proj.bias[j] = 0.0
+        att.q_proj.bias[head * head_dim + rot] = gain**0.5
 
 
 def _loss(scores: torch.Tensor, targets: torch.Tensor, pair_weight: float) -> torch.Tensor:
@@ -284,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="mixed: 4 independent videos per shown prompt; scene: minimal pairs (scene_group)")
     ap.add_argument("--rubric-steps", type=int, default=0,
                     help="curriculum: the last N steps (and the evaluation) with the full rubric, the earlier ones as --rubric")
-    ap.add_argument("--route", action="store_true", help="route_init: the LLM starts reading the video and the prompt")
+    ap.add_argument("--route", choices=("off", *ROUTES), nargs="?", const="words", default="off",
+                    help="route_init with this table (bare --route: words): the LLM starts reading the video and prompt")
     ap.add_argument("--size", default="ci", help="world size whose frames/pixels are used")
     ap.add_argument("--held", type=int, default=96, help="held-out videos (held-out prompts and seeds)")
     ap.add_argument("--seed", type=int, default=0)
@@ -305,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     rm_head = nn.Linear(backbone.config.text_config.hidden_size, 1, bias=False)
     model = VideoRewardModel(backbone, rm_head, tokenizer, ids, dict.fromkeys(REWARD_AXES, 0.0),
                              dict.fromkeys(REWARD_AXES, 1.0))
-    if args.route:
-        route_init(model)
+    if args.route != "off":
+        route_init(model, args.route)
     train_prompts, _ = split_prompts()
     probe = preprocess_frames(labelled_group(train_prompts, 0, ws.pixel_frames, ws.pixels)[0].frames, opts)
     scorer = BatchedReward(model, args.rubric, args.readout, probe.num_video_tokens)
