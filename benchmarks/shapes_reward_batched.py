@@ -17,7 +17,7 @@ N(0, 1/fan_in) (transformers draws every weight of the tiny base from N(0, 0.02)
 ``--groups scene`` trains on minimal pairs (:func:`scene_group`); ``--route`` starts the LLM reading the video and
 the prompt (:func:`route_init`); ``--rubric-steps N`` is a curriculum (short inputs first, the last N steps and the
 evaluation on the full rubric, where the script checks that its batched forward equals ``VideoRewardModel``'s);
-``--min-pixels`` sets the reward's resize; the script also prints how much the untrained states differ between videos.
+``--min-pixels`` sets the reward's resize, ``--pixels`` the frame side (64: the world at 64 px); the script also prints how much the untrained states differ between videos.
 
 It prints the loss every 50 steps and the held-out Spearman per axis (VQ, MQ, TA) on held-out prompts and seeds::
 
@@ -33,6 +33,7 @@ It prints the loss every 50 steps and the held-out Spearman per axis (VQ, MQ, TA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--route", choices=("off", *ROUTES), nargs="?", const="words", default="off",
                     help="route_init with this table (bare --route: words): the LLM starts reading the video and prompt")
     ap.add_argument("--size", default="ci", help="world size whose frames/pixels are used")
+    ap.add_argument("--pixels", type=int, default=None, help="frame side instead of the size's (e.g. 64)")
     ap.add_argument("--held", type=int, default=96, help="held-out videos (held-out prompts and seeds)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -301,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ws = get_size(args.size)
+    if args.pixels:
+        ws = dataclasses.replace(ws, pixels=args.pixels)
     opts = PreprocessOptions(min_pixels=args.min_pixels)
     with tempfile.TemporaryDirectory() as tmp:
         backbone, tokenizer = write_tiny_base(Path(tmp), seed=args.seed, extra_words=WORLD_WORDS,
