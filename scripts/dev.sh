@@ -60,7 +60,9 @@ case "$cmd" in
   containers) containers ;;
   run)
     setup
-    exec "$VENV/bin/stream-r1" pipeline run-local "$@"
+    # The main job trains in the shapes world (docs/shapes.md): built on the first run, then reused;
+    # `--world tiny` runs the same DAG on random tiny checkpoints instead (seconds, nothing learnt).
+    exec "$VENV/bin/stream-r1" pipeline run-local --world shapes "$@"
     ;;
   test)
     setup

@@ -42,3 +42,18 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny-checkpoints")
     return write_tiny_checkpoints(root, with_reward=True)
+
+
+@pytest.fixture(scope="session")
+def shapes_world_ci(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``ci`` shapes world (``stream-r1 shapes build DIR --size ci``, seed 0), built once per session.
+
+    About 3-5 minutes of CPU (docs/benchmarks.md "Shapes world"); tests that use it are marked slow and get a
+    longer timeout.
+    """
+    import torch
+
+    from stream_r1.shapes.build import build_world
+
+    torch.set_num_threads(2)
+    return build_world(tmp_path_factory.mktemp("shapes") / "world", "ci", seed=0)

@@ -19,8 +19,9 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--package", help="compiled pipeline YAML (default: compile the checkout's DAG)")
 
 
-def _run_args(p: argparse.ArgumentParser, default_config: str) -> None:
-    p.add_argument("--config", default=default_config, help="training preset or YAML (checked before submitting)")
+def _run_args(p: argparse.ArgumentParser, default_config: str | None, config_help: str = "") -> None:
+    p.add_argument("--config", default=default_config,
+                   help=config_help or "training preset or YAML (checked before submitting)")
     p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
                    help="pipeline parameter (JSON-parsed when possible), e.g. --param backend=pytorchjob; repeatable")
 
@@ -30,10 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c = sub.add_parser("compile", help="compile pipelines/stream_r1.py to IR YAML")
     c.add_argument("--output", help="output YAML (default pipelines/compiled/stream_r1.yaml)")
 
-    r = sub.add_parser("run-local", help="run the whole DAG here on tiny checkpoints with a loopback S3 server")
-    _run_args(r, "tiny_cpu")
+    r = sub.add_parser("run-local", help="run the whole DAG here on a local checkpoint set with a loopback S3 server")
+    _run_args(r, None, "training preset or YAML (default: the world's, tiny_cpu or shapes_cpu)")
+    r.add_argument("--world", choices=["tiny", "shapes"], default="tiny",
+                   help="tiny: random checkpoints (every step runs, nothing is learnt); shapes: the synthetic world "
+                        "whose models are trained here, with ground-truth scores (docs/shapes.md; built on the first "
+                        "run, then cached)")
+    r.add_argument("--world-size", choices=["ci", "default"], default="ci",
+                   help="build size of the shapes world (ci: minutes; default: the experiment's, longer)")
     r.add_argument("--workdir", default=".stream-r1/local",
-                   help="persistent state: bucket data, registry.db, pipeline_root, tiny checkpoints")
+                   help="persistent state: bucket data, registry.db, pipeline_root, tiny checkpoints / shapes world")
     r.add_argument("--endpoint", help="use this S3 URL (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) "
                                       "instead of starting SeaweedFS")
     r.add_argument("--bucket", default="stream-r1", help="bucket for runs/<run-id>/...")
@@ -70,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             summary = pl.run_local(workdir=args.workdir, endpoint=args.endpoint, bucket=args.bucket,
-                                   config=args.config, params=params, runner=args.runner)
+                                   config=args.config, params=params, runner=args.runner, world=args.world,
+                                   world_size=args.world_size)
         except EngineMissing as e:
             print(f"stream-r1 pipeline run-local: {e}")
             return 2

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from stream_r1.utils.io import package_path
+
 DATA_ROOT_ENV = "STREAM_R1_DATA_ROOT"
 TINY = "tiny"
 
@@ -145,7 +147,7 @@ def resolve_suite(spec: str | None, data_root: str | Path | None = None, max_pro
                 "(the pipeline's fetch step downloads suites from the artifact store) and pass the local path"
             )
         spec = rest
-    path = Path(spec)
+    path = package_path(spec)  # package:stream_r1/... is a file shipped in the package (same in every image)
     if not path.exists():
         close = difflib.get_close_matches(spec, list(SUITE_NAMES), n=1)
         hint = f"; did you mean the suite {close[0]!r}?" if close else ""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_r1.ops.endpoints import check_reachable
+from stream_r1.ops.local_world import local_world, materialize, run_arguments
 from stream_r1.ops.run_summary import LocalRunSummary
 from stream_r1.ops.seaweed import S3Credentials, SeaweedServer
 from stream_r1.ops.store import ArtifactStore, credentials_from_env
@@ -354,9 +355,9 @@ def s3_endpoint(endpoint: str | None, data_dir: Path) -> Iterator[S3Credentials]
 
 
 def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None = None, bucket: str = "stream-r1",
-              config: str = "tiny_cpu", params: dict[str, Any] | None = None,
-              runner: str = "subprocess") -> LocalRunSummary:
-    """Run the whole DAG with ``kfp.local`` on tiny checkpoints and a real S3 store.
+              config: str | None = None, params: dict[str, Any] | None = None,
+              runner: str = "subprocess", world: str = "tiny", world_size: str = "ci") -> LocalRunSummary:
+    """Run the whole DAG with ``kfp.local`` on a local checkpoint set and a real S3 store.
 
     Every input is checked before any work; the console shows one line per step (the full output goes
     to ``<workdir>/logs/<run-id>-<time>.log``); a stop signal (SIGTERM/SIGINT/SIGHUP) stops every process
@@ -364,14 +365,18 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
 
     Args:
         workdir: Persistent state: ``seaweed/`` (the bucket), ``registry.db``, ``pipeline_root/``,
-            ``tiny-checkpoints/``, ``shared/`` (the shared volume: checkpoint sets, run directories), ``logs/``.
+            ``tiny-checkpoints/`` or ``shapes-world-<size>/``, ``shared/`` (the shared volume: checkpoint sets, run
+            directories), ``logs/``.
             A fresh temp dir is used as the KFP workspace (kfp.local deletes it).
         endpoint: Existing S3 URL (keys from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); None starts SeaweedFS.
         bucket: Bucket for ``runs/<run-id>/...``.
-        config: Preset or YAML path.
+        config: Preset or YAML path (None: the world's, ``tiny_cpu`` or ``shapes_cpu``).
         params: Extra pipeline arguments; ``run_id`` (validated) names the run, else one is generated.
         runner: ``subprocess`` (every step in this process's venv, the fast default) or ``docker`` (every step
             in its cluster image through podman, training as a sibling container: ``stream_r1.ops.containers``).
+        world: ``tiny`` (random checkpoints: every step runs, nothing is learnt) or ``shapes`` (the trained synthetic
+            world with ground-truth scores, built on first use and cached: ``stream_r1.ops.local_world``).
+        world_size: The shapes world's build size (``ci`` or ``default``).
 
     Raises:
         ValueError: unknown ``runner``, a bad parameter, config or run id (before any work).
@@ -395,8 +400,10 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
     workdir = Path(workdir).resolve()
     run_id = (validate_run_id(params["run_id"], "--param run_id") if params.get("run_id") else
               steps.resolve_run_id(f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"))
-    tiny = workdir / "tiny-checkpoints"
-    args = pipeline_arguments(config, {**LOCAL_ARGUMENTS, "checkpoint_source": str(tiny), "bucket": bucket,
+    chosen = local_world(world, workdir, world_size)
+    config = config or chosen.config
+    params = run_arguments(chosen, params)
+    args = pipeline_arguments(config, {**LOCAL_ARGUMENTS, "checkpoint_source": str(chosen.source), "bucket": bucket,
                                        "registry_uri": str(workdir / "registry.db"),
                                        "shared_dir": str(workdir / "shared"),
                                        # in containers the launcher (ops image, no torch) runs a sibling job
@@ -418,9 +425,12 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
                     contextlib.ExitStack() as stack:
                 summary.endpoint = creds.url
                 store = ArtifactStore(creds, bucket, max_attempts=2, connect_timeout_seconds=5.0)
-                steps.run_cli(["make-tiny-checkpoints", str(tiny)])  # verified; rebuilt when damaged
+                if chosen.name == "shapes":
+                    console.note(f"shapes world ({chosen.size}) in {chosen.source}: built on the first run (minutes), "
+                                 "verified and reused after")
+                materialize(chosen, steps.run_cli)
                 if runner == "docker":
-                    containers.make_readable(tiny)
+                    containers.make_readable(chosen.source)
                 workspace = Path(ws_parent) / "workspace"  # rmtree'd by kfp.local after the run
                 workspace.mkdir()
                 kfp_runner: Any = local.SubprocessRunner(use_venv=False)

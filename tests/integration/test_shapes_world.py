@@ -1,6 +1,6 @@
 """The ``ci`` shapes world: built by the project's code, loadable by every loader, and it has learned.
 
-One module-scoped build serves every test (docs/benchmarks.md "Shapes world": 190-290 s on 2 cores at load 3-5,
+One session-scoped build (tests/conftest.py) serves every test (docs/benchmarks.md "Shapes world": 190-290 s on 2 cores at load 3-5,
 mostly the VAE). The learning checks are ones untrained weights cannot pass.
 """
 
@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from stream_r1.config.derived import checkpoint_path
 from stream_r1.models.loading import inspect_generator_checkpoint, load_student, load_wan_transformer
@@ -25,9 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(2)
-    return build_world(tmp_path_factory.mktemp("shapes") / "world", "ci", seed=0)
+def world(shapes_world_ci: Path) -> Path:
+    return shapes_world_ci  # tests/conftest.py: one build per session, shared with the run-local test
 
 
 def test_build_is_complete_cached_and_in_the_real_formats(world: Path) -> None:
