@@ -32,9 +32,9 @@ from stream_r1.models.denoiser import BidirectionalDenoiser
 from stream_r1.models.vae import WanVAE
 from stream_r1.shapes.build import world_config
 from stream_r1.shapes.data import render_clips, teacher_clips
-from stream_r1.shapes.sizes import WorldSize, get_size, stage_seed
+from stream_r1.shapes.sizes import WorldSize, stage_seed
 from stream_r1.shapes.teacher import HEAD_DIM, teacher_config, token_input_dim, train_teacher
-from stream_r1.shapes.world import COLORS, DIRECTIONS, make_prompt, parse_prompt
+from stream_r1.shapes.world import COLORS, DIRECTIONS, make_prompt, parse_prompt, split_prompts
 from stream_r1.train.build import build_text_pipeline
 from stream_r1.train.ode_pairs import teacher_trajectory
 
@@ -54,6 +54,20 @@ def latent_directions(z: torch.Tensor, black: torch.Tensor) -> list[str]:
     return [names[i] for i in (disp @ torch.tensor([DIRECTIONS[n] for n in names]).T).argmax(1).tolist()]
 
 
+def latent_colors(z: torch.Tensor, black: torch.Tensor, prototypes: torch.Tensor) -> list[str]:
+    """Colour of each latent video ``[N, F, C, H, W]``: nearest (cosine) of ``prototypes [4, C]`` (one per colour).
+
+    A video's signature is its latent difference from the black latent, averaged over cells weighted by
+    the squared difference (so the object's cells dominate) and over frames: ``[N, C]``.
+    """
+    d = z - black
+    e = (d**2).sum(dim=2, keepdim=True)  # [N, F, 1, H, W]
+    sig = (d * e).sum(dim=(1, 3, 4)) / e.sum(dim=(1, 3, 4)).clamp_min(1e-9)
+    sim = torch.nn.functional.normalize(sig, dim=1) @ torch.nn.functional.normalize(prototypes, dim=1).T
+    names = list(COLORS)
+    return [names[i] for i in sim.argmax(1).tolist()]
+
+
 def _config(dim: int, layers: int, text_dim: int) -> dict[str, object]:
     """:func:`teacher_config` at any width, including the narrow ones it refuses (that is what is compared)."""
     cfg = teacher_config(max(dim, 2 * token_input_dim()), layers, text_dim)
@@ -68,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--held-out-samples", type=int, default=4, help="world-teacher samples per held-out prompt")
+    p.add_argument("--only-held-out", action="store_true", help="skip the capacity and sensitivity sections")
     a = p.parse_args(argv)
     if not (a.world / "world.json").is_file():
         print(
@@ -78,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     cfg = world_config(a.world)
     world = json.loads((a.world / "world.json").read_text(encoding="utf-8"))
-    ws, seed = get_size(str(world["size"]["name"])), int(world["seed"])
+    ws, seed = WorldSize(**world["size"]), int(world["seed"])  # the size it was built with
     with tempfile.TemporaryDirectory() as tmp:
         _probe(a, cfg, ws, seed, Path(tmp))
     return 0
@@ -101,6 +117,11 @@ def _probe(a: argparse.Namespace, cfg: RunConfig, ws: WorldSize, seed: int, tmp:
         idx = [i for i in clean if parse_prompt(pool[i].prompt)[0] == col]
         print(f"| {col} | {float(((lat[idx] - black) ** 2).sum(dim=(1, 2, 3, 4)).mean()):.2f} |")
 
+    teacher = trajectory_teacher(cfg, load_score_transformer(cfg, "teacher", dtype=torch.float32, device="cpu"))
+    _held_out(a, cfg, teacher, cache, neg, lat, black, [pool[i] for i in clean], clean)
+    if a.only_held_out:
+        return
+
     print("\n| width | prompt | seed | final loss | samples moving the prompt's way |")
     for dim in a.dims:
         for k, prompt in enumerate(a.prompts):
@@ -114,7 +135,6 @@ def _probe(a: argparse.Namespace, cfg: RunConfig, ws: WorldSize, seed: int, tmp:
             ok = sum(d == parse_prompt(prompt)[2] for d in latent_directions(x0, black)) / a.samples
             print(f"| {dim} | {prompt} | {k + 1} | {sum(losses[-25:]) / 25:.3f} | {ok:.2f} |")
 
-    teacher = trajectory_teacher(cfg, load_score_transformer(cfg, "teacher", dtype=torch.float32, device="cpu"))
     z, prompts = lat[::3], [pool[i].prompt for i in range(0, len(pool), 3)]
     swapped_dir = [make_prompt(c, s, OPPOSITE[d]) for c, s, d in map(parse_prompt, prompts)]
     swapped_col = [make_prompt(OTHER_COLOR[c], s, d) for c, s, d in map(parse_prompt, prompts)]
@@ -137,6 +157,50 @@ def _probe(a: argparse.Namespace, cfg: RunConfig, ws: WorldSize, seed: int, tmp:
             base = float((((x_t - mean) / s - (eps - z)) ** 2).mean())
             m = [float(((x0(c) - z) ** 2).mean()) for c in (c_true, c_dir, c_col)]
             print(f"| {s} | {loss:.3f} | {base:.3f} | {m[0]:.4f} | {m[1]:.4f} | {m[2]:.4f} |")
+
+
+def _held_out(
+    a: argparse.Namespace,
+    cfg: RunConfig,
+    teacher: BidirectionalDenoiser,
+    cache: object,
+    neg: torch.Tensor,
+    lat: torch.Tensor,
+    black: torch.Tensor,
+    clean_clips: list,
+    clean: list[int],
+) -> None:
+    """The world teacher's CFG samples of every held-out prompt, read in latent space (no VAE decoder).
+
+    The readers are first checked on the clean training latents themselves (their accuracy there is the
+    ceiling of what they can report for the teacher).
+    """
+    protos = []
+    for col in COLORS:
+        idx = [i for i, c in zip(clean, clean_clips, strict=True) if parse_prompt(c.prompt)[0] == col]
+        d = lat[idx] - black
+        e = (d**2).sum(dim=2, keepdim=True)
+        protos.append(((d * e).sum(dim=(1, 3, 4)) / e.sum(dim=(1, 3, 4)).clamp_min(1e-9)).mean(0))
+    prototypes = torch.stack(protos)
+    z = lat[clean]
+    truth = [parse_prompt(c.prompt) for c in clean_clips]
+    col_ok = sum(c == t[0] for c, t in zip(latent_colors(z, black, prototypes), truth, strict=True)) / len(truth)
+    dir_ok = sum(d == t[2] for d, t in zip(latent_directions(z, black), truth, strict=True)) / len(truth)
+    _, held = split_prompts()
+    prompts = [p for p in held for _ in range(a.held_out_samples)]
+    noise = torch.randn((len(prompts), *lat.shape[1:]), generator=torch.Generator().manual_seed(1234))
+    with torch.no_grad():
+        x0 = torch.cat([
+            teacher_trajectory(teacher, noise[i : i + 16], cache.get(prompts[i : i + 16]), neg, cfg.ode)[:, -1]
+            for i in range(0, len(prompts), 16)
+        ])  # fmt: skip
+    truth = [parse_prompt(p) for p in prompts]
+    t_col = sum(c == t[0] for c, t in zip(latent_colors(x0, black, prototypes), truth, strict=True)) / len(truth)
+    t_dir = sum(d == t[2] for d, t in zip(latent_directions(x0, black), truth, strict=True)) / len(truth)
+    print("| latent-space reader | colour | direction | videos |")
+    print("|---|---|---|---|")
+    print(f"| clean training latents (reader ceiling) | {col_ok:.2f} | {dir_ok:.2f} | {len(clean)} |")
+    print(f"| world teacher, held-out prompts | {t_col:.2f} | {t_dir:.2f} | {len(prompts)} |")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from stream_r1.shapes.vae import MEAN_PENALTY, OBJECT_WEIGHT, VAE_CONFIG, framew
 from stream_r1.shapes.world import parse_prompt  # noqa: E402
 
 SIDE = 32
-"""The ci and default worlds' frame side."""
+"""Default frame side (``--side``)."""
 CLIP_FRAMES = 9
 """Pixel frames of the held-out clips (frames 0, 4 and 8 are evaluated)."""
 
@@ -143,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--side", type=int, default=SIDE, help="frame side in pixels (a multiple of 8)")
     args = ap.parse_args(argv)
+    if args.side < 8 or args.side % 8:
+        print(f"shapes_vae_probe: --side {args.side} must be a positive multiple of 8, e.g. 64", file=sys.stderr)
+        return 2
     if min(args.steps, args.batch, args.eval_every, args.threads, args.base_dim, args.width) < 1 or args.down < 0:
         print("shapes_vae_probe: --steps, --batch, --eval-every, --threads, --base-dim, --width must be >= 1 "
               "and --down >= 0", file=sys.stderr)  # fmt: skip
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             model.conv_out.bias.fill_(-1.0)
     pool = teacher_clips(8, 0.4, args.seed)
     held = held_out_clips(2)
-    frames = render_clips(held, CLIP_FRAMES, SIDE)[:, ::4].reshape(-1, 1, 3, SIDE, SIDE).permute(0, 2, 1, 3, 4)
+    side = args.side
+    frames = render_clips(held, CLIP_FRAMES, side)[:, ::4].reshape(-1, 1, 3, side, side).permute(0, 2, 1, 3, 4)
     prompts = [c.prompt for c in held for _ in range(frames.shape[0] // len(held))]
     g = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for step in range(args.steps):
         clips = [pool[(step * args.batch + i) % len(pool)] for i in range(args.batch)]
-        video = render_clips(clips, 5, SIDE)
+        video = render_clips(clips, 5, side)
         pick = torch.randint(0, 5, (len(clips),), generator=g)
         x = video[torch.arange(len(clips)), pick].unsqueeze(2)  # [B, 3, 1, S, S]
         loss = _loss(args.loss, model, x)

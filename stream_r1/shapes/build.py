@@ -52,7 +52,7 @@ MANIFEST = "MANIFEST.json"
 WORLD_FILE = "world.json"
 METRICS_FILE = "metrics.json"
 PARTS = ("text_encoder", "tokenizer", "vae", "teacher", "base", "ode_init.pt", "VideoReward")
-VAE_CLIP_FRAMES = 5
+VAE_CLIP_FRAMES = 9
 
 
 def size_overrides(ws: WorldSize, root: str | Path) -> list[str]:

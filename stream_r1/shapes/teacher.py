@@ -34,8 +34,10 @@ def token_input_dim(patch_size: tuple[int, int, int] = PATCH_SIZE, channels: int
     return channels * p_t * p_h * p_w
 
 
-def teacher_config(dim: int, layers: int, text_dim: int) -> dict[str, object]:
-    """Config of the tiny teacher (patch 1x2x2 over 16 latent channels, like Wan2.1).
+def teacher_config(
+    dim: int, layers: int, text_dim: int, patch_size: tuple[int, int, int] = PATCH_SIZE
+) -> dict[str, object]:
+    """Config of the tiny teacher (by default patch 1x2x2 over 16 latent channels, like Wan2.1).
 
     ``dim`` must exceed :func:`token_input_dim`: a Wan transformer has no skip from its input to its output,
     so the flow ``v = eps - x0`` it predicts (nearly the input itself at high noise) passes through the
@@ -48,13 +50,14 @@ def teacher_config(dim: int, layers: int, text_dim: int) -> dict[str, object]:
     Raises:
         ValueError: ``dim`` not above the token input size, or not a multiple of the head dim.
     """
-    if dim <= token_input_dim() or dim % HEAD_DIM:
+    tokens = token_input_dim(patch_size)
+    if dim <= tokens or dim % HEAD_DIM:
         raise ValueError(
-            f"teacher dim {dim} must be a multiple of {HEAD_DIM} above the {token_input_dim()} numbers of one "
-            f"latent token (16 channels x patch {PATCH_SIZE}); use e.g. {2 * token_input_dim()}"
+            f"teacher dim {dim} must be a multiple of {HEAD_DIM} above the {tokens} numbers of one "
+            f"latent token (16 channels x patch {patch_size}); use e.g. {max(2 * tokens, 2 * HEAD_DIM)}"
         )
     return {
-        "patch_size": PATCH_SIZE,
+        "patch_size": tuple(patch_size),
         "num_attention_heads": dim // HEAD_DIM,
         "attention_head_dim": HEAD_DIM,
         "in_channels": LATENT_CHANNELS,

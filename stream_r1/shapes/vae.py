@@ -38,10 +38,12 @@ MEAN_PENALTY = 1.0e-4
 """Weight of the penalty on the size of the posterior mean."""
 LR = 3.0e-3
 """Peak learning rate of the image phase."""
-CLIP_LR = 1.0e-3
+CLIP_LR = 3.0e-4
 """Peak learning rate of the clip phase. Each phase has its own cosine: under one cosine over both
 phases the clip phase sat at its tail (a 1500 + 20 step build gave its 20 clip steps under 1.3e-6, so the
-temporal kernels never moved from their initialisation)."""
+temporal kernels never moved from their initialisation). After an image phase the clip phase trains
+only the temporal kernels (:func:`temporal_kernels`): trained whole at 1e-3 on 5-frame clips it lowered
+every frame's PSNR by 3-4 dB (docs/benchmarks.md "Shapes world")."""
 
 
 def phase_lr(step: int, image_steps: int, steps: int) -> float:
@@ -51,9 +53,33 @@ def phase_lr(step: int, image_steps: int, steps: int) -> float:
     return CLIP_LR * 0.5 * (1 + math.cos(math.pi * (step - image_steps) / max(1, steps)))
 
 
-def _weighted_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def clamp_aware_error(raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Object-weighted squared error of the decoder's *unclamped* output ``raw`` against ``target`` in [-1, 1].
+
+    diffusers clamps every decode to [-1, 1], so a loss on the clamped decode gives a pixel on the wrong side
+    of the clamp no gradient at all (a dark object pixel whose output sits below -1 can never brighten).
+    On the unclamped output, overshooting a saturated target (-1 black, or a colour channel at 1) is no
+    error, because the clamp removes it: the error is one-sided there and two-sided in between (edges).
+    """
+    d = raw - target
+    d = torch.where(target >= 1, d.clamp(max=0), torch.where(target <= -1, d.clamp(min=0), d))
     w = 1.0 + (OBJECT_WEIGHT - 1.0) * (target.amax(dim=1, keepdim=True) > -0.5).float()
-    return (w * (recon - target) ** 2).mean() / w.mean()
+    return (w * d**2).mean() / w.mean()
+
+
+def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
+    """``vae.decode(z)`` before diffusers' final clamp to [-1, 1] (``[B, 3, T, H, W]``).
+
+    A forward hook on the decoder keeps the output of each of its per-latent-frame calls, which
+    ``AutoencoderKLWan._decode`` concatenates along time before clamping.
+    """
+    raw: list[torch.Tensor] = []
+    handle = vae.decoder.register_forward_hook(lambda _m, _i, out: raw.append(out))
+    try:
+        vae.decode(z)
+    finally:
+        handle.remove()
+    return torch.cat(raw, dim=2)
 
 
 @torch.no_grad()
@@ -88,6 +114,26 @@ def framewise_init_(vae: AutoencoderKLWan) -> AutoencoderKLWan:
             else:
                 w[:, :, 2, 0, 0] = eye
     return vae
+
+
+def temporal_kernels(vae: AutoencoderKLWan) -> dict[torch.nn.Parameter, torch.Tensor]:
+    """The weights only clips can train, each with a 0/1 mask of its temporal part (same shape).
+
+    Those are the past-frame slices of every causal 3-D convolution (on single frames they see only
+    the causal zero padding) and the whole temporal convolution of each temporal resampler. Training
+    just these on clips keeps what the image phase learnt about single frames.
+    """
+    masks: dict[torch.nn.Parameter, torch.Tensor] = {}
+    for m in vae.modules():
+        if isinstance(m, WanResample) and hasattr(m, "time_conv"):
+            masks[m.time_conv.weight] = torch.ones_like(m.time_conv.weight)
+            masks[m.time_conv.bias] = torch.ones_like(m.time_conv.bias)
+    for m in vae.modules():
+        if isinstance(m, WanCausalConv3d) and m.weight.shape[2] == 3 and m.weight not in masks:
+            mask = torch.zeros_like(m.weight)
+            mask[:, :, :2] = 1.0
+            masks[m.weight] = mask
+    return masks
 
 
 def object_crops(x: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
@@ -150,6 +196,8 @@ def train_vae(
         use_channel_rms_norm(vae)  # ~3x faster norm forward + backward on CPU, same function
         if image_steps:
             framewise_init_(vae)
+        with torch.no_grad():  # start at a black frame, the background (the colour must be learnt, not unlearnt)
+            vae.decoder.conv_out.bias.fill_(-1.0)
         total = image_steps + steps
         vae.train()
         for step in progress(range(total), desc="vae (steps)", total=total):
@@ -158,7 +206,11 @@ def train_vae(
                 # slices are ~0 after the image phase (single frames give them no gradient), so
                 # carried-over state makes the first clip steps huge (measured: round-trip
                 # direction accuracy fell from 1.0 to 0.5 in the ci build).
-                opt = torch.optim.AdamW(vae.parameters(), lr=1.0, weight_decay=0.0)
+                masks = temporal_kernels(vae) if step == image_steps > 0 else {}
+                for p in vae.parameters():
+                    p.requires_grad_(not masks or p in masks)
+                params = [p for p in vae.parameters() if p.requires_grad]
+                opt = torch.optim.AdamW(params, lr=1.0, weight_decay=0.0)
                 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, s0=step: phase_lr(s0 + s, image_steps, steps))
             if step < image_steps:
                 pool = [c for k in range(-(-image_batch // batch)) for c in clips(step * 7 + k)][:image_batch]
@@ -169,14 +221,15 @@ def train_vae(
                 video = render_clips(clips(step), frames, size)
             x = object_crops(video, crop, g).permute(0, 2, 1, 3, 4)  # [B, 3, T, h, w]
             mu = vae.encode(x).latent_dist.mode()
-            recon = vae.decode(mu).sample
-            loss = _weighted_mse(recon, x) + MEAN_PENALTY * (mu**2).mean()
+            loss = clamp_aware_error(decode_unclamped(vae, mu), x) + MEAN_PENALTY * (mu**2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            for p, mask in masks.items():
+                p.grad.mul_(mask)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
-        vae.eval()
+        vae.eval().requires_grad_(True)
         with torch.no_grad():
             x = render_clips(clips(steps), frames, size).permute(0, 2, 1, 3, 4)
             mu = vae.encode(x).latent_dist.mode()  # [B, C, F, H, W]

@@ -26,3 +26,10 @@ def test_every_world_size_builds_a_teacher_wider_than_its_token(name: str) -> No
     ws = SIZES[name]
     cfg = teacher_config(ws.teacher_dim, ws.teacher_layers, 32)
     assert cfg["num_attention_heads"] * cfg["attention_head_dim"] == ws.teacher_dim > token_input_dim()
+
+
+def test_a_finer_patch_carries_fewer_numbers_per_token_and_lowers_the_floor() -> None:
+    net = WanTransformer3DModel(**teacher_config(64, 1, 32, patch_size=(1, 1, 1)))
+    assert token_input_dim((1, 1, 1)) == net.patch_embedding.weight[0].numel() == 16
+    with pytest.raises(ValueError, match=r"above the 16 numbers .* use e\.g\. 64"):
+        teacher_config(16, 1, 32, patch_size=(1, 1, 1))

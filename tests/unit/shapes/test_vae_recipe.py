@@ -1,4 +1,4 @@
-"""The world VAE's training recipe: the frame-wise initialisation and the per-phase learning rates."""
+"""The world VAE's training recipe: frame-wise initialisation, per-phase learning rates, clip-phase weights, loss."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
 
-from stream_r1.shapes.vae import CLIP_LR, LR, VAE_CONFIG, framewise_init_, phase_lr
+from stream_r1.shapes.vae import (
+    CLIP_LR,
+    LR,
+    VAE_CONFIG,
+    clamp_aware_error,
+    decode_unclamped,
+    framewise_init_,
+    phase_lr,
+    temporal_kernels,
+)
 
 
 def test_temporal_upsamplers_start_by_interpolating_and_downsamplers_by_picking_the_newest_frame() -> None:
@@ -32,3 +41,41 @@ def test_each_phase_starts_at_its_peak_learning_rate_and_decays_to_zero() -> Non
     assert phase_lr(100, 100, 20) == pytest.approx(CLIP_LR)  # the clip phase is not at the image cosine's tail
     assert phase_lr(99, 100, 20) < 1e-3 * LR and phase_lr(119, 100, 20) < 0.01 * CLIP_LR
     assert phase_lr(0, 0, 20) == pytest.approx(CLIP_LR)
+
+
+def test_clip_phase_weights_do_not_change_what_a_single_frame_decodes_to() -> None:
+    # The clip phase trains only temporal_kernels (masked), so it cannot undo the image phase's frames.
+    torch.manual_seed(0)
+    vae = framewise_init_(AutoencoderKLWan(**VAE_CONFIG)).eval()
+    frame, clip = torch.rand(1, 3, 1, 16, 16) * 2 - 1, torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        before = [vae.decode(vae.encode(x).latent_dist.mode()).sample for x in (frame, clip)]
+        for p, mask in temporal_kernels(vae).items():
+            p.add_(mask * torch.randn_like(p))
+        after = [vae.decode(vae.encode(x).latent_dist.mode()).sample for x in (frame, clip)]
+    torch.testing.assert_close(after[0], before[0])
+    assert (after[1] - before[1]).abs().max() > 1e-2  # the masked parts are the ones clips depend on
+
+
+def test_clamp_aware_error_ignores_overshoot_of_saturated_targets_and_sees_through_the_clamp() -> None:
+    target = torch.tensor([-1.0, 1.0, 0.0, -1.0]).view(1, 1, 1, 1, 4).expand(1, 3, 1, 1, 4)
+    assert clamp_aware_error(torch.tensor([-3.0, 2.0, 0.0, -1.0]).view(1, 1, 1, 1, 4).expand_as(target), target) == 0
+    raw = torch.tensor([-3.0, 2.0, 0.0, -1.0]).view(1, 1, 1, 1, 4).repeat(1, 3, 1, 1, 1)
+    raw[..., 3] = -2.0  # a pixel of a bright target (1) clamped to -1 ...
+    target = target.clone()
+    target[..., 3] = 1.0
+    raw.requires_grad_(True)
+    clamp_aware_error(raw, target).backward()
+    assert raw.grad is not None and float(raw.grad[..., 3].sum()) < 0  # ... is pushed up, through the clamp
+    assert float(raw.grad[..., :3].abs().sum()) == 0
+
+
+def test_decode_unclamped_is_the_decode_before_its_clamp() -> None:
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**VAE_CONFIG).eval()
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(50)  # outputs far outside [-1, 1]
+        z = torch.randn(1, 16, 2, 2, 2)
+        raw, out = decode_unclamped(vae, z), vae.decode(z).sample
+    assert raw.shape == out.shape and raw.abs().max() > 1
+    torch.testing.assert_close(raw.clamp(-1, 1), out)
