@@ -9,10 +9,10 @@ the teacher's training clips (the VAE's image phase, ``stream_r1.shapes.vae``), 
   (``--down`` stride-2 levels of ``--width`` channels, 16 latent channels), to tell what the
   compression itself costs from what the Wan architecture costs,
 
-with the object-weighted squared error of the VAE recipe (``--loss mse``, on the clamped decode for
-``wan``) or the one-sided error on the unclamped output (``--loss clamp_aware``: overshooting a
-saturated target, -1 or 1, counts as no error; with ``--black-bias`` the last convolution starts at
-a black output). Every ``--eval-every`` steps it reports, on 72 held-out frames (frames 0, 4 and 8 of
+with the object-weighted squared error on the clamped decode (``--loss mse``, the VAE recipe before
+64 px frames) or the one-sided error on the unclamped output (``--loss clamp_aware``, the recipe's
+``clamp_aware_error``: overshooting a saturated target, -1 or 1, counts as no error; with
+``--black-bias`` the last convolution starts at a black output, as the recipe's does). Every ``--eval-every`` steps it reports, on 72 held-out frames (frames 0, 4 and 8 of
 24 held-out clean clips, each encoded alone), the PSNR of whole frames and of the dilated object box
 (``reconstruction_psnr``'s rule) and the world's detectors on the decodes: colour and shape accuracy
 and the median sharpness (clean renders 0.68-0.88, blurred 0.30-0.33; degraded below 0.45)::
@@ -40,7 +40,14 @@ from diffusers import AutoencoderKLWan  # noqa: E402
 from stream_r1.models.vae_norm import use_channel_rms_norm  # noqa: E402
 from stream_r1.shapes.data import held_out_clips, render_clips, teacher_clips  # noqa: E402
 from stream_r1.shapes.detect import measure  # noqa: E402
-from stream_r1.shapes.vae import MEAN_PENALTY, OBJECT_WEIGHT, VAE_CONFIG, framewise_init_  # noqa: E402
+from stream_r1.shapes.vae import (  # noqa: E402
+    MEAN_PENALTY,
+    OBJECT_WEIGHT,
+    VAE_CONFIG,
+    clamp_aware_error,
+    decode_unclamped,
+    framewise_init_,
+)
 from stream_r1.shapes.world import parse_prompt  # noqa: E402
 
 SIDE = 32
@@ -79,26 +86,22 @@ class WanProbe(nn.Module):
         use_channel_rms_norm(self.vae)
         framewise_init_(self.vae)
         self.conv_out = self.vae.decoder.conv_out
-        self._raw: list[torch.Tensor] = []
-        self.vae.decoder.register_forward_hook(lambda _m, _i, out: self._raw.append(out))
 
     def roundtrip(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(posterior mean, unclamped decode, diffusers' clamped decode)`` of ``x [B, 3, T, H, W]``."""
         mu = self.vae.encode(x).latent_dist.mode()
-        self._raw.clear()
-        out = self.vae.decode(mu).sample
-        return mu, torch.cat(self._raw, dim=2), out
+        raw = decode_unclamped(self.vae, mu)
+        return mu, raw, raw.clamp(-1, 1)
 
 
 def _loss(kind: str, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     z, raw, clamped = model.roundtrip(x)
     if kind == "mse":
-        d = clamped - x
+        w = 1.0 + (OBJECT_WEIGHT - 1.0) * (x.amax(dim=1, keepdim=True) > -0.5).float()
+        err = (w * (clamped - x) ** 2).mean() / w.mean()
     else:
-        d = raw - x
-        d = torch.where(x >= 1, d.clamp(max=0), torch.where(x <= -1, d.clamp(min=0), d))
-    w = 1.0 + (OBJECT_WEIGHT - 1.0) * (x.amax(dim=1, keepdim=True) > -0.5).float()
-    return (w * d**2).mean() / w.mean() + MEAN_PENALTY * (z**2).mean()
+        err = clamp_aware_error(raw, x)
+    return err + MEAN_PENALTY * (z**2).mean()
 
 
 @torch.no_grad()

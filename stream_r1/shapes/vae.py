@@ -1,7 +1,9 @@
 """A tiny Wan VAE (diffusers ``AutoencoderKLWan``) trained on shapes-world clips.
 
-Reconstruction loss is MSE weighted towards the object (it covers about 8% of a frame, so plain MSE
-would be satisfied by a black frame) on decodes of the posterior *mean*, plus a small penalty on its
+Reconstruction loss is a squared error weighted towards the object (it covers about 8% of a frame, so
+plain MSE would be satisfied by a black frame), read on the decoder's output before diffusers' clamp
+(:func:`clamp_aware_error`; the last convolution starts at a black output), on decodes of the posterior
+*mean*, plus a small penalty on its
 size: the Wan VAE starts with posterior std ~1, as large as the signal, and sampling from it would
 spend the CPU budget on shrinking that noise (the diffusion models only ever use the mean,
 ``WanVAE.encode``). Afterwards the per-channel latent mean and
@@ -36,7 +38,7 @@ OBJECT_WEIGHT = 10.0
 """Loss weight of object pixels relative to the black background."""
 MEAN_PENALTY = 1.0e-4
 """Weight of the penalty on the size of the posterior mean."""
-LR = 3.0e-3
+LR = 1.5e-3
 """Peak learning rate of the image phase."""
 CLIP_LR = 3.0e-4
 """Peak learning rate of the clip phase. Each phase has its own cosine: under one cosine over both
