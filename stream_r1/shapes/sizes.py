@@ -70,12 +70,12 @@ class WorldSize:
 
 SIZES: dict[str, WorldSize] = {
     "ci": WorldSize(
-        name="ci", pixels=64, latent_frames=3, degraded_fraction=0.4,
+        name="ci", pixels=32, latent_frames=3, degraded_fraction=0.4,
         vae_image_steps=1500, vae_steps=100, vae_batch=4, teacher_clips=8, teacher_steps=500, teacher_batch=32,
         teacher_dim=128, teacher_layers=2, reward_steps=200, ode_repeats=2, ode_steps=60, eval_seeds=1,
     ),
     "default": WorldSize(
-        name="default", pixels=64, latent_frames=6, degraded_fraction=0.4,
+        name="default", pixels=32, latent_frames=6, degraded_fraction=0.4,
         vae_image_steps=4000, vae_steps=300, vae_batch=4, teacher_clips=16, teacher_steps=1500, teacher_batch=32,
         teacher_dim=128, teacher_layers=3, reward_steps=800, ode_repeats=4, ode_steps=300, eval_seeds=2,
     ),

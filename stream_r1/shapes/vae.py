@@ -38,7 +38,7 @@ OBJECT_WEIGHT = 10.0
 """Loss weight of object pixels relative to the black background."""
 MEAN_PENALTY = 1.0e-4
 """Weight of the penalty on the size of the posterior mean."""
-LR = 1.5e-3
+LR = 3.0e-3
 """Peak learning rate of the image phase."""
 CLIP_LR = 3.0e-4
 """Peak learning rate of the clip phase. Each phase has its own cosine: under one cosine over both
