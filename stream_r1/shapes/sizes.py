@@ -1,8 +1,10 @@
 """Sizes of the shapes world build: geometry, data and training budgets of each model.
 
 ``default`` is the experiment's world (targeted at 10 minutes on 2 cores, not yet measured); ``ci`` is
-the same world with fewer frames and smaller budgets (targeted at 2 minutes; measured 3-4 minutes on
+the same world with fewer frames and smaller budgets (targeted at 2 minutes; measured about 5 minutes on
 2 busy cores, mostly the VAE: docs/benchmarks.md "Shapes world"), for tests that must show learning.
+``pixels`` stays 32: at 64 the VAE learns shapes but keeps all four colours at only one seed in two,
+and the ci build takes 500-800 s (docs/benchmarks.md "Shapes world", "64 px frames").
 """
 
 from __future__ import annotations
