@@ -25,9 +25,9 @@ class WorldSize:
         degraded_fraction: Fraction of the teacher's training clips rendered in a degraded mode
             (split evenly over blur, jitter and colour drift).
         vae_image_steps: VAE steps on single whole frames first (8 per step; cheap, most of the quality).
-        vae_steps, vae_batch: VAE steps on 5-frame clips after that (the first frame, then one causal
-            4-frame chunk whose convolutions see the cached first frame: the two cases every longer
-            clip is made of), where the temporal kernels are learnt.
+        vae_steps, vae_batch: VAE steps on 9-frame clips after that (the first frame, then two causal
+            4-frame chunks, the second decoded from the first chunk's caches: the cases every longer
+            clip is made of), training only the temporal kernels.
         teacher_clips: Training clips per training prompt for the teacher.
         teacher_steps, teacher_batch: Flow-matching budget of the teacher.
         teacher_dim, teacher_layers: Width (heads x 32, above the 64 numbers of one latent token:
