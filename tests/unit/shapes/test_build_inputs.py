@@ -12,8 +12,7 @@ from stream_r1.config import load_config
 from stream_r1.shapes.data import held_out_clips, teacher_clips
 from stream_r1.shapes.sizes import SIZES
 from stream_r1.shapes.world import HELD_OUT_SEED_BASE, split_prompts
-
-REPO = Path(__file__).resolve().parents[3]
+from stream_r1.utils.io import package_path
 
 
 def test_unknown_size_is_one_clear_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,8 +25,9 @@ def test_unknown_size_is_one_clear_line_and_exit_2(tmp_path: Path, capsys: pytes
 def test_packaged_prompt_files_are_the_split() -> None:
     train, held = split_prompts()
     cfg = load_config("shapes_cpu")
-    assert (REPO / cfg.data.prompts).read_text(encoding="utf-8").splitlines() == train
-    assert (REPO / cfg.eval.prompts).read_text(encoding="utf-8").splitlines() == held
+    # The preset names them inside the package (``package:stream_r1/...``), independent of the working directory.
+    assert package_path(cfg.data.prompts).read_text(encoding="utf-8").splitlines() == train
+    assert package_path(cfg.eval.prompts).read_text(encoding="utf-8").splitlines() == held
 
 
 def test_preset_geometry_matches_the_default_world() -> None:
