@@ -9,10 +9,14 @@ layers) provides a :class:`GroundTruth`, and :func:`stream_r1.eval.evaluate.eval
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
+
+from stream_r1.eval.video_io import to_unit_range
+
+if TYPE_CHECKING:
+    import torch
 
 GT_PREFIX = "gt_"
 """Prefix of every ground-truth key in per_video.json and metrics.json."""
@@ -33,11 +37,6 @@ class GroundTruth(Protocol):
         ...
 
 
-def frames_to_unit_range(frames: np.ndarray) -> torch.Tensor:
-    """Decoded video ``[T, H, W, 3]`` uint8 -> ``[T, 3, H, W]`` float32 in ``[-1, 1]`` (the library's pixel layout)."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 def check_prompts(truth: GroundTruth, prompts: Iterable[str]) -> None:
     """Every prompt must belong to the world (raises the world's one-line ``ValueError``)."""
     for prompt in prompts:
@@ -46,7 +45,7 @@ def check_prompts(truth: GroundTruth, prompts: Iterable[str]) -> None:
 
 def score_row(truth: GroundTruth, frames: np.ndarray, prompt: str) -> dict[str, float]:
     """``{gt_<name>: value}`` for one decoded video."""
-    return {f"{GT_PREFIX}{k}": float(v) for k, v in truth.score(frames_to_unit_range(frames), prompt).items()}
+    return {f"{GT_PREFIX}{k}": float(v) for k, v in truth.score(to_unit_range(frames), prompt).items()}
 
 
 def aggregate_rows(per_video: list[dict[str, object]]) -> dict[str, float]:

@@ -48,12 +48,11 @@ def score_video(model: Any, frames: np.ndarray, fps: float, prompt: str, cfg: Ru
         ``reward_vq``/``reward_mq``/``reward_ta`` (z-normalised with the checkpoint's means/stds),
         ``reward_overall`` (their mean) and ``reward_{vq,mq,ta}_raw`` (head logits).
     """
-    import torch
-
+    from stream_r1.eval.video_io import to_unit_range
     from stream_r1.reward.preprocess import PreprocessOptions, select_frames
 
     idx = list(select_frames(frames.shape[0], PreprocessOptions(frames="fps2", video_fps=fps)))
-    x = torch.from_numpy(np.ascontiguousarray(frames[idx])).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [T',3,H,W]
+    x = to_unit_range(frames[idx])  # [T', 3, H, W]
     # The frames are already selected (even count): keep all of them in the model's preprocessing.
     opts = PreprocessOptions(frames="all_even", video_fps=fps, min_pixels=cfg.reward.min_pixels,
                              max_pixels=cfg.reward.max_pixels)

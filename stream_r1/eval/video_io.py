@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
 
@@ -56,6 +60,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, frames, extension=".mp4", fps=fps, codec="libx264", quality=10, macro_block_size=1)
     return path
+
+
+def to_unit_range(frames: np.ndarray) -> torch.Tensor:
+    """Decoded frames ``[T, H, W, 3]`` uint8 -> ``[T, 3, H, W]`` float32 in ``[-1, 1]`` (the library's pixel layout)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def to_uint8_frames(video: object) -> np.ndarray:
