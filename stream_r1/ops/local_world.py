@@ -12,6 +12,7 @@ built, never by the pipeline's step images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,9 @@ def run_arguments(world: LocalWorld, params: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def materialize(world: LocalWorld, run_cli: Any) -> None:
-    """Build (or verify) ``world.source`` with the project's own CLI; a complete, current set is left as it is."""
+def materialize(world: LocalWorld, run_cli: Callable[[list[str]], None]) -> None:
+    """Build (or verify) ``world.source`` with the project's own CLI (``run_cli``: ``stream_r1.ops.steps.run_cli``,
+    which streams the command's output into the run log); a complete, current set is left as it is."""
     if world.name == "tiny":
         run_cli(["make-tiny-checkpoints", str(world.source)])  # verified; rebuilt when damaged
     else:
