@@ -15,6 +15,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 
+from stream_r1.models.vae_conv import use_first_frame_convs
 from stream_r1.models.vae_norm import use_channel_rms_norm
 from stream_r1.utils.logging import get_logger
 
@@ -77,6 +78,7 @@ class WanVAE:
                 "use the Wan2.1 VAE"
             )
         use_channel_rms_norm(model)  # same function, CPU-fast (see stream_r1.models.vae_norm)
+        use_first_frame_convs(model)  # same function, no products of the first frame's zero padding
         self.model = model.eval()
         cfg = model.config
         self._mean = torch.tensor(cfg.latents_mean, dtype=torch.float32)

@@ -16,6 +16,8 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from torch import nn
 
+from stream_r1.models.replace import replace_modules
+
 _EPS = 1e-12
 """``F.normalize``'s default lower bound on the norm."""
 
@@ -52,7 +54,4 @@ def use_channel_rms_norm(model: nn.Module) -> int:
     Returns:
         How many norms were replaced (0 when already replaced).
     """
-    names = [name for name, module in model.named_modules() if type(module) is WanRMS_norm]
-    for name in names:
-        model.set_submodule(name, ChannelRMSNorm.replacing(model.get_submodule(name)))
-    return len(names)
+    return replace_modules(model, WanRMS_norm, ChannelRMSNorm.replacing)

@@ -21,6 +21,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample
 
 from stream_r1.models.vae import WanVAE
+from stream_r1.models.vae_conv import use_first_frame_convs
 from stream_r1.models.vae_norm import use_channel_rms_norm
 from stream_r1.shapes.data import DEGRADED_MODES, Clip, held_out_clips, render_clips
 from stream_r1.shapes.metrics import aggregate, score_video
@@ -196,6 +197,7 @@ def train_vae(
         torch.manual_seed(seed)
         vae = AutoencoderKLWan(**VAE_CONFIG)
         use_channel_rms_norm(vae)  # ~3x faster norm forward + backward on CPU, same function
+        use_first_frame_convs(vae)  # the image phase's single frames skip the zero-padding taps
         if image_steps:
             framewise_init_(vae)
         with torch.no_grad():  # start at a black frame, the background (the colour must be learnt, not unlearnt)
