@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stream_r1.utils.cpu_memory import CPU_ALLOCATOR_DEFAULTS
+
 if TYPE_CHECKING:
     import torch
 
@@ -248,11 +250,12 @@ def _spawn(args: argparse.Namespace, modes: list[str], *, memory: bool) -> dict[
         *("--reward-checkpointing", args.reward_checkpointing, "--worker", ",".join(modes)),
         *(("--measure-memory",) if memory else ()),
     ]
-    # Every allocation >= 64 KiB is mmap'ed and unmapped on free, so RSS follows live tensor memory.
-    env = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"} if memory else {}
-    out = subprocess.run(
-        [sys.executable, __file__, *worker_argv], check=True, capture_output=True, text=True, env={**os.environ, **env}
-    )
+    if memory:
+        # Every allocation >= 64 KiB is mmap'ed and unmapped on free (in 4 KB pages), so RSS follows live tensors.
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "THP_MEM_ALLOC_ENABLE": "0"}
+    else:
+        env = {**CPU_ALLOCATOR_DEFAULTS, **os.environ}  # timed as the stream-r1 command runs
+    out = subprocess.run([sys.executable, __file__, *worker_argv], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -43,17 +43,24 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-import torch
+from stream_r1.utils.cpu_memory import CPU_ALLOCATOR_DEFAULTS, apply_cpu_allocator_defaults
 
-from stream_r1.config import load_config
-from stream_r1.method.build import student_denoiser
-from stream_r1.models.causal_wan import CausalWanTransformer
-from stream_r1.models.compile import compile_student
-from stream_r1.models.loading import cast_keeping_fp32_modules
-from stream_r1.models.tiny import TINY_STUDENT, TINY_VAE
-from stream_r1.models.vae import WanVAE
-from stream_r1.rollout.self_forcing import student_timesteps
-from stream_r1.rollout.streaming import stream_chunks
+# Run as the stream-r1 command runs (its CPU-allocator defaults, set before torch allocates); a --baseline
+# commit's copy runs with the environment the caller gave, as that commit's command did.
+CALLER_SET = {key: os.environ[key] for key in CPU_ALLOCATOR_DEFAULTS if key in os.environ}
+apply_cpu_allocator_defaults()
+
+import torch  # noqa: E402
+
+from stream_r1.config import load_config  # noqa: E402
+from stream_r1.method.build import student_denoiser  # noqa: E402
+from stream_r1.models.causal_wan import CausalWanTransformer  # noqa: E402
+from stream_r1.models.compile import compile_student  # noqa: E402
+from stream_r1.models.loading import cast_keeping_fp32_modules  # noqa: E402
+from stream_r1.models.tiny import TINY_STUDENT, TINY_VAE  # noqa: E402
+from stream_r1.models.vae import WanVAE  # noqa: E402
+from stream_r1.rollout.self_forcing import student_timesteps  # noqa: E402
+from stream_r1.rollout.streaming import stream_chunks  # noqa: E402
 
 # Wan2.1-T2V-1.3B (docs/method.md §4.1).
 FULL_1_3B = {
@@ -242,12 +249,17 @@ def main(argv: list[str] | None = None) -> int:
 WINDOW_FULL_CHUNK = 3  # window 9 / chunks of 3: from chunk index 3 on every chunk has the same geometry
 
 
-def _run_tree(tree: str, argv: list[str]) -> list[float]:
-    """Run ``tree``'s copy of this script once (``--repeats 1``, window mode) and return its chunk times."""
+def _run_tree(tree: str, argv: list[str], baseline: bool = False) -> list[float]:
+    """Run ``tree``'s copy of this script once (``--repeats 1``, window mode) and return its chunk times.
+
+    The baseline's copy gets the caller's environment without this command's allocator defaults.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.json")
         script = os.path.join(tree, "benchmarks", "streaming_latency.py")
         env = {**os.environ, "PYTHONPATH": tree}
+        if baseline:
+            env = {k: v for k, v in env.items() if k not in CPU_ALLOCATOR_DEFAULTS} | CALLER_SET
         subprocess.run([sys.executable, script, *argv, "--repeats", "1", "--modes", "window", "--output", out],
                        check=True, env=env, cwd=tree, stdout=subprocess.DEVNULL)
         with open(out, encoding="utf-8") as f:
@@ -271,7 +283,7 @@ def compare_with_baseline(args: argparse.Namespace) -> int:
     try:
         for _ in range(args.repeats):
             for name, (tree, cli) in contenders.items():
-                runs[name].append(_run_tree(tree, cli))
+                runs[name].append(_run_tree(tree, cli, baseline=name == "baseline"))
     finally:
         subprocess.run(["git", "-C", root, "worktree", "remove", "--force", base], check=False)
     summary = {}

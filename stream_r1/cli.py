@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import stream_r1
 import stream_r1.commands as commands_pkg
+from stream_r1.utils.cpu_memory import apply_cpu_allocator_defaults
 from stream_r1.utils.logging import configure_logging
 from stream_r1.utils.paths import describe_os_error
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and ``python -m stream_r1``."""
+    apply_cpu_allocator_defaults()  # before the commands import torch (stream_r1.utils.cpu_memory says why)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
