@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from stream_r1.models.loading import export_diffusers
 from stream_r1.models.tiny import build_tiny_text_encoder, build_tiny_tokenizer
 from stream_r1.models.vae import WanVAE
 from stream_r1.reward.preprocess import PreprocessOptions
+from stream_r1.shapes.background import BackgroundCall, stops_background_calls
 from stream_r1.shapes.data import held_out_clips, render_clips, teacher_clips
 from stream_r1.shapes.reward import WORLD_WORDS, reward_quality, train_videoreward
 from stream_r1.shapes.sampling import sample_student, sample_teacher, score_videos
@@ -114,8 +116,50 @@ def _write_prompts(path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force: bool = False) -> Path:
+def videoreward_stage(root: Path, ws: WorldSize, seed: int) -> dict[str, object]:
+    """Train the world's VideoReward into ``root/VideoReward`` and measure it; needs only ``root/world.json``.
+
+    Runs on one torch thread wherever it runs (in this process or the build's second one), so both give
+    the same weights: thread counts change the order of float sums. It leaves the caller's global RNG as it
+    was, so the later stages draw the same numbers whether it ran here or in the second process.
+
+    Returns:
+        ``{"videoreward": rank correlations, "seconds": stage time}``.
+    """
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            opts = PreprocessOptions.from_config(world_config(root).reward)
+            train_videoreward(
+                root / "VideoReward", ws.reward_steps, ws.pixel_frames, ws.pixels, opts, stage_seed(seed, "reward")
+            )
+            quality = reward_quality(root / "VideoReward", 48, ws.pixel_frames, ws.pixels, opts)
+    finally:
+        torch.set_num_threads(threads)
+    return {"videoreward": quality, "seconds": time.perf_counter() - t0}
+
+
+def _start_videoreward(root: Path, ws: WorldSize, seed: int, parallel: bool | None) -> BackgroundCall | None:
+    """Start :func:`videoreward_stage` in a second process (None: it runs later, in this process)."""
+    if parallel is None:
+        parallel = len(os.sched_getaffinity(0)) >= 2
+    if not parallel:
+        return None
+    log.info("training the VideoReward in a second process while the VAE and the teacher train")
+    # Its progress bars would interleave with the main stages' bars.
+    return BackgroundCall(videoreward_stage, root, ws, seed, env={"STREAM_R1_PROGRESS": "0"})
+
+
+@stops_background_calls
+def build_world(
+    root: str | Path, size: str = "default", *, seed: int = 0, force: bool = False, parallel: bool | None = None
+) -> Path:
     """Build (or verify) the shapes world's checkpoint set in ``root``; returns ``root``.
+
+    ``parallel``: train the VideoReward in a second process while the VAE and the teacher train (it needs
+    none of them); None = when this process may use at least two CPUs. Either way the result is the same.
 
     Raises:
         ValueError: Unknown size.
@@ -137,6 +181,9 @@ def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force
     atomic_write_json(root / WORLD_FILE, {"size": ws.to_dict(), "seed": seed, "overrides": overrides})
     cfg = world_config(root)
     torch.manual_seed(stage_seed(seed, "global"))
+
+    wall = time.perf_counter()
+    pending = _start_videoreward(root, ws, seed, parallel)
 
     t0 = time.perf_counter()
     tokenizer = build_tiny_tokenizer((*WORLD_WORDS, ",", "."))
@@ -175,13 +222,8 @@ def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force
     metrics["teacher_train_loss"] = {"first": sum(losses[:k]) / k, "last": sum(losses[-k:]) / k}
     timings["teacher"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    opts = PreprocessOptions.from_config(cfg.reward)
-    train_videoreward(
-        root / "VideoReward", ws.reward_steps, ws.pixel_frames, ws.pixels, opts, stage_seed(seed, "reward")
-    )
-    metrics["videoreward"] = reward_quality(root / "VideoReward", 48, ws.pixel_frames, ws.pixels, opts)
-    timings["videoreward"] = time.perf_counter() - t0
+    reward = pending.result() if pending is not None else videoreward_stage(root, ws, seed)
+    metrics["videoreward"], timings["videoreward"] = reward["videoreward"], reward["seconds"]
 
     t0 = time.perf_counter()
     train_prompts, held_prompts = split_prompts()
@@ -207,5 +249,5 @@ def build_world(root: str | Path, size: str = "default", *, seed: int = 0, force
     atomic_write_json(
         root / MANIFEST, {"size": ws.name, "seed": seed, "parts": list(PARTS), "files": _manifest_files(root)}
     )
-    log.info("shapes world (%s) built in %s in %.0f s", ws.name, root, sum(timings.values()))
+    log.info("shapes world (%s) built in %s in %.0f s", ws.name, root, time.perf_counter() - wall)
     return root
