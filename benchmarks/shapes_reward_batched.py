@@ -53,13 +53,8 @@ sys.path.insert(0, str(REPO))
 from stream_r1.reward.model import VideoRewardModel  # noqa: E402
 from stream_r1.reward.preprocess import PreprocessOptions, RewardVideo, patchify, preprocess_frames  # noqa: E402
 from stream_r1.reward.prompt import (  # noqa: E402
-    IM_END,
-    IM_START,
     REWARD_AXES,
     REWARD_TOKENS,
-    VIDEO_PAD,
-    VISION_END,
-    VISION_START,
 )
 from stream_r1.reward.tiny import (  # noqa: E402
     TINY_LORA_ALPHA,
@@ -69,28 +64,37 @@ from stream_r1.reward.tiny import (  # noqa: E402
     write_tiny_base,
 )
 from stream_r1.shapes.reward import (  # noqa: E402
+    GROUP,
     WORLD_WORDS,
+    BatchedReward,
     LabelledVideo,
     LoRADelta,
     _corrupt,  # the build's own prompt corruption (1-3 attributes changed)
     held_out_examples,
+    pair_regression_loss,
     rank_correlation,
+    reward_quality,
+    scene_group,
+    spearman_ceiling,
+    train_videoreward,
     world_labels,
+)
+from stream_r1.shapes.reward_init import (  # noqa: E402
+    ROUTES,
+    fan_in_init,
+    motion_init,
+    normed_video_marker,
+    route_init,
+    temporal_route_init,
 )
 from stream_r1.shapes.sizes import get_size  # noqa: E402
 from stream_r1.shapes.world import (  # noqa: E402
-    COLORS,
     DEGRADATIONS,
-    DIRECTIONS,
-    SHAPES,
     render_scene,
     sample_scene,
     scaled,
     split_prompts,
 )
-
-GROUP = 4
-"""Videos per group shown with one prompt (the pairs of the Bradley-Terry loss)."""
 
 
 def labelled_group(prompts: list[str], seed: int, frames: int, size: int) -> list[LabelledVideo]:
@@ -110,64 +114,23 @@ def labelled_group(prompts: list[str], seed: int, frames: int, size: int) -> lis
     return out
 
 
-MODES = ("clean", "blur", "jitter", "drift")
-
-
-def scene_group(prompts: list[str], seed: int, frames: int, size: int) -> list[LabelledVideo]:
-    """``GROUP`` minimal pairs: one scene in every mode (even ``seed``) or one video shown with 4 prompts (odd).
-
-    A quality group renders one scene (same prompt, start and path) clean and in each degraded mode at a graded
-    strength, shown with one prompt, so its pairs differ only in the degradation; an alignment group shows one video
-    with its true prompt and three prompts with 1-3 attributes changed, so its pairs differ only in the text.
-    """
-    rng = random.Random(seed)
-    prompt = rng.choice(prompts)
-    scene = sample_scene(prompt, seed)
-    if seed % 2 == 0:
-        shown = _corrupt(prompt, rng) if rng.random() < 0.5 else prompt
-        videos = [render_scene(scene, frames, size, scaled(DEGRADATIONS[m], rng.uniform(0.25, 1.5)), seed) for m in MODES]
-        return [LabelledVideo(v, shown, world_labels(v, shown)) for v in videos]
-    mode = rng.choice(("clean", *MODES))
-    video = render_scene(scene, frames, size, scaled(DEGRADATIONS[mode], rng.uniform(0.25, 1.5)), seed)
-    return [LabelledVideo(video, s, world_labels(video, s)) for s in [prompt] + [_corrupt(prompt, rng) for _ in range(3)]]
-
-
-class BatchedReward(nn.Module):
-    """Scores ``[B, 3]`` of a batch of videos with one forward of the ViT and of the LLM."""
+class BenchReward(BatchedReward):
+    """:class:`BatchedReward` with a second readout: ``vit``, a linear head on the flattened merged ViT tokens."""
 
     def __init__(self, model: VideoRewardModel, rubric: str, readout: str, num_video_tokens: int) -> None:
-        super().__init__()
-        self.model, self.rubric, self.readout = model, rubric, readout
+        super().__init__(model, "full" if rubric == "full" else "short")
+        self.readout = readout
         hidden = model.backbone.config.text_config.hidden_size
         self.vit_head = nn.Linear(num_video_tokens * hidden, len(REWARD_AXES))
 
-    def _ids(self, prompt: str, n: int) -> torch.Tensor:
-        if self.rubric == "full":
-            return self.model.encode_prompt(prompt, n)
-        rewards = " ".join(REWARD_TOKENS[a] for a in REWARD_AXES)
-        text = f"{IM_START}user\n{VISION_START}{VIDEO_PAD * n}{VISION_END}{prompt} {rewards}{IM_END}"
-        return self.model.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-
     def forward(self, videos: list[RewardVideo], prompts: list[str]) -> torch.Tensor:
-        backbone = self.model.backbone
-        pixels = torch.cat([patchify(v.x) for v in videos])
-        grid = torch.cat([v.grid_tensor() for v in videos])
-        emb = backbone.model.visual(pixels, grid_thw=grid).pooler_output  # [B * M, D]
         if self.readout == "vit":
-            return self.vit_head(emb.reshape(len(videos), -1))
-        ids = torch.cat([self._ids(p, videos[0].num_video_tokens) for p in prompts])  # same length: fixed grammar
-        embeds = backbone.get_input_embeddings()(ids)
-        mask = (ids == self.model.video_token_id).unsqueeze(-1)
-        embeds = embeds.masked_scatter(mask.expand_as(embeds), emb.to(embeds.dtype))
-        b, length = ids.shape
-        pos = torch.arange(length).view(1, 1, length).expand(3, b, length)
-        hidden = backbone.model.language_model(inputs_embeds=embeds, position_ids=pos, use_cache=False).last_hidden_state
-        rows = hidden[:, self.model.reward_positions(ids[:1])]  # [B, 3, D]
-        return self.model.rm_head(rows)[..., 0]
+            return self.vit_head(self.video_embeds(videos).reshape(len(videos), -1))
+        return super().forward(videos, prompts)
 
 
 @torch.no_grad()
-def init_spread(scorer: BatchedReward, batch: list[LabelledVideo], opts: PreprocessOptions) -> dict[str, float]:
+def init_spread(scorer: BenchReward, batch: list[LabelledVideo], opts: PreprocessOptions) -> dict[str, float]:
     """How much the untrained model's states differ between the videos of ``batch``, shown with one prompt.
 
     Mean over videos of ``|x - mean x| / |x|`` for the merged ViT tokens and for the reward-token states that
@@ -205,69 +168,26 @@ def base_config(hidden: int, heads: int, kv_heads: int, layers: int) -> Callable
     return build
 
 
-@torch.no_grad()
-def fan_in_init(model: nn.Module, seed: int) -> None:
-    """Re-draw every linear / conv weight from N(0, 1/fan_in), biases 0, embeddings N(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv3d)):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-            if m.bias is not None:
-                m.bias.zero_()
-        elif isinstance(m, nn.Embedding):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+def ceiling(n: int, ws: object) -> dict[str, float]:
+    """:func:`spearman_ceiling` per axis on the ``n`` held-out videos (what untied scores can reach at most)."""
+    held = held_out_examples(n, ws.pixel_frames, ws.pixels)
+    return {a: round(spearman_ceiling([ex.labels[a] for ex in held]), 3) for a in REWARD_AXES}
 
 
-ROUTES = {
-    "words": ((0, 0, 0, 7), (0, 1, 0, 7), (1, 1, 1, 7)),
-    "video2": ((0, 0, 0, 7), (0, 1, 0, 7), (1, 1, 1, 7), (1, 0, 0, 6)),
-}
-"""``route_init`` tables: (layer, query head, marker dimension, rotary dimension) per routed head. ``words``: both
-layer-0 heads read the video, layer-1 head 1 the world's words; ``video2``: layer-1 head 0 reads the video too."""
-
-
-@torch.no_grad()
-def route_init(model: VideoRewardModel, routes: str = "words", marker: float = 4.0, gain: float = 16.0) -> None:
-    """Initialise the LLM to read the video and the prompt's words through the heads of ``ROUTES[routes]``.
-
-    Hidden dimension 0 marks video tokens (the merger writes ``marker`` there, token embeddings 0) and dimension 1
-    the world's words (colour, shape, direction: ``marker`` in their embeddings). For each routed head a query bias
-    and a key reading the marker put the logit ``gain * normalised marker / sqrt(head_dim)`` on marked tokens in one
-    of the lowest rotary frequencies (dimensions 6, 7 of 8 pairs), which barely turn over a whole input, so the
-    routing is position-free. Key dimensions are shared by the query heads of a key/value head.
-    """
-    backbone, tok = model.backbone, model.tokenizer
-    merger = backbone.model.visual.merger.mlp[-1]
-    merger.weight[0].zero_()
-    merger.bias[0] = marker
-    emb = backbone.get_input_embeddings().weight
-    emb[:, :2] = 0.0
-    words = [i for w in (*COLORS, *SHAPES, *DIRECTIONS) for i in tok(w, add_special_tokens=False)["input_ids"]]
-    emb[words, 1] = marker
-    layers = backbone.model.language_model.layers
-    head_dim = layers[0].self_attn.head_dim
-    for layer, head, dim, rot in ROUTES[routes]:
-        att = layers[layer].self_attn
-        for kv in range(att.k_proj.out_features // head_dim):
-            for j in (kv * head_dim + rot, kv * head_dim + rot + head_dim // 2):
-                att.k_proj.weight[j].zero_()
-                att.k_proj.bias[j] = 0.0
-            att.k_proj.weight[kv * head_dim + rot, dim] = gain**0.5
-        for j in (head * head_dim + rot, head * head_dim + rot + head_dim // 2):
-            att.q_proj.weight[j].zero_()
-            att.q_proj.bias[j] = 0.0
-        att.q_proj.bias[head * head_dim + rot] = gain**0.5
-
-
-def _loss(scores: torch.Tensor, targets: torch.Tensor, pair_weight: float) -> torch.Tensor:
-    """Mean squared error + ``pair_weight`` x Bradley-Terry over the pairs of each group (label gap > 0.05)."""
-    loss = ((scores - targets) ** 2).mean()
-    if pair_weight:
-        s, y = scores.view(-1, GROUP, 3), targets.view(-1, GROUP, 3)
-        ds, dy = s.unsqueeze(2) - s.unsqueeze(1), y.unsqueeze(2) - y.unsqueeze(1)
-        w = (dy.abs() > 0.2).float()  # targets are 4 x label: a label gap above 0.05
-        loss = loss + pair_weight * (nn.functional.softplus(-ds * dy.sign()) * w).sum() / w.sum().clamp_min(1.0)
-    return loss
+def measure_build_recipe(args: argparse.Namespace, ws: object, opts: PreprocessOptions) -> int:
+    """``--build``: the build's own training and held-out measurement, printed as one JSON line."""
+    start = time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        path, losses = train_videoreward(Path(tmp) / "VideoReward", args.steps, args.rubric_steps, ws.pixel_frames,
+                                         ws.pixels, opts, args.seed)
+        trained = time.process_time() - start
+        quality = reward_quality(path, args.held, ws.pixel_frames, ws.pixels, opts)
+    print(json.dumps({"args": vars(args), "held_out_spearman": {k.removeprefix("spearman_"): round(v, 3)
+                                                                for k, v in quality.items()},
+                      "spearman_ceiling": ceiling(args.held, ws),
+                      "last50_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+                      "train_cpu_s": round(trained), "cpu_s": round(time.process_time() - start)}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,9 +212,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="curriculum: the last N steps (and the evaluation) with the full rubric, the earlier ones as --rubric")
     ap.add_argument("--route", choices=("off", *ROUTES), nargs="?", const="words", default="off",
                     help="route_init with this table (bare --route: words): the LLM starts reading the video and prompt")
+    ap.add_argument("--temporal", type=float, default=0.0,
+                    help="temporal_route_init with this gain (0: off): layer-0 head 1 of video tokens reads the previous slice")
+    ap.add_argument("--motion", type=int, default=0,
+                    help="patch-embedding filters that start as temporal differences (motion_init; 0: off)")
     ap.add_argument("--size", default="ci", help="world size whose frames/pixels are used")
     ap.add_argument("--pixels", type=int, default=None, help="frame side instead of the size's (e.g. 64)")
     ap.add_argument("--held", type=int, default=96, help="held-out videos (held-out prompts and seeds)")
+    ap.add_argument("--build", action="store_true",
+                    help="measure the build's recipe instead: stream_r1.shapes.reward.train_videoreward with --steps "
+                         "and --rubric-steps, then reward_quality on --held videos through the production loader")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -306,11 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.pixels:
         ws = dataclasses.replace(ws, pixels=args.pixels)
     opts = PreprocessOptions(min_pixels=args.min_pixels)
+    if args.build:
+        return measure_build_recipe(args, ws, opts)
     with tempfile.TemporaryDirectory() as tmp:
         backbone, tokenizer = write_tiny_base(Path(tmp), seed=args.seed, extra_words=WORLD_WORDS,
                                               base_config=base_config(*args.llm) if args.llm else None)
     if args.init == "fan_in":
         fan_in_init(backbone, args.seed)
+    if args.motion:
+        motion_init(backbone, args.motion)
     ids = {a: tokenizer.convert_tokens_to_ids(REWARD_TOKENS[a]) for a in REWARD_AXES}
     rm_head = nn.Linear(backbone.config.text_config.hidden_size, 1, bias=False)
     model = VideoRewardModel(backbone, rm_head, tokenizer, ids, dict.fromkeys(REWARD_AXES, 0.0),
@@ -319,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         route_init(model, args.route)
     train_prompts, _ = split_prompts()
     probe = preprocess_frames(labelled_group(train_prompts, 0, ws.pixel_frames, ws.pixels)[0].frames, opts)
-    scorer = BatchedReward(model, args.rubric, args.readout, probe.num_video_tokens)
+    if args.temporal:
+        _, gh, gw = probe.grid_thw
+        temporal_route_init(model, gh * gw // 4, normed_video_marker(model, probe), gain=args.temporal)
+    scorer = BenchReward(model, args.rubric, args.readout, probe.num_video_tokens)
     backbone.requires_grad_(False)
     if args.train == "full":
         body = list(backbone.parameters())
@@ -349,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         make = scene_group if args.groups == "scene" else labelled_group
         batch = [ex for s in group_seeds for ex in make(train_prompts, s, ws.pixel_frames, ws.pixels)]
         targets = torch.tensor([[4 * ex.labels[a] - 2 for a in REWARD_AXES] for ex in batch])
-        loss = _loss(scorer([preprocess_frames(ex.frames, opts) for ex in batch], [ex.prompt for ex in batch]),
+        loss = pair_regression_loss(scorer([preprocess_frames(ex.frames, opts) for ex in batch], [ex.prompt for ex in batch]),
                      targets, args.pair_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -375,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     spearman = {a: round(rank_correlation(scores[:, k].tolist(), [ex.labels[a] for ex in held]), 3)
                 for k, a in enumerate(REWARD_AXES)}
     label_var = torch.tensor([[4 * ex.labels[a] - 2 for a in REWARD_AXES] for ex in held]).var(dim=0).mean()
-    print(json.dumps({"args": vars(args), "held_out_spearman": spearman, "init_spread": spread, "first_loss": round(losses[0], 4),
+    print(json.dumps({"args": vars(args), "held_out_spearman": spearman, "spearman_ceiling": ceiling(args.held, ws),
+                      "init_spread": spread, "first_loss": round(losses[0], 4),
                       "last50_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
                       "held_out_target_variance": round(float(label_var), 4),
                       "cpu_s": round(time.process_time() - start)}))

@@ -32,10 +32,12 @@ class WorldSize:
         teacher_steps, teacher_batch: Flow-matching budget of the teacher.
         teacher_dim, teacher_layers: Width (heads x 32, above the 64 numbers of one latent token:
             :func:`stream_r1.shapes.teacher.teacher_config`) and depth of the teacher transformer.
-        reward_steps: Training videos shown to VideoReward (one video per step, as its forward takes one).
+        reward_steps: VideoReward training steps of 16 videos (:func:`stream_r1.shapes.reward.train_videoreward`).
         ode_repeats: Teacher trajectories per training prompt for the ODE initialisation.
         ode_steps: Regression steps of the ODE initialisation.
         eval_seeds: Videos per held-out prompt in the recorded metrics.
+        reward_rubric_steps: The last of the ``reward_steps``, on the full VideoAlign rubric (the others on short
+            inputs); last, with a default, so the sizes of older ``world.json`` files still load.
     """
 
     name: str
@@ -54,6 +56,7 @@ class WorldSize:
     ode_repeats: int
     ode_steps: int
     eval_seeds: int
+    reward_rubric_steps: int = 0
 
     @property
     def pixel_frames(self) -> int:
@@ -74,12 +77,14 @@ SIZES: dict[str, WorldSize] = {
     "ci": WorldSize(
         name="ci", pixels=32, latent_frames=3, degraded_fraction=0.4,
         vae_image_steps=1500, vae_steps=100, vae_batch=4, teacher_clips=8, teacher_steps=500, teacher_batch=32,
-        teacher_dim=128, teacher_layers=2, reward_steps=200, ode_repeats=2, ode_steps=60, eval_seeds=1,
+        teacher_dim=128, teacher_layers=2, reward_steps=1500, reward_rubric_steps=100, ode_repeats=2, ode_steps=60,
+        eval_seeds=1,
     ),
     "default": WorldSize(
         name="default", pixels=32, latent_frames=6, degraded_fraction=0.4,
         vae_image_steps=4000, vae_steps=300, vae_batch=4, teacher_clips=16, teacher_steps=1500, teacher_batch=32,
-        teacher_dim=128, teacher_layers=3, reward_steps=800, ode_repeats=4, ode_steps=300, eval_seeds=2,
+        teacher_dim=128, teacher_layers=3, reward_steps=3000, reward_rubric_steps=200, ode_repeats=4, ode_steps=300,
+        eval_seeds=2,
     ),
 }  # fmt: skip
 

@@ -26,7 +26,7 @@ def _hashes(directory: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_the_reward_stage_is_the_same_in_either_process(tmp_path: Path) -> None:
-    ws = dataclasses.replace(get_size("ci"), reward_steps=3)
+    ws = dataclasses.replace(get_size("ci"), reward_steps=3, reward_rubric_steps=1)
     here, there = _world_file(tmp_path / "here", ws), _world_file(tmp_path / "there", ws)
     rng = torch.get_rng_state()
     threads = torch.get_num_threads()

@@ -66,3 +66,20 @@ def test_the_vae_keeps_the_motion_and_beats_the_black_frame(world: Path) -> None
     # Clean held-out round trips move the prompt's way: 1.00 at seeds 0 and 1 at 32 px and in all four 64 px
     # builds measured (12 clips; chance 0.25, and a decode that does not move scores 0).
     assert metrics["vae_roundtrip"]["clean"]["direction"] >= 0.75, metrics["vae_roundtrip"]["clean"]
+
+
+def test_the_videoreward_is_the_trained_one_and_ranks_held_out_videos(world: Path) -> None:
+    from stream_r1.reward.preprocess import PreprocessOptions
+    from stream_r1.shapes.reward import held_out_examples
+
+    cfg = world_config(world)
+    ws = get_size("ci")
+    reward = VideoRewardModel.from_checkpoint(checkpoint_path(cfg, "reward"))
+    opts = PreprocessOptions.from_config(cfg.reward)
+    # The build standardises the logits with their mean and std on these 48 held-out videos, computed from the model
+    # in memory; loaded from the written layout (trained LLM as the base, zero adapter, tuned ViT / embeddings /
+    # rm_head), the same function gives z-scores of mean 0 and std 1 on them up to float32 rounding.
+    z = torch.tensor([list(reward.score(ex.frames, ex.prompt, opts).z.values()) for ex in held_out_examples(48, ws.pixel_frames, ws.pixels)])
+    assert z.mean(dim=0).abs().max() < 1e-3 and (z.std(dim=0) - 1).abs().max() < 1e-3, z
+    rho = json.loads((world / METRICS_FILE).read_text(encoding="utf-8"))["videoreward"]
+    # THRESHOLDS
