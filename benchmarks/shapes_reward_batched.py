@@ -18,6 +18,11 @@ N(0, 1/fan_in) (transformers draws every weight of the tiny base from N(0, 0.02)
 the prompt (:func:`route_init`); ``--rubric-steps N`` is a curriculum (short inputs first, the last N steps and the
 evaluation on the full rubric, where the script checks that its batched forward equals ``VideoRewardModel``'s);
 ``--min-pixels`` sets the reward's resize, ``--pixels`` the frame side (64: the world at 64 px); the script also prints how much the untrained states differ between videos.
+Fifth pass: ``--motion N`` starts N patch-embedding filters as temporal differences, ``--temporal G`` routes a layer-0
+head of every video token one temporal patch back (:mod:`stream_r1.shapes.reward_init`); ``--build`` measures the
+build's own recipe (``stream_r1.shapes.reward.train_videoreward`` with ``--steps`` / ``--rubric-steps``, then
+``reward_quality`` through the production loader). Every run prints ``spearman_ceiling``: what untied scores can
+reach against the tied held-out labels.
 
 It prints the loss every 50 steps and the held-out Spearman per axis (VQ, MQ, TA) on held-out prompts and seeds::
 
@@ -27,7 +32,8 @@ It prints the loss every 50 steps and the held-out Spearman per axis (VQ, MQ, TA
     .venv/bin/python benchmarks/shapes_reward_batched.py --steps 1500 --batch 16 --train full --lr 1e-3 \
         --rubric none --llm 64 4 4 2          # a wider base LLM: hidden 64, 4 heads, 4 key/value heads, 2 layers
     .venv/bin/python benchmarks/shapes_reward_batched.py --steps 3000 --batch 16 --train full --lr 1e-3 \
-        --init fan_in --groups scene --route --rubric none --rubric-steps 200   # the best recipe so far
+        --init fan_in --groups scene --route --rubric none --rubric-steps 200   # the fourth pass's best recipe
+    .venv/bin/python benchmarks/shapes_reward_batched.py --build --steps 1000 --rubric-steps 50   # the ci build's
 """
 
 from __future__ import annotations

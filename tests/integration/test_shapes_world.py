@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from stream_r1.config.derived import checkpoint_path
 from stream_r1.models.loading import inspect_generator_checkpoint, load_student, load_wan_transformer
@@ -79,7 +80,18 @@ def test_the_videoreward_is_the_trained_one_and_ranks_held_out_videos(world: Pat
     # The build standardises the logits with their mean and std on these 48 held-out videos, computed from the model
     # in memory; loaded from the written layout (trained LLM as the base, zero adapter, tuned ViT / embeddings /
     # rm_head), the same function gives z-scores of mean 0 and std 1 on them up to float32 rounding.
-    z = torch.tensor([list(reward.score(ex.frames, ex.prompt, opts).z.values()) for ex in held_out_examples(48, ws.pixel_frames, ws.pixels)])
+    z = torch.tensor(
+        [
+            list(reward.score(ex.frames, ex.prompt, opts).z.values())
+            for ex in held_out_examples(48, ws.pixel_frames, ws.pixels)
+        ]
+    )
     assert z.mean(dim=0).abs().max() < 1e-3 and (z.std(dim=0) - 1).abs().max() < 1e-3, z
     rho = json.loads((world / METRICS_FILE).read_text(encoding="utf-8"))["videoreward"]
-    # THRESHOLDS
+    # Held-out Spearman on 96 videos (a single estimate moves by about +-0.1). With the ci recipe (1000 steps, the last
+    # 50 on the rubric: benchmarks/shapes_reward_batched.py --build --steps 1000 --rubric-steps 50) TA measured
+    # 0.39 / 0.55 at seeds 0 / 1; the same initialisation untrained (--steps 0) gave TA -0.19 to 0.00 at six seeds,
+    # main's former 200-video LoRA recipe 0.08 / -0.07. VQ (0.08 / -0.05) and MQ (0.16 / 0.08) are not above what
+    # untrained weights give (-0.17 to 0.19) at this budget, so they are not asserted (docs/benchmarks.md
+    # "Shapes world").
+    assert rho["spearman_TA"] >= 0.25, rho
