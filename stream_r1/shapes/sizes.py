@@ -77,7 +77,7 @@ SIZES: dict[str, WorldSize] = {
     "ci": WorldSize(
         name="ci", pixels=32, latent_frames=3, degraded_fraction=0.4,
         vae_image_steps=1500, vae_steps=100, vae_batch=4, teacher_clips=8, teacher_steps=500, teacher_batch=32,
-        teacher_dim=128, teacher_layers=2, reward_steps=1000, reward_rubric_steps=50, ode_repeats=2, ode_steps=60,
+        teacher_dim=128, teacher_layers=2, reward_steps=2000, reward_rubric_steps=100, ode_repeats=2, ode_steps=60,
         eval_seeds=1,
     ),
     "default": WorldSize(

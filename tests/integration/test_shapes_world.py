@@ -88,10 +88,11 @@ def test_the_videoreward_is_the_trained_one_and_ranks_held_out_videos(world: Pat
     )
     assert z.mean(dim=0).abs().max() < 1e-3 and (z.std(dim=0) - 1).abs().max() < 1e-3, z
     rho = json.loads((world / METRICS_FILE).read_text(encoding="utf-8"))["videoreward"]
-    # Held-out Spearman on 96 videos (a single estimate moves by about +-0.1). With the ci recipe (1000 steps, the last
-    # 50 on the rubric: benchmarks/shapes_reward_batched.py --build --steps 1000 --rubric-steps 50) TA measured
-    # 0.39 / 0.55 at seeds 0 / 1; the same initialisation untrained (--steps 0) gave TA -0.19 to 0.00 at six seeds,
-    # main's former 200-video LoRA recipe 0.08 / -0.07. VQ (0.08 / -0.05) and MQ (0.16 / 0.08) are not above what
-    # untrained weights give (-0.17 to 0.19) at this budget, so they are not asserted (docs/benchmarks.md
-    # "Shapes world").
+    # Held-out Spearman on 96 videos (a single estimate moves by about +-0.1). The ci recipe (2000 steps, the last 100
+    # on the rubric) measured TA 0.41 at this build's reward seed (benchmarks/shapes_reward_batched.py --build
+    # --steps 2000 --rubric-steps 100 --seed 5916013696152893582); the same initialisation untrained (--steps 0) gives
+    # TA -0.19 to 0.00 at six seeds, main's former 200-video LoRA recipe 0.08 / -0.07. At 1000-1500 steps this seed
+    # was still on the loss plateau (TA -0.10 / -0.22), so the margin below 0.41 is kept wide. VQ and MQ are not above
+    # what untrained weights give (-0.17 to 0.19) at this budget and are not asserted (docs/benchmarks.md
+    # "Shapes world", fifth pass).
     assert rho["spearman_TA"] >= 0.25, rho
