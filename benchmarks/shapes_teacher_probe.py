@@ -13,11 +13,24 @@ Prints (docs/benchmarks.md "Shapes world" records the figures):
   the black latent, so the VAE's decoder is not involved);
 * the world teacher's flow loss at high noise against predicting the data mean, and how much its x0
   prediction changes when the direction word (or the colour word) of the prompt is swapped.
+
+``--direction-subsets`` instead checks the sampler and where direction is lost::
+
+    python benchmarks/shapes_teacher_probe.py --world DIR --direction-subsets --subset-steps 1500
+
+* the sampler's ceiling: the world's CFG Euler sampler (``teacher_trajectory``) driven by the exact
+  posterior-mean denoiser of the training latents (:class:`EmpiricalDenoiser`) instead of a network, so a
+  wrong timestep, shift or CFG convention would show as a low direction accuracy here;
+* teachers of the world's recipe (width, depth, steps given) trained on the clips of one direction, of
+  two opposite directions, and of all four, with the direction accuracy of their samples on those
+  directions' training prompts: the gap between one direction and two is what conditioning on the
+  direction word costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -84,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--held-out-samples", type=int, default=4, help="world-teacher samples per held-out prompt")
     p.add_argument("--only-held-out", action="store_true", help="skip the capacity and sensitivity sections")
+    p.add_argument("--direction-subsets", action="store_true", help="only the sampler ceiling and direction subsets")
+    p.add_argument(
+        "--subset-steps", type=int, default=1500, help="training steps of each direction-subset teacher (0: none)"
+    )
+    p.add_argument(
+        "--curriculum", type=int, nargs=2, metavar=("FIRST", "THEN"), default=None,
+        help="also a teacher trained FIRST steps on the 'right' clips, then THEN steps on all clips",
+    )  # fmt: skip
     a = p.parse_args(argv)
     if not (a.world / "world.json").is_file():
         print(
@@ -111,6 +132,9 @@ def _probe(a: argparse.Namespace, cfg: RunConfig, ws: WorldSize, seed: int, tmp:
     cache, negative = build_text_pipeline(cfg, tmp / "text_cache", torch.device("cpu"))
     neg = negative.get()
     clean = [i for i, c in enumerate(pool) if c.mode == "clean"]
+    if a.direction_subsets:
+        _direction_subsets(a, cfg, ws, seed, lat, cache, neg, black, pool)
+        return
 
     print("| colour | object energy in the latents (clean training clips, mean) |")
     for col in COLORS:
@@ -201,6 +225,94 @@ def _held_out(
     print("|---|---|---|---|")
     print(f"| clean training latents (reader ceiling) | {col_ok:.2f} | {dir_ok:.2f} | {len(clean)} |")
     print(f"| world teacher, held-out prompts | {t_col:.2f} | {t_dir:.2f} | {len(prompts)} |")
+
+
+class EmpiricalDenoiser:
+    """Exact posterior-mean denoiser of a finite set of latents, in the sampler's ``predict_flow`` interface.
+
+    For a prompt embedding seen in ``text``, ``x0`` is the posterior mean over that prompt's latents under
+    ``x_t = (1 - sigma) x0 + sigma eps`` (``sigma = t / 1000``, the teacher's training convention); any other
+    embedding (the negative prompt) gets the posterior over all latents. Driving the world's sampler with
+    it reproduces training clips, so its samples score what a perfectly fitted teacher would.
+    """
+
+    def __init__(self, latents: torch.Tensor, text: torch.Tensor) -> None:
+        self.latents, self.text = latents, text
+
+    def predict_flow(self, x_t: torch.Tensor, t: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """``v = (x_t - E[x0 | x_t, prompt]) / sigma`` for ``x_t [B, F, C, H, W]`` at ``t [B]``."""
+        out = []
+        for b in range(x_t.shape[0]):
+            s = max(float(t[b]) / 1000.0, 1e-4)
+            same = (self.text == text_emb[b].to(self.text.dtype)).flatten(1).all(dim=1)
+            bank = self.latents[same] if bool(same.any()) else self.latents
+            d2 = ((x_t[b : b + 1].float() - (1 - s) * bank) ** 2).flatten(1).sum(dim=1)
+            w = torch.softmax(-d2 / (2 * s * s), dim=0)
+            out.append((x_t[b].float() - (w.view(-1, 1, 1, 1, 1) * bank).sum(dim=0)) / s)
+        return torch.stack(out).to(x_t.dtype)
+
+
+def _sample_directions(
+    den: object,
+    cfg: RunConfig,
+    cache: object,
+    neg: torch.Tensor,
+    prompts: list[str],
+    black: torch.Tensor,
+    shape: tuple[int, ...],
+    guidance: float,
+) -> float:
+    """Fraction of CFG samples (noise seed 1234) whose latent centroid moves the prompt's way."""
+    ode = dataclasses.replace(cfg.ode, guidance_scale=guidance)
+    noise = torch.randn((len(prompts), *shape), generator=torch.Generator().manual_seed(1234))
+    with torch.no_grad():
+        x0 = torch.cat([
+            teacher_trajectory(den, noise[i : i + 16], cache.get(prompts[i : i + 16]), neg, ode)[:, -1]  # type: ignore[arg-type, attr-defined]
+            for i in range(0, len(prompts), 16)
+        ])  # fmt: skip
+    return sum(d == parse_prompt(p)[2] for d, p in zip(latent_directions(x0, black), prompts, strict=True)) / len(
+        prompts
+    )
+
+
+def _direction_subsets(
+    a: argparse.Namespace,
+    cfg: RunConfig,
+    ws: WorldSize,
+    seed: int,
+    lat: torch.Tensor,
+    cache: object,
+    neg: torch.Tensor,
+    black: torch.Tensor,
+    pool: list,
+) -> None:
+    """The sampler's ceiling, then world-recipe teachers trained on clips of 1, 2 and 4 directions."""
+    train, _ = split_prompts()
+    prompts = [p for p in train[::3] for _ in range(a.held_out_samples)]
+    text = cache.get([c.prompt for c in pool])  # type: ignore[attr-defined]
+    exact = EmpiricalDenoiser(lat, text)
+    print(
+        "| denoiser | training clips | steps | final loss | direction, CFG 1 | direction, CFG "
+        f"{cfg.ode.guidance_scale:g} | prompts x samples |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    ceiling = _sample_directions(exact, cfg, cache, neg, prompts, black, tuple(lat.shape[1:]), 1.0)
+    print(f"| exact posterior mean (sampler ceiling) | all {len(pool)} | - | - | {ceiling:.2f} | - | {len(prompts)} |")
+    for dirs in (("right",), ("left", "right"), tuple(DIRECTIONS)) if a.subset_steps else ():
+        idx = [i for i, c in enumerate(pool) if parse_prompt(c.prompt)[2] in dirs]
+        net, losses = train_teacher(
+            lat[idx], text[idx], neg, teacher_config(ws.teacher_dim, ws.teacher_layers, int(text.shape[-1])),
+            a.subset_steps, ws.teacher_batch, stage_seed(seed, "teacher"),
+        )  # fmt: skip
+        den = BidirectionalDenoiser(net, shift=cfg.ode.sampler_sigma_shift)
+        sub = [p for p in train if parse_prompt(p)[2] in dirs]
+        sub = [p for p in sub[:: max(1, len(sub) // 12)] for _ in range(a.held_out_samples)]
+        acc = [_sample_directions(den, cfg, cache, neg, sub, black, tuple(lat.shape[1:]), g)
+               for g in (1.0, cfg.ode.guidance_scale)]  # fmt: skip
+        print(
+            f"| world recipe (dim {ws.teacher_dim}, {ws.teacher_layers} layers) | {len(idx)} ({', '.join(dirs)}) "
+            f"| {a.subset_steps} | {sum(losses[-20:]) / 20:.3f} | {acc[0]:.2f} | {acc[1]:.2f} | {len(sub)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ def train_teacher(
     steps: int,
     batch: int,
     seed: int,
+    init: WanTransformer3DModel | None = None,
 ) -> tuple[WanTransformer3DModel, list[float]]:
-    """Train the teacher.
+    """Train the teacher (a fresh optimizer and cosine schedule on every call).
 
     Args:
         latents: ``[N, F, C, H, W]`` normalised VAE latents of the training clips.
@@ -89,14 +90,18 @@ def train_teacher(
         config: :func:`teacher_config`.
         steps, batch: Budget.
         seed: Initialisation and sampling seed.
+        init: A teacher to continue training (``config`` is then ignored); ``None`` = a fresh one.
 
     Returns:
         ``(teacher in eval mode, per-step losses)``.
     """
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = WanTransformer3DModel(**config)
+    if init is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = WanTransformer3DModel(**config)
+    else:
+        net = init
     net.train()
     den = BidirectionalDenoiser(net)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.99))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from diffusers import WanTransformer3DModel
 
 from stream_r1.shapes.sizes import SIZES
-from stream_r1.shapes.teacher import teacher_config, token_input_dim
+from stream_r1.shapes.teacher import teacher_config, token_input_dim, train_teacher
 
 
 def test_token_input_dim_is_the_patch_embeddings_fan_in() -> None:
@@ -33,3 +34,15 @@ def test_a_finer_patch_carries_fewer_numbers_per_token_and_lowers_the_floor() ->
     assert token_input_dim((1, 1, 1)) == net.patch_embedding.weight[0].numel() == 16
     with pytest.raises(ValueError, match=r"above the 16 numbers .* use e\.g\. 64"):
         teacher_config(16, 1, 32, patch_size=(1, 1, 1))
+
+
+def test_train_teacher_continues_a_given_network_with_a_fresh_schedule() -> None:
+    cfg = teacher_config(128, 1, 8)
+    lat, text, neg = torch.randn(4, 2, 16, 2, 2), torch.randn(4, 3, 8), torch.zeros(1, 3, 8)
+    first, _ = train_teacher(lat, text, neg, cfg, 2, 2, seed=0)
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    again, losses = train_teacher(lat, text, neg, cfg, 2, 2, seed=1, init=first)
+    assert again is first and len(losses) == 2
+    assert any(not torch.equal(before[k], v) for k, v in again.state_dict().items())
+    fresh, _ = train_teacher(lat, text, neg, cfg, 2, 2, seed=0)  # without init: the same start as the first call
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
