@@ -45,6 +45,7 @@ from stream_r1.models.denoiser import BidirectionalDenoiser
 from stream_r1.models.vae import WanVAE
 from stream_r1.shapes.build import world_config
 from stream_r1.shapes.data import render_clips, teacher_clips
+from stream_r1.shapes.metrics import score_video
 from stream_r1.shapes.sizes import WorldSize, stage_seed
 from stream_r1.shapes.teacher import HEAD_DIM, teacher_config, token_input_dim, train_teacher
 from stream_r1.shapes.world import COLORS, DIRECTIONS, make_prompt, parse_prompt, split_prompts
@@ -103,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--curriculum", type=int, nargs=2, metavar=("FIRST", "THEN"), default=None,
-        help="also a teacher trained FIRST steps on the 'right' clips, then THEN steps on all clips",
+        help="also a teacher trained FIRST steps on the clips of --first-directions, then THEN steps on all clips",
     )  # fmt: skip
+    p.add_argument("--first-directions", nargs="+", default=["right"], choices=list(DIRECTIONS),
+                   help="directions of the curriculum's first phase (all four: the same schedule without it)")  # fmt: skip
     a = p.parse_args(argv)
     if not (a.world / "world.json").is_file():
         print(
@@ -133,7 +136,7 @@ def _probe(a: argparse.Namespace, cfg: RunConfig, ws: WorldSize, seed: int, tmp:
     neg = negative.get()
     clean = [i for i, c in enumerate(pool) if c.mode == "clean"]
     if a.direction_subsets:
-        _direction_subsets(a, cfg, ws, seed, lat, cache, neg, black, pool)
+        _direction_subsets(a, vae, cfg, ws, seed, lat, cache, neg, black, pool)
         return
 
     print("| colour | object energy in the latents (clean training clips, mean) |")
@@ -252,6 +255,25 @@ class EmpiricalDenoiser:
         return torch.stack(out).to(x_t.dtype)
 
 
+def _samples(
+    den: object,
+    cfg: RunConfig,
+    cache: object,
+    neg: torch.Tensor,
+    prompts: list[str],
+    shape: tuple[int, ...],
+    guidance: float,
+) -> torch.Tensor:
+    """CFG samples ``[N, F, C, H, W]`` of ``prompts`` (noise seed 1234) with the world's sampler."""
+    ode = dataclasses.replace(cfg.ode, guidance_scale=guidance)
+    noise = torch.randn((len(prompts), *shape), generator=torch.Generator().manual_seed(1234))
+    with torch.no_grad():
+        return torch.cat([
+            teacher_trajectory(den, noise[i : i + 16], cache.get(prompts[i : i + 16]), neg, ode)[:, -1]  # type: ignore[arg-type, attr-defined]
+            for i in range(0, len(prompts), 16)
+        ])  # fmt: skip
+
+
 def _sample_directions(
     den: object,
     cfg: RunConfig,
@@ -262,21 +284,15 @@ def _sample_directions(
     shape: tuple[int, ...],
     guidance: float,
 ) -> float:
-    """Fraction of CFG samples (noise seed 1234) whose latent centroid moves the prompt's way."""
-    ode = dataclasses.replace(cfg.ode, guidance_scale=guidance)
-    noise = torch.randn((len(prompts), *shape), generator=torch.Generator().manual_seed(1234))
-    with torch.no_grad():
-        x0 = torch.cat([
-            teacher_trajectory(den, noise[i : i + 16], cache.get(prompts[i : i + 16]), neg, ode)[:, -1]  # type: ignore[arg-type, attr-defined]
-            for i in range(0, len(prompts), 16)
-        ])  # fmt: skip
-    return sum(d == parse_prompt(p)[2] for d, p in zip(latent_directions(x0, black), prompts, strict=True)) / len(
-        prompts
-    )
+    """Fraction of CFG samples whose latent centroid moves the prompt's way."""
+    x0 = _samples(den, cfg, cache, neg, prompts, shape, guidance)
+    hits = [d == parse_prompt(p)[2] for d, p in zip(latent_directions(x0, black), prompts, strict=True)]
+    return sum(hits) / len(prompts)
 
 
 def _direction_subsets(
     a: argparse.Namespace,
+    vae: WanVAE,
     cfg: RunConfig,
     ws: WorldSize,
     seed: int,
@@ -311,8 +327,33 @@ def _direction_subsets(
                for g in (1.0, cfg.ode.guidance_scale)]  # fmt: skip
         print(
             f"| world recipe (dim {ws.teacher_dim}, {ws.teacher_layers} layers) | {len(idx)} ({', '.join(dirs)}) "
-            f"| {a.subset_steps} | {sum(losses[-20:]) / 20:.3f} | {acc[0]:.2f} | {acc[1]:.2f} | {len(sub)} |"
+            f"| {a.subset_steps} | {sum(losses[-20:]) / len(losses[-20:]):.3f} | {acc[0]:.2f} | {acc[1]:.2f} | {len(sub)} |"
         )
+    if a.curriculum:
+        # A teacher that first learns which frame comes first (one direction), then to tie it to the word.
+        first, then = a.curriculum
+        tcfg = teacher_config(ws.teacher_dim, ws.teacher_layers, int(text.shape[-1]))
+        sel = [i for i, c in enumerate(pool) if parse_prompt(c.prompt)[2] in a.first_directions]
+        net, _ = train_teacher(lat[sel], text[sel], neg, tcfg, first, ws.teacher_batch, stage_seed(seed, "teacher"))
+        net, losses = train_teacher(lat, text, neg, tcfg, then, ws.teacher_batch, stage_seed(seed, "teacher") + 1, net)
+        den = BidirectionalDenoiser(net, shift=cfg.ode.sampler_sigma_shift)
+        _, held = split_prompts()
+        for name, ps in (("training", prompts), ("held-out", [p for p in held for _ in range(a.held_out_samples)])):
+            acc = [_sample_directions(den, cfg, cache, neg, ps, black, tuple(lat.shape[1:]), g)
+                   for g in (1.0, cfg.ode.guidance_scale)]  # fmt: skip
+            print(
+                f"| {first} steps on {'/'.join(a.first_directions)}, then {then} on all ({name} prompts) | {len(pool)} "
+                f"| {first + then} | {sum(losses[-20:]) / len(losses[-20:]):.3f} | {acc[0]:.2f} | {acc[1]:.2f} | {len(ps)} |"
+            )
+        print("\n| that teacher, held-out prompts, decoded | CFG | colour (pixels) | direction (pixels) | videos |")
+        print("|---|---|---|---|---|")
+        ps = [p for p in held for _ in range(a.held_out_samples)]
+        for g in (1.0, cfg.ode.guidance_scale):
+            x0 = _samples(den, cfg, cache, neg, ps, tuple(lat.shape[1:]), g)
+            with torch.no_grad():
+                rows = [score_video(f, p) for f, p in zip(vae.decode(x0), ps, strict=True)]
+            col, dirn = (sum(r[k] for r in rows) / len(rows) for k in ("color", "direction"))
+            print(f"| world detectors | {g:g} | {col:.2f} | {dirn:.2f} | {len(ps)} |")
 
 
 if __name__ == "__main__":
