@@ -24,7 +24,11 @@ Prints (docs/benchmarks.md "Shapes world" records the figures):
 * teachers of the world's recipe (width, depth, steps given) trained on the clips of one direction, of
   two opposite directions, and of all four, with the direction accuracy of their samples on those
   directions' training prompts: the gap between one direction and two is what conditioning on the
-  direction word costs.
+  direction word costs;
+* with ``--curriculum FIRST THEN``, a teacher trained FIRST steps on the clips of ``--first-directions``
+  (default: "right") and then THEN steps on all clips, read in latents on training and held-out prompts
+  and decoded and read by the world's detectors on the held-out prompts (``--first-directions left right
+  up down`` is the same schedule without the curriculum).
 """
 
 from __future__ import annotations
