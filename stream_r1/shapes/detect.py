@@ -150,10 +150,13 @@ def measure(frames: torch.Tensor, weight_threshold: float = PRESENT_THRESHOLD) -
         dots = torch.tensor([disp[0] * DIRECTIONS[n][0] + disp[1] * DIRECTIONS[n][1] for n in names])
         direction = names[int(dots.argmax())]
     if len(idx) >= 3:
-        s = idx.float()
-        a = torch.stack([torch.ones_like(s), s], dim=1)
-        coef = torch.linalg.lstsq(a, path).solution
-        rms = float(((a @ coef - path) ** 2).sum(dim=1).mean().sqrt())
+        # The least-squares line in closed form, in float64: LAPACK's lstsq (MKL) gave results that differed in
+        # the 7th digit from one process to the next on the same frames, so labels and builds were not
+        # reproducible from a seed.
+        s = idx.double() - idx.double().mean()
+        centred = path.double() - path.double().mean(dim=0)
+        slope = (s.view(-1, 1) * centred).sum(dim=0) / (s**2).sum()
+        rms = float(((centred - s.view(-1, 1) * slope) ** 2).sum(dim=1).mean().sqrt())
     else:
         rms = 0.0
     bright = (intensity > 0.5 * intensity.flatten(1).amax(dim=1).view(-1, 1, 1)) & found.view(-1, 1, 1)
