@@ -18,6 +18,22 @@ class _RankFilter(logging.Filter):
         return True
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record is emitted, not when it was made.
+
+    A process that swaps ``sys.stderr`` (a redirect, a test harness's capture) and later closes the old stream
+    would otherwise get "I/O operation on closed file" on every later log line.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def get_logger(name: str) -> logging.Logger:
     """A module logger under the ``stream_r1`` hierarchy."""
     return logging.getLogger(name)
@@ -29,7 +45,7 @@ def configure_logging(level: str | int = "INFO", rank: int | None = None) -> Non
     root.setLevel(level)
     for h in list(root.handlers):
         root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     handler.addFilter(_RankFilter(rank))
     root.addHandler(handler)
