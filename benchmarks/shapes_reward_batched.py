@@ -74,7 +74,6 @@ from stream_r1.shapes.reward import (  # noqa: E402
     WORLD_WORDS,
     BatchedReward,
     LabelledVideo,
-    LoRADelta,
     _corrupt,  # the build's own prompt corruption (1-3 attributes changed)
     held_out_examples,
     pair_regression_loss,
@@ -101,6 +100,22 @@ from stream_r1.shapes.world import (  # noqa: E402
     scaled,
     split_prompts,
 )
+
+
+class LoRADelta(nn.Module):
+    """Parametrization ``W -> W + scale * B @ A`` (B starts at zero, so training starts from the base)."""
+
+    def __init__(
+        self, out_features: int, in_features: int, rank: int, scale: float, generator: torch.Generator
+    ) -> None:
+        super().__init__()
+        self.A = nn.Parameter(torch.randn(rank, in_features, generator=generator) / in_features**0.5)
+        self.B = nn.Parameter(torch.zeros(out_features, rank))
+        self.scale = scale
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.scale * (self.B @ self.A).to(weight.dtype)
+
 
 
 def labelled_group(prompts: list[str], seed: int, frames: int, size: int) -> list[LabelledVideo]:

@@ -19,6 +19,7 @@ whose key and MANIFEST verify is left as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,7 +35,6 @@ from stream_r1.models.loading import export_diffusers
 from stream_r1.models.tiny import build_tiny_text_encoder, build_tiny_tokenizer
 from stream_r1.models.vae import WanVAE
 from stream_r1.reward.preprocess import PreprocessOptions
-from stream_r1.shapes.background import BackgroundCall, stops_background_calls
 from stream_r1.shapes.data import held_out_clips, render_clips, teacher_clips
 from stream_r1.shapes.reward import WORLD_WORDS, reward_quality, train_videoreward
 from stream_r1.shapes.sampling import sample_student, sample_teacher, score_videos
@@ -44,6 +44,7 @@ from stream_r1.shapes.vae import reconstruction_psnr, roundtrip_scores, train_va
 from stream_r1.shapes.world import split_prompts
 from stream_r1.train.build import build_text_pipeline
 from stream_r1.train.ode_entry import run_ode_init, run_ode_pairs
+from stream_r1.utils.background import BackgroundCall
 from stream_r1.utils.io import atomic_write_json, sha256_file
 from stream_r1.utils.logging import get_logger
 
@@ -152,7 +153,8 @@ def videoreward_stage(root: Path, ws: WorldSize, seed: int) -> dict[str, object]
 def _start_videoreward(root: Path, ws: WorldSize, seed: int, parallel: bool | None) -> BackgroundCall | None:
     """Start :func:`videoreward_stage` in a second process (None: it runs later, in this process)."""
     if parallel is None:
-        parallel = len(os.sched_getaffinity(0)) >= 2
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux only
+        parallel = (len(affinity(0)) if affinity else os.cpu_count() or 1) >= 2
     if not parallel:
         return None
     log.info("training the VideoReward in a second process while the VAE and the teacher train")
@@ -160,7 +162,6 @@ def _start_videoreward(root: Path, ws: WorldSize, seed: int, parallel: bool | No
     return BackgroundCall(videoreward_stage, root, ws, seed, env={"STREAM_R1_PROGRESS": "0"})
 
 
-@stops_background_calls
 def build_world(
     root: str | Path, size: str = "default", *, seed: int = 0, force: bool = False, parallel: bool | None = None
 ) -> Path:
@@ -192,61 +193,62 @@ def build_world(
 
     wall = time.perf_counter()
     pending = _start_videoreward(root, ws, seed, parallel)
+    # However the stages end, the second process ends with them (it must not go on writing into root).
+    with pending if pending is not None else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        tokenizer = build_tiny_tokenizer((*WORLD_WORDS, ",", "."))
+        tokenizer.save_pretrained(str(root / "tokenizer"))
+        build_tiny_text_encoder(stage_seed(seed, "umt5"), len(tokenizer)).save_pretrained(str(root / "text_encoder"))
+        timings["text_encoder"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    tokenizer = build_tiny_tokenizer((*WORLD_WORDS, ",", "."))
-    tokenizer.save_pretrained(str(root / "tokenizer"))
-    build_tiny_text_encoder(stage_seed(seed, "umt5"), len(tokenizer)).save_pretrained(str(root / "text_encoder"))
-    timings["text_encoder"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pool = teacher_clips(ws.teacher_clips, ws.degraded_fraction, stage_seed(seed, "clips"))
+        vae_model = train_vae(
+            lambda s: [pool[(s * ws.vae_batch + i) % len(pool)] for i in range(ws.vae_batch)],
+            ws.vae_steps, ws.vae_batch, VAE_CLIP_FRAMES, ws.pixels, stage_seed(seed, "vae"),
+            image_steps=ws.vae_image_steps, image_batch=8, crop=ws.pixels,
+        )  # fmt: skip
+        vae_model.save_pretrained(str(root / "vae"), safe_serialization=True)
+        vae = WanVAE.from_pretrained(root / "vae")
+        held = render_clips(held_out_clips(2), ws.pixel_frames, ws.pixels)
+        metrics["vae"] = reconstruction_psnr(vae, held)
+        metrics["vae_roundtrip"] = roundtrip_scores(vae, ws.pixel_frames, ws.pixels)
+        timings["vae"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    pool = teacher_clips(ws.teacher_clips, ws.degraded_fraction, stage_seed(seed, "clips"))
-    vae_model = train_vae(
-        lambda s: [pool[(s * ws.vae_batch + i) % len(pool)] for i in range(ws.vae_batch)],
-        ws.vae_steps, ws.vae_batch, VAE_CLIP_FRAMES, ws.pixels, stage_seed(seed, "vae"),
-        image_steps=ws.vae_image_steps, image_batch=8, crop=ws.pixels,
-    )  # fmt: skip
-    vae_model.save_pretrained(str(root / "vae"), safe_serialization=True)
-    vae = WanVAE.from_pretrained(root / "vae")
-    held = render_clips(held_out_clips(2), ws.pixel_frames, ws.pixels)
-    metrics["vae"] = reconstruction_psnr(vae, held)
-    metrics["vae_roundtrip"] = roundtrip_scores(vae, ws.pixel_frames, ws.pixels)
-    timings["vae"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        latents = torch.cat(
-            [vae.encode(render_clips(pool[i : i + 16], ws.pixel_frames, ws.pixels)) for i in range(0, len(pool), 16)]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            latents = torch.cat(
+                [vae.encode(render_clips(pool[i : i + 16], ws.pixel_frames, ws.pixels)) for i in range(0, len(pool), 16)]
+            )
+        cache, negative = build_text_pipeline(cfg, work / "text_cache", torch.device("cpu"))
+        text = cache.get([c.prompt for c in pool])
+        tcfg = teacher_config(ws.teacher_dim, ws.teacher_layers, int(text.shape[-1]))
+        teacher, losses = train_teacher(
+            latents, text, negative.get(), tcfg, ws.teacher_steps, ws.teacher_batch, stage_seed(seed, "teacher")
         )
-    cache, negative = build_text_pipeline(cfg, work / "text_cache", torch.device("cpu"))
-    text = cache.get([c.prompt for c in pool])
-    tcfg = teacher_config(ws.teacher_dim, ws.teacher_layers, int(text.shape[-1]))
-    teacher, losses = train_teacher(
-        latents, text, negative.get(), tcfg, ws.teacher_steps, ws.teacher_batch, stage_seed(seed, "teacher")
-    )
-    export_diffusers(teacher, root / "teacher")
-    export_diffusers(teacher, root / "base")
-    k = max(1, min(20, len(losses) // 4))
-    metrics["teacher_train_loss"] = {"first": sum(losses[:k]) / k, "last": sum(losses[-k:]) / k}
-    timings["teacher"] = time.perf_counter() - t0
+        export_diffusers(teacher, root / "teacher")
+        export_diffusers(teacher, root / "base")
+        k = max(1, min(20, len(losses) // 4))
+        metrics["teacher_train_loss"] = {"first": sum(losses[:k]) / k, "last": sum(losses[-k:]) / k}
+        timings["teacher"] = time.perf_counter() - t0
 
-    reward = pending.result() if pending is not None else videoreward_stage(root, ws, seed)
-    metrics["videoreward"], timings["videoreward"] = reward["videoreward"], reward["seconds"]
+        reward = pending.result() if pending is not None else videoreward_stage(root, ws, seed)
+        metrics["videoreward"], timings["videoreward"] = reward["videoreward"], reward["seconds"]
 
-    t0 = time.perf_counter()
-    train_prompts, held_prompts = split_prompts()
-    ode_cfg = world_config(root, [f"ode.num_steps={ws.ode_steps}", f"train.seed={stage_seed(seed, 'ode') % 2**31}"])
-    prompts_file = _write_prompts(work / "ode_prompts.txt", train_prompts * ws.ode_repeats)
-    run_ode_pairs(ode_cfg, work / "ode_pairs", str(prompts_file), teacher="teacher")
-    run_ode_init(ode_cfg, work / "ode_pairs", work / "ode_init")
-    shutil.copyfile(work / "ode_init" / "ode_init.pt", root / "ode_init.pt")
-    timings["ode_init"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        train_prompts, held_prompts = split_prompts()
+        ode_cfg = world_config(root, [f"ode.num_steps={ws.ode_steps}", f"train.seed={stage_seed(seed, 'ode') % 2**31}"])
+        prompts_file = _write_prompts(work / "ode_prompts.txt", train_prompts * ws.ode_repeats)
+        run_ode_pairs(ode_cfg, work / "ode_pairs", str(prompts_file), teacher="teacher")
+        run_ode_init(ode_cfg, work / "ode_pairs", work / "ode_init")
+        shutil.copyfile(work / "ode_init" / "ode_init.pt", root / "ode_init.pt")
+        timings["ode_init"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    eval_prompts = [p for p in held_prompts for _ in range(ws.eval_seeds)]
-    metrics["teacher_held_out"] = score_videos(sample_teacher(cfg, eval_prompts, 0, work / "text_cache"))
-    metrics["ode_init_held_out"] = score_videos(sample_student(cfg, None, eval_prompts, 0, work / "text_cache"))
-    timings["evaluation"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        eval_prompts = [p for p in held_prompts for _ in range(ws.eval_seeds)]
+        metrics["teacher_held_out"] = score_videos(sample_teacher(cfg, eval_prompts, 0, work / "text_cache"))
+        metrics["ode_init_held_out"] = score_videos(sample_student(cfg, None, eval_prompts, 0, work / "text_cache"))
+        timings["evaluation"] = time.perf_counter() - t0
 
     metrics["seconds"] = timings
     atomic_write_json(root / METRICS_FILE, metrics)

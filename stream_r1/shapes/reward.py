@@ -61,21 +61,6 @@ WORLD_WORDS: tuple[str, ...] = ("a", "moving", *COLORS, *SHAPES, *DIRECTIONS)
 """The prompt vocabulary every tokenizer of the world must know."""
 
 
-class LoRADelta(nn.Module):
-    """Parametrization ``W -> W + scale * B @ A`` (B starts at zero, so training starts from the base)."""
-
-    def __init__(
-        self, out_features: int, in_features: int, rank: int, scale: float, generator: torch.Generator
-    ) -> None:
-        super().__init__()
-        self.A = nn.Parameter(torch.randn(rank, in_features, generator=generator) / in_features**0.5)
-        self.B = nn.Parameter(torch.zeros(out_features, rank))
-        self.scale = scale
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.scale * (self.B @ self.A).to(weight.dtype)
-
-
 @dataclass(frozen=True, slots=True)
 class LabelledVideo:
     """A reward training/evaluation example."""
@@ -122,11 +107,12 @@ def held_out_examples(n: int, frames: int, size: int) -> list[LabelledVideo]:
     return [labelled_video(held, HELD_OUT_SEED_BASE + i, frames, size) for i in range(n)]
 
 
-GROUP = 4
-"""Videos per group shown with one prompt (the pairs of the Bradley-Terry loss)."""
+MODES: tuple[str, ...] = tuple(DEGRADATIONS)
+"""The world's modes, clean first: a quality group renders one scene in each."""
 
-
-MODES = ("clean", "blur", "jitter", "drift")
+GROUP = len(MODES)
+"""Videos per group shown with one prompt (the pairs of the Bradley-Terry loss): one per mode, or one video with
+its true prompt and ``GROUP - 1`` corrupted ones."""
 
 
 def scene_group(prompts: list[str], seed: int, frames: int, size: int) -> list[LabelledVideo]:
@@ -148,7 +134,7 @@ def scene_group(prompts: list[str], seed: int, frames: int, size: int) -> list[L
     mode = rng.choice(("clean", *MODES))
     video = render_scene(scene, frames, size, scaled(DEGRADATIONS[mode], rng.uniform(0.25, 1.5)), seed)
     return [
-        LabelledVideo(video, s, world_labels(video, s)) for s in [prompt] + [_corrupt(prompt, rng) for _ in range(3)]
+        LabelledVideo(video, s, world_labels(video, s)) for s in [prompt] + [_corrupt(prompt, rng) for _ in range(GROUP - 1)]
     ]
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from stream_r1.shapes.background import BackgroundCall
 from stream_r1.shapes.build import WORLD_FILE, size_overrides, videoreward_stage
 from stream_r1.shapes.sizes import get_size
+from stream_r1.utils.background import BackgroundCall
 from stream_r1.utils.io import atomic_write_json, sha256_file
 
 

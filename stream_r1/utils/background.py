@@ -1,26 +1,28 @@
-"""One function call in a spawned process, for build stages that need nothing from each other.
+"""One function call in a spawned process, for work that needs nothing from what the caller does meanwhile.
 
 :class:`BackgroundCall` starts ``fn(*args)`` in a fresh ``spawn`` process (never ``fork``: the parent holds
 torch's thread pools), :meth:`BackgroundCall.result` waits for its return value and re-raises its failure
-as one line, :meth:`BackgroundCall.stop` ends it early. :func:`stops_background_calls` wraps a function so
-that however it ends, no call it started keeps running (a stage left running after another failed would go
-on writing into the same directory).
+as one line, :meth:`BackgroundCall.stop` ends it early. Used as a context manager it never outlives the
+``with`` block, however that ends (a stage left running after another failed would go on writing into the
+same directory).
 """
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, ParamSpec, TypeVar
+from types import TracebackType
+from typing import Any
 
-P = ParamSpec("P")
-R = TypeVar("R")
+from stream_r1.utils.logging import get_logger
 
-_RUNNING: list[BackgroundCall] = []
-"""Calls started and not yet joined."""
+log = get_logger(__name__)
+
+_REAP_SECONDS = 30.0
+"""How long :meth:`BackgroundCall.result` lets a child that has answered exit on its own before ending it."""
 
 
 class BackgroundCall:
@@ -33,21 +35,33 @@ class BackgroundCall:
         self._process = ctx.Process(target=_child, args=(send, fn, args, env or {}), daemon=True)
         self._process.start()
         send.close()
-        _RUNNING.append(self)
+
+    def __enter__(self) -> BackgroundCall:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
     def result(self) -> Any:
         """Wait for the call and return what it returned.
 
         Raises:
-            RuntimeError: it raised (message: its exception type and text) or its process died.
+            RuntimeError: it raised (message: its exception type and text; the child's traceback is logged at
+                DEBUG) or its process died.
         """
         try:
             status, value = self._receive.recv()
-        except EOFError:
-            status, value = "error", f"its process exited with code {self._process.exitcode}"
+        except EOFError:  # the pipe closed without an answer: the child died; reap it for its exit code
+            self._process.join()
+            status, value = "error", (f"its process exited with code {self._process.exitcode}", "")
+        self._process.join(_REAP_SECONDS)  # it has answered and is returning
         self.stop()
         if status != "ok":
-            raise RuntimeError(f"{self._name} failed in its own process: {value}")
+            message, child_traceback = value
+            log.debug("%s failed in its own process:\n%s", self._name, child_traceback)
+            raise RuntimeError(f"{self._name} failed in its own process: {message}")
         return value
 
     def stop(self) -> None:
@@ -55,8 +69,6 @@ class BackgroundCall:
         if self._process.is_alive():
             self._process.terminate()
         self._process.join()
-        if self in _RUNNING:
-            _RUNNING.remove(self)
 
 
 def _child(send: Connection, fn: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str]) -> None:
@@ -64,21 +76,6 @@ def _child(send: Connection, fn: Callable[..., Any], args: tuple[Any, ...], env:
     try:
         send.send(("ok", fn(*args)))
     except BaseException as e:  # reported to the parent, whose result() raises
-        send.send(("error", f"{type(e).__name__}: {e}"))
+        send.send(("error", (f"{type(e).__name__}: {e}", traceback.format_exc())))
     finally:
         send.close()
-
-
-def stops_background_calls(fn: Callable[P, R]) -> Callable[P, R]:
-    """``fn`` that, however it ends, stops every :class:`BackgroundCall` it started and did not collect."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        before = len(_RUNNING)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            for call in _RUNNING[before:]:
-                call.stop()
-
-    return wrapper

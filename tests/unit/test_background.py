@@ -1,4 +1,4 @@
-"""A build stage in its own process: its value comes back, its failure is one line, it never outlives the build."""
+"""A call in its own process: its value comes back, its failure is one line, it never outlives its ``with`` block."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from stream_r1.shapes import background
-from stream_r1.shapes.background import BackgroundCall, stops_background_calls
+from stream_r1.utils.background import BackgroundCall
 
 
 def test_the_value_and_the_environment_of_the_call():
@@ -23,16 +22,16 @@ def test_a_failure_comes_back_as_one_line_naming_the_call():
         BackgroundCall(int, "not a number").result()
 
 
-def test_a_failed_build_stops_the_calls_it_started():
+def test_a_failed_block_stops_the_call_it_started():
     started: list[BackgroundCall] = []
-
-    @stops_background_calls
-    def build() -> None:
-        started.append(BackgroundCall(time.sleep, 120))
-        raise OSError("a stage failed")
-
     t0 = time.monotonic()
-    with pytest.raises(OSError, match="a stage failed"):
-        build()
+    with pytest.raises(OSError, match="a stage failed"), BackgroundCall(time.sleep, 120) as call:
+        started.append(call)
+        raise OSError("a stage failed")
     assert time.monotonic() - t0 < 60  # not waited out
-    assert not started[0]._process.is_alive() and started[0] not in background._RUNNING
+    assert not started[0]._process.is_alive()
+
+
+def test_a_child_that_dies_is_reported_with_its_exit_code():
+    with pytest.raises(RuntimeError, match=r"^_exit failed in its own process: its process exited with code 3$"):
+        BackgroundCall(os._exit, 3).result()
