@@ -31,7 +31,8 @@ class FirstFrameCausalConv3d(WanCausalConv3d):
         """A :class:`FirstFrameCausalConv3d` sharing ``conv``'s parameter objects (optimizers keep working)."""
         # WanCausalConv3d keeps its padding only in the F.pad form: (w, w, h, h, 2 t, 0).
         pad = conv._padding
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, (pad[4] // 2, pad[2], pad[0]))
+        with torch.device("meta"):  # its own weight would be initialised only to be replaced by conv's
+            new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, (pad[4] // 2, pad[2], pad[0]))
         if new._padding != pad:
             raise ValueError(f"cannot rebuild the causal padding {pad} of {conv}")
         new.weight = conv.weight
