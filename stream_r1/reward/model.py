@@ -146,22 +146,28 @@ class VideoRewardModel(torch.nn.Module):
         return ids
 
     def reward_positions(self, input_ids: torch.Tensor) -> list[int]:
-        """Sequence positions of the VQ, MQ and TA reward tokens in ``input_ids [1, L]``.
+        """Sequence positions of the VQ, MQ and TA reward tokens in ``input_ids [B, L]``.
 
         Raises:
-            ValueError: Batch size is not 1, or a reward token does not occur exactly once.
+            ValueError: ``input_ids`` is not 2-D, a reward token does not occur exactly once in a row, or the rows
+                hold them at different positions (a batch must share one template).
         """
-        if input_ids.ndim != 2 or input_ids.shape[0] != 1:
-            raise ValueError(f"input_ids must be [1, L], got {tuple(input_ids.shape)}")
+        if input_ids.ndim != 2 or input_ids.shape[0] < 1:
+            raise ValueError(f"input_ids must be [B, L], got {tuple(input_ids.shape)}")
         positions = []
         for axis in REWARD_AXES:
-            hits = (input_ids[0] == self.reward_token_ids[axis]).nonzero().flatten().tolist()
-            if len(hits) != 1:
+            hits = input_ids == self.reward_token_ids[axis]
+            counts = hits.sum(dim=1).tolist()
+            if any(c != 1 for c in counts):
+                bad = next(c for c in counts if c != 1)
                 raise ValueError(
-                    f"reward token for {axis} (id {self.reward_token_ids[axis]}) occurs {len(hits)} times in the "
+                    f"reward token for {axis} (id {self.reward_token_ids[axis]}) occurs {bad} times in the "
                     "input; it must occur exactly once (build the text with stream_r1.reward.prompt)"
                 )
-            positions.append(hits[0])
+            cols = hits.int().argmax(dim=1).tolist()
+            if len(set(cols)) != 1:
+                raise ValueError(f"the rows hold the {axis} reward token at different positions {sorted(set(cols))}")
+            positions.append(cols[0])
         return positions
 
     # ------------------------------------------------------------------------------ forward
@@ -181,6 +187,24 @@ class VideoRewardModel(torch.nn.Module):
             Raw logits ``[3]`` in (VQ, MQ, TA) order (dtype of the model).
 
         Raises:
+            ValueError: Not one row, token count mismatch or bad reward tokens.
+        """
+        if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+            raise ValueError(f"input_ids must be [1, L], got {tuple(input_ids.shape)} (batch_logits_from_embeds takes B)")
+        return self.batch_logits_from_embeds(video_embeds, input_ids)[0]
+
+    def batch_logits_from_embeds(self, video_embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits_from_embeds` of ``B`` rows in one decoder pass (each row as it would score alone).
+
+        Args:
+            video_embeds: ``[M, D]`` merged ViT features of every row's video, in row order (M = number of
+                ``<|video_pad|>`` tokens in ``input_ids``).
+            input_ids: ``[B, L]`` rows of one template: the reward tokens at the same positions in every row.
+
+        Returns:
+            Raw logits ``[B, 3]`` in (VQ, MQ, TA) order (dtype of the model).
+
+        Raises:
             ValueError: Token count mismatch or bad reward tokens.
         """
         positions = self.reward_positions(input_ids)
@@ -189,13 +213,12 @@ class VideoRewardModel(torch.nn.Module):
         if int(mask.sum()) != video_embeds.shape[0]:
             raise ValueError(f"{int(mask.sum())} <|video_pad|> tokens but {video_embeds.shape[0]} video features")
         embeds = embeds.masked_scatter(mask.expand_as(embeds), video_embeds.to(embeds.dtype))
-        seq = input_ids.shape[1]
+        rows, seq = input_ids.shape
         # 1-D positions replicated on the three M-RoPE axes: what VideoAlign's position_ids=None meant in 4.45.
-        pos = torch.arange(seq, device=input_ids.device).view(1, 1, seq).expand(3, 1, seq)
+        pos = torch.arange(seq, device=input_ids.device).view(1, 1, seq).expand(3, rows, seq)
         out = self.backbone.model.language_model(inputs_embeds=embeds, position_ids=pos, use_cache=False)
-        rows = out.last_hidden_state[0, positions]  # [3, D]
-        head = self.rm_head(rows)  # [3, output_dim]
-        return head[:, 0] if head.shape[1] == 1 else head.diagonal()
+        head = self.rm_head(out.last_hidden_state[:, positions])  # [B, 3, output_dim]
+        return head[..., 0] if head.shape[-1] == 1 else head.diagonal(dim1=-2, dim2=-1)
 
     def forward(
         self, pixel_values_videos: torch.Tensor, grid_thw: torch.Tensor, input_ids: torch.Tensor

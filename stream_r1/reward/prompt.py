@@ -138,3 +138,18 @@ def build_chat_text(prompt: str, num_video_tokens: int) -> str:
         raise ValueError(f"num_video_tokens={num_video_tokens} must be >= 1 (the video needs at least one token)")
     user = f"{VISION_START}{VIDEO_PAD * num_video_tokens}{VISION_END}{build_reward_text(prompt)}"
     return f"{IM_START}system\n{SYSTEM_PROMPT}{IM_END}\n{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n"
+
+
+def build_short_text(prompt: str, num_video_tokens: int) -> str:
+    """A cheap model input without the system prompt and rubric: the video, the prompt, then the reward tokens.
+
+    About 25 tokens instead of ~790 for a small video; the shapes world's reward recipe trains on it first
+    (stream_r1.shapes.reward), then on :func:`build_chat_text`. Not a VideoAlign input.
+
+    Raises:
+        ValueError: ``num_video_tokens`` < 1.
+    """
+    if num_video_tokens < 1:
+        raise ValueError(f"num_video_tokens={num_video_tokens} must be >= 1 (the video needs at least one token)")
+    rewards = " ".join(REWARD_TOKENS[a] for a in REWARD_AXES)
+    return f"{IM_START}user\n{VISION_START}{VIDEO_PAD * num_video_tokens}{VISION_END}{prompt} {rewards}{IM_END}"

@@ -26,7 +26,7 @@ from torch import nn
 
 from stream_r1.reward.model import VideoRewardModel
 from stream_r1.reward.preprocess import MERGE_SIZE, PreprocessOptions, RewardVideo, patchify, preprocess_frames
-from stream_r1.reward.prompt import IM_END, IM_START, REWARD_AXES, REWARD_TOKENS, VIDEO_PAD, VISION_END, VISION_START
+from stream_r1.reward.prompt import REWARD_AXES, REWARD_TOKENS, build_short_text
 from stream_r1.reward.tiny import (
     TINY_BASE_NAME,
     TINY_LORA_RANK,
@@ -153,29 +153,18 @@ class BatchedReward(nn.Module):
     def _ids(self, prompt: str, n: int) -> torch.Tensor:
         if self.rubric == "full":
             return self.model.encode_prompt(prompt, n)
-        rewards = " ".join(REWARD_TOKENS[a] for a in REWARD_AXES)
-        text = f"{IM_START}user\n{VISION_START}{VIDEO_PAD * n}{VISION_END}{prompt} {rewards}{IM_END}"
+        text = build_short_text(prompt, n)
         return self.model.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
 
     def video_embeds(self, videos: list[RewardVideo]) -> torch.Tensor:
-        """Merged ViT tokens ``[B * M, D]`` of ``videos`` (one grid each)."""
+        """Merged ViT tokens ``[B * M, D]`` of ``videos`` (one grid each) in one ViT pass."""
         pixels = torch.cat([patchify(v.x) for v in videos])
-        grid = torch.cat([v.grid_tensor() for v in videos])
-        return self.model.backbone.model.visual(pixels, grid_thw=grid).pooler_output
+        return self.model.embed_video(pixels, torch.cat([v.grid_tensor() for v in videos]))
 
     def forward(self, videos: list[RewardVideo], prompts: list[str]) -> torch.Tensor:
         """Logits ``[B, 3]`` (VQ, MQ, TA) of ``videos`` (same grid) shown with ``prompts``."""
-        backbone = self.model.backbone
-        emb = self.video_embeds(videos)
         ids = torch.cat([self._ids(p, videos[0].num_video_tokens) for p in prompts])  # same length: fixed grammar
-        embeds = backbone.get_input_embeddings()(ids)
-        mask = (ids == self.model.video_token_id).unsqueeze(-1)
-        embeds = embeds.masked_scatter(mask.expand_as(embeds), emb.to(embeds.dtype))
-        b, length = ids.shape
-        pos = torch.arange(length).view(1, 1, length).expand(3, b, length)
-        hidden = backbone.model.language_model(inputs_embeds=embeds, position_ids=pos, use_cache=False)
-        rows = hidden.last_hidden_state[:, self.model.reward_positions(ids[:1])]  # [B, 3, D]
-        return self.model.rm_head(rows)[..., 0]
+        return self.model.batch_logits_from_embeds(self.video_embeds(videos), ids)
 
 
 def pair_regression_loss(scores: torch.Tensor, targets: torch.Tensor, pair_weight: float = 1.0) -> torch.Tensor:

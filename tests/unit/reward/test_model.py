@@ -70,6 +70,25 @@ def test_forward_uses_1d_positions(tiny_reward: VideoRewardModel, frames: torch.
     assert float((ours - mrope).abs().max()) > 1e-4
 
 
+def test_a_batch_scores_each_row_as_it_scores_alone(tiny_reward: VideoRewardModel, frames: torch.Tensor) -> None:
+    m = tiny_reward
+    videos = [preprocess_frames(frames, OPTS), preprocess_frames(frames.flip(0), OPTS)]
+    prompts = [PROMPT, "A blue fox trotting through fresh snow"]  # same token count: one template
+    ids = torch.cat([m.encode_prompt(p, videos[0].num_video_tokens) for p in prompts])
+    with torch.no_grad():
+        alone = torch.stack([m(patchify(v.x), v.grid_tensor(), ids[i : i + 1]) for i, v in enumerate(videos)])
+        emb = m.embed_video(torch.cat([patchify(v.x) for v in videos]), torch.cat([v.grid_tensor() for v in videos]))
+        batched = m.batch_logits_from_embeds(emb, ids)
+    assert batched.shape == (2, 3) and not torch.equal(batched[0], batched[1])
+    # The same products per row; a batched matmul may sum in another order: float32 rounding of O(1) logits.
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"must be \[1, L\]"):
+        m.logits_from_embeds(emb, ids)
+    shifted = torch.cat([ids[:1], torch.cat([ids[1:, 1:], ids[1:, :1]], dim=1)])  # row 2's tokens one place left
+    with pytest.raises(ValueError, match="different positions"):
+        m.reward_positions(shifted)
+
+
 def test_score_z_normalisation(tiny_reward: VideoRewardModel, frames: torch.Tensor) -> None:
     s = tiny_reward.score(frames, PROMPT, OPTS)
     for a in ("VQ", "MQ", "TA"):
