@@ -203,10 +203,16 @@ class RewardRecipe:
     temporal_gain: float = 0.0
 
 
-def build_reward_model(path: Path, seed: int, recipe: RewardRecipe, probe: RewardVideo) -> VideoRewardModel:
+def build_reward_model(
+    path: Path, seed: int, recipe: RewardRecipe, probe: RewardVideo | None = None
+) -> VideoRewardModel:
     """Write the random tiny base under ``path`` and return its VideoReward with the recipe's initialisation.
 
-    ``probe`` (any preprocessed world video) fixes the video-token grid the temporal route is laid out for.
+    ``probe`` (any preprocessed world video) fixes the video-token grid the temporal route is laid out for; only a
+    recipe with ``temporal_gain`` needs it.
+
+    Raises:
+        ValueError: ``recipe.temporal_gain`` without a ``probe``.
     """
     backbone, tokenizer = write_tiny_base(path, seed=seed, extra_words=WORLD_WORDS)
     fan_in_init(backbone, seed)
@@ -219,6 +225,8 @@ def build_reward_model(path: Path, seed: int, recipe: RewardRecipe, probe: Rewar
     )
     route_init(model, recipe.route)
     if recipe.temporal_gain:
+        if probe is None:
+            raise ValueError("a recipe with temporal_gain needs a probe video to lay its route out for")
         _, gh, gw = probe.grid_thw
         offset = (gh // MERGE_SIZE) * (gw // MERGE_SIZE)  # merged tokens per temporal patch
         temporal_route_init(model, offset, normed_video_marker(model, probe), gain=recipe.temporal_gain)
@@ -268,7 +276,7 @@ def train_videoreward(
         raise ValueError(f"rubric_steps={rubric_steps} must be in [0, steps={steps}]")
     torch.manual_seed(seed)
     train, _ = split_prompts()
-    probe = preprocess_frames(labelled_video(train, seed, frames, size).frames, opts)
+    probe = preprocess_frames(labelled_video(train, seed, frames, size).frames, opts) if recipe.temporal_gain else None
     model = build_reward_model(path, seed, recipe, probe)
     backbone = model.backbone
     scorer = BatchedReward(model, "short")
