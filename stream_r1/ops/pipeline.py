@@ -59,6 +59,32 @@ def load_pipeline(root: Path | None = None) -> Callable[..., Any]:
     return module.stream_r1_pipeline
 
 
+LOCAL_RETRY_BACKOFF_SECONDS = (1, 4)
+"""run-local's wait before a task's first retry, and its longest wait (the DAG's: 60 s, doubling to 900 s)."""
+
+
+def shorten_retry_backoff(pipeline: Any, first_seconds: int = LOCAL_RETRY_BACKOFF_SECONDS[0],
+                          max_seconds: int = LOCAL_RETRY_BACKOFF_SECONDS[1]) -> int:
+    """Shorten the retry waits of every task in ``pipeline``'s spec (as :func:`load_pipeline` returns it); the
+    number of retries stays. Returns how many tasks retry.
+
+    Why: ``kfp.local`` sleeps each retry's backoff as a cluster would, and the DAG's 60 s + 120 s, meant for a
+    pod rescheduled or a job re-attached, kept a run-local whose local S3 server had died going for 3.5 min
+    before it could report the failure. On one machine a retry that can succeed succeeds at once. Only the
+    in-memory spec of this run changes; the compiled pipeline keeps the DAG's policy.
+    """
+    spec = pipeline.pipeline_spec
+    dags = [spec.root.dag] + [c.dag for c in spec.components.values() if c.HasField("dag")]
+    retrying = 0
+    for dag in dags:
+        for task in dag.tasks.values():
+            if task.HasField("retry_policy") and task.retry_policy.max_retry_count > 0:
+                task.retry_policy.backoff_duration.seconds = first_seconds
+                task.retry_policy.backoff_max_duration.seconds = max_seconds
+                retrying += 1
+    return retrying
+
+
 def compile_pipeline(output: str | Path | None = None) -> Path:
     """Compile the DAG to IR YAML (default ``pipelines/compiled/stream_r1.yaml``) and return its path."""
     from kfp import compiler
@@ -445,6 +471,7 @@ def run_local(*, workdir: str | Path = ".stream-r1/local", endpoint: str | None 
                         # kfp.local warns when an image name lacks "python"; ours is pinned on purpose.
                         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
                         pipeline = load_pipeline()
+                        shorten_retry_backoff(pipeline)
                         pipeline(**args)
                 except (RuntimeError, ValueError) as e:  # ValueError: kfp.local found a task's outputs missing
                     summary.error = str(e).splitlines()[0]

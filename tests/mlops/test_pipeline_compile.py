@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream_r1.ops.pipeline import COMPILED_FILE, compile_pipeline, parse_params, validate_cron
+from stream_r1.ops.pipeline import (
+    COMPILED_FILE,
+    compile_pipeline,
+    load_pipeline,
+    parse_params,
+    shorten_retry_backoff,
+    validate_cron,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,6 +90,22 @@ def test_dag_policies():
     for name in ("exec-train", "exec-register-model"):
         assert {e["name"]: e["fieldPath"] for e in executors[name]["fieldPathAsEnv"]} == {
             "STREAM_R1_POD_NAME": "metadata.name", "STREAM_R1_POD_NAMESPACE": "metadata.namespace"}
+
+
+def test_run_local_keeps_the_retries_and_shortens_their_waits():
+    pipeline = load_pipeline()
+
+    def policies(spec) -> dict[str, tuple[int, int, int]]:
+        dags = [spec.root.dag] + [c.dag for c in spec.components.values() if c.HasField("dag")]
+        return {name: (t.retry_policy.max_retry_count, t.retry_policy.backoff_duration.seconds,
+                       t.retry_policy.backoff_max_duration.seconds)
+                for dag in dags for name, t in dag.tasks.items() if t.retry_policy.max_retry_count}
+
+    assert policies(pipeline.pipeline_spec) == dict.fromkeys(("train", "evaluate", "register-model"), (2, 60, 900))
+    assert shorten_retry_backoff(pipeline) == 3
+    assert policies(pipeline.pipeline_spec) == dict.fromkeys(("train", "evaluate", "register-model"), (2, 1, 4))
+    # Only that loaded copy changed: a fresh load (and so the compiled YAML) keeps the DAG's waits.
+    assert policies(load_pipeline().pipeline_spec)["evaluate"] == (2, 60, 900)
 
 
 def test_ui_defaults_are_the_clusters_and_every_parameter_is_described():
