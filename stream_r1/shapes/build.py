@@ -131,23 +131,18 @@ def videoreward_stage(root: Path, ws: WorldSize, seed: int) -> dict[str, object]
         ``{"videoreward": rank correlations, "seconds": stage time}``.
     """
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            opts = PreprocessOptions.from_config(world_config(root).reward)
-            train_videoreward(
-                root / "VideoReward",
-                ws.reward_steps,
-                ws.reward_rubric_steps,
-                ws.pixel_frames,
-                ws.pixels,
-                opts,
-                stage_seed(seed, "reward"),
-            )
-            quality = reward_quality(root / "VideoReward", REWARD_HELD_OUT, ws.pixel_frames, ws.pixels, opts)
-    finally:
-        torch.set_num_threads(threads)
+    with _torch_threads(1), torch.random.fork_rng(devices=[]):
+        opts = PreprocessOptions.from_config(world_config(root).reward)
+        train_videoreward(
+            root / "VideoReward",
+            ws.reward_steps,
+            ws.reward_rubric_steps,
+            ws.pixel_frames,
+            ws.pixels,
+            opts,
+            stage_seed(seed, "reward"),
+        )
+        quality = reward_quality(root / "VideoReward", REWARD_HELD_OUT, ws.pixel_frames, ws.pixels, opts)
     return {"videoreward": quality, "seconds": time.perf_counter() - t0}
 
 
