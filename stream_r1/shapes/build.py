@@ -40,7 +40,7 @@ from stream_r1.shapes.data import held_out_clips, render_clips, teacher_clips
 from stream_r1.shapes.reward import WORLD_WORDS, reward_quality, train_videoreward
 from stream_r1.shapes.sampling import sample_student, sample_teacher, score_videos
 from stream_r1.shapes.sizes import WorldSize, get_size, stage_seed
-from stream_r1.shapes.teacher import teacher_config, train_teacher
+from stream_r1.shapes.teacher import teacher_config, train_world_teacher
 from stream_r1.shapes.vae import reconstruction_psnr, roundtrip_scores, train_vae
 from stream_r1.shapes.world import split_prompts
 from stream_r1.train.build import build_text_pipeline
@@ -238,9 +238,10 @@ def build_world(
         cache, negative = build_text_pipeline(cfg, work / "text_cache", torch.device("cpu"))
         text = cache.get([c.prompt for c in pool])
         tcfg = teacher_config(ws.teacher_dim, ws.teacher_layers, int(text.shape[-1]))
-        teacher, losses = train_teacher(
-            latents, text, negative.get(), tcfg, ws.teacher_steps, ws.teacher_batch, stage_seed(seed, "teacher")
-        )
+        teacher, losses = train_world_teacher(
+            latents, text, negative.get(), [c.prompt for c in pool], tcfg, ws.teacher_order_steps, ws.teacher_steps,
+            ws.teacher_batch, stage_seed(seed, "teacher"),
+        )  # fmt: skip
         export_diffusers(teacher, root / "teacher")
         export_diffusers(teacher, root / "base")
         k = max(1, min(20, len(losses) // 4))

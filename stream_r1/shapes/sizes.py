@@ -1,8 +1,9 @@
 """Sizes of the shapes world build: geometry, data and training budgets of each model.
 
 ``default`` is the experiment's world (targeted at 10 minutes on 2 cores, not yet measured); ``ci`` is
-the same world with fewer frames and smaller budgets (targeted at 2 minutes; measured about 5 minutes on
-2 busy cores, mostly the VAE: docs/benchmarks.md "Shapes world"), for tests that must show learning.
+the same world with fewer frames and smaller budgets (targeted at 2 minutes; measured 5.5 minutes on an
+idle 2-core machine, the VAE and the two-phase teacher about 2.5 minutes each: docs/benchmarks.md "Shapes
+world"), for tests that must show learning.
 ``pixels`` stays 32: at 64 the VAE learns shapes but keeps all four colours at only one seed in two,
 and the ci build takes 500-800 s (docs/benchmarks.md "Shapes world", "64 px frames").
 """
@@ -29,7 +30,7 @@ class WorldSize:
             4-frame chunks, the second decoded from the first chunk's caches: the cases every longer
             clip is made of), training only the temporal kernels.
         teacher_clips: Training clips per training prompt for the teacher.
-        teacher_steps, teacher_batch: Flow-matching budget of the teacher.
+        teacher_steps, teacher_batch: Flow-matching budget of the teacher (its second phase, on every clip).
         teacher_dim, teacher_layers: Width (heads x 32, above the 64 numbers of one latent token:
             :func:`stream_r1.shapes.teacher.teacher_config`) and depth of the teacher transformer.
         reward_steps: VideoReward training steps of 16 videos (:func:`stream_r1.shapes.reward.train_videoreward`).
@@ -38,6 +39,9 @@ class WorldSize:
         eval_seeds: Videos per held-out prompt in the recorded metrics.
         reward_rubric_steps: The last of the ``reward_steps``, on the full VideoAlign rubric (the others on short
             inputs); last, with a default, so the sizes of older ``world.json`` files still load.
+        teacher_order_steps: The teacher's first phase, on the clips of two orthogonal directions only, so it
+            learns which frame comes first before tying the layout to the direction word
+            (:func:`stream_r1.shapes.teacher.train_world_teacher`); with a default, as above.
     """
 
     name: str
@@ -57,6 +61,7 @@ class WorldSize:
     ode_steps: int
     eval_seeds: int
     reward_rubric_steps: int = 0
+    teacher_order_steps: int = 0
 
     @property
     def pixel_frames(self) -> int:
@@ -76,15 +81,15 @@ class WorldSize:
 SIZES: dict[str, WorldSize] = {
     "ci": WorldSize(
         name="ci", pixels=32, latent_frames=3, degraded_fraction=0.4,
-        vae_image_steps=1500, vae_steps=100, vae_batch=4, teacher_clips=8, teacher_steps=500, teacher_batch=32,
+        vae_image_steps=1500, vae_steps=100, vae_batch=4, teacher_clips=8, teacher_steps=2000, teacher_batch=32,
         teacher_dim=128, teacher_layers=2, reward_steps=2000, reward_rubric_steps=100, ode_repeats=2, ode_steps=60,
-        eval_seeds=1,
+        eval_seeds=4, teacher_order_steps=2000,
     ),
     "default": WorldSize(
         name="default", pixels=32, latent_frames=6, degraded_fraction=0.4,
-        vae_image_steps=4000, vae_steps=300, vae_batch=4, teacher_clips=16, teacher_steps=1500, teacher_batch=32,
+        vae_image_steps=4000, vae_steps=300, vae_batch=4, teacher_clips=16, teacher_steps=3000, teacher_batch=32,
         teacher_dim=128, teacher_layers=3, reward_steps=3000, reward_rubric_steps=200, ode_repeats=4, ode_steps=300,
-        eval_seeds=2,
+        eval_seeds=4, teacher_order_steps=2000,
     ),
 }  # fmt: skip
 

@@ -7,7 +7,13 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from stream_r1.shapes.sizes import SIZES
-from stream_r1.shapes.teacher import teacher_config, token_input_dim, train_teacher
+from stream_r1.shapes.teacher import (
+    ORDER_DIRECTIONS,
+    teacher_config,
+    token_input_dim,
+    train_teacher,
+    train_world_teacher,
+)
 
 
 def test_token_input_dim_is_the_patch_embeddings_fan_in() -> None:
@@ -46,3 +52,41 @@ def test_train_teacher_continues_a_given_network_with_a_fresh_schedule() -> None
     assert any(not torch.equal(before[k], v) for k, v in again.state_dict().items())
     fresh, _ = train_teacher(lat, text, neg, cfg, 2, 2, seed=0)  # without init: the same start as the first call
     assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+
+
+def _clips() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    prompts = ["a red circle moving right", "a red circle moving left", "a blue square moving down",
+               "a blue square moving up"]  # fmt: skip
+    return torch.randn(4, 2, 16, 2, 2), torch.randn(4, 3, 8), torch.zeros(1, 3, 8), prompts
+
+
+def test_the_world_teacher_learns_the_frame_order_on_two_orthogonal_directions_first() -> None:
+    lat, text, neg, prompts = _clips()
+    cfg = teacher_config(128, 1, 8)
+    net, losses = train_world_teacher(lat, text, neg, prompts, cfg, 3, 2, 2, seed=5)
+    assert len(losses) == 5
+    # Its first phase is train_teacher on the right- and down-moving clips alone (indices 0 and 2), to the bit;
+    # the second continues that network on every clip.
+    sel = [i for i, p in enumerate(prompts) if p.endswith(ORDER_DIRECTIONS)]
+    assert sel == [0, 2]
+    first, first_losses = train_teacher(lat[sel], text[sel], neg, cfg, 3, 2, seed=5)
+    assert losses[:3] == first_losses
+    _, rest = train_teacher(lat, text, neg, cfg, 2, 2, seed=6, init=first)
+    assert losses[3:] == rest
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), first.state_dict().values(), strict=True))
+
+
+def test_the_world_teacher_without_a_first_phase_is_the_plain_teacher() -> None:
+    lat, text, neg, prompts = _clips()
+    cfg = teacher_config(128, 1, 8)
+    _, losses = train_world_teacher(lat, text, neg, prompts, cfg, 0, 2, 2, seed=5)
+    assert losses == train_teacher(lat, text, neg, cfg, 2, 2, seed=5)[1]
+
+
+def test_the_world_teacher_refuses_clips_it_cannot_split() -> None:
+    lat, text, neg, prompts = _clips()
+    cfg = teacher_config(128, 1, 8)
+    with pytest.raises(ValueError, match="3 prompts for 4 training clips"):
+        train_world_teacher(lat, text, neg, prompts[:3], cfg, 1, 1, 2, seed=0)
+    with pytest.raises(ValueError, match="no training clip moves right or down"):
+        train_world_teacher(lat[1::2], text[1::2], neg, prompts[1::2], cfg, 1, 1, 2, seed=0)
