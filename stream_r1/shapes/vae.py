@@ -37,6 +37,13 @@ VAE_CONFIG: dict[str, object] = {
 """Compression 4 (time) x 8 x 8 (space), 16 latent channels: Wan2.1's geometry at a tiny width."""
 OBJECT_WEIGHT = 10.0
 """Loss weight of object pixels relative to the black background."""
+CHROMA_WEIGHT = 1.0
+"""Extra weight of the red-minus-green part of the pixel error (:func:`clamp_aware_error`). Seen from black,
+the palette's largest direction is red + green (yellow is both), so the image phase learns "yellowness"
+first, and at some seeds never separates red from green: at seeds 2 and 3 of the ci world every red and
+green object decoded as yellow, in single frames too (round-trip colour 0.50). Weighting that difference
+(a red object drawn yellow costs 4x its plain error) gave 1.00 at both (docs/benchmarks.md "Shapes world",
+"VAE colour")."""
 MEAN_PENALTY = 1.0e-4
 """Weight of the penalty on the size of the posterior mean."""
 LR = 3.0e-3
@@ -67,7 +74,8 @@ def clamp_aware_error(raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     d = raw - target
     d = torch.where(target >= 1, d.clamp(max=0), torch.where(target <= -1, d.clamp(min=0), d))
     w = 1.0 + (OBJECT_WEIGHT - 1.0) * (target.amax(dim=1, keepdim=True) > -0.5).float()
-    return (w * d**2).mean() / w.mean()
+    red_minus_green = d[:, 0:1] - d[:, 1:2]
+    return ((w * d**2).mean() + CHROMA_WEIGHT * (w * red_minus_green**2).mean()) / w.mean()
 
 
 def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
 
 from stream_r1.shapes.vae import (
+    CHROMA_WEIGHT,
     CLIP_LR,
     LR,
     VAE_CONFIG,
@@ -79,3 +80,14 @@ def test_decode_unclamped_is_the_decode_before_its_clamp() -> None:
         raw, out = decode_unclamped(vae, z), vae.decode(z).sample
     assert raw.shape == out.shape and raw.abs().max() > 1
     torch.testing.assert_close(raw.clamp(-1, 1), out)
+
+
+def test_an_error_between_red_and_green_costs_more_than_one_along_both() -> None:
+    # An unsaturated pixel (no clamp side), two errors of the same plain size: +1 on red and green together
+    # (brighter, no hue change) and +1 red / -1 green (a hue change between the two colours the VAE confuses).
+    target = torch.zeros(1, 3, 1, 1, 1)
+    along = target + torch.tensor([1.0, 1.0, 0.0]).view(1, 3, 1, 1, 1)
+    between = target + torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1, 1)
+    plain = 2.0 / 3.0  # mean over the 3 channels of the squared error, in both cases
+    assert float(clamp_aware_error(along, target)) == pytest.approx(plain)
+    assert float(clamp_aware_error(between, target)) == pytest.approx(plain + CHROMA_WEIGHT * 4.0)
