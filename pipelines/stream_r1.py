@@ -164,7 +164,7 @@ def stream_r1_pipeline(
         trained.set_retry(**RETRY)
 
         scored = evaluate(checkpoints_uri=ckpts, export_uri=trained.outputs["export_uri"], config=config,
-                          prompts=eval_prompts, bucket=bucket, run_id=rid, shared_dir=shared_dir)
+                          overrides=overrides, prompts=eval_prompts, bucket=bucket, run_id=rid, shared_dir=shared_dir)
         _with_runs_volume(_with_s3(scored), runs_pvc)
         scored.set_retry(**RETRY)
         on_gpu_node(scored, node_selector=node_selector, tolerations=tolerations)  # samples and scores

@@ -339,10 +339,13 @@ def tensorboard_markdown(s3_logdir: str, local_logdir: str) -> str:
 
 
 def evaluate_step(checkpoints_uri: str, export_uri: str, config: str, prompts: str, bucket: str, run_id: str,
-                  shared_dir: str, metrics_path: str, report_path: str) -> dict[str, float]:
+                  shared_dir: str, metrics_path: str, report_path: str,
+                  overrides: list[str] | None = None) -> dict[str, float]:
     """The ``evaluate`` component's body: ``stream-r1 evaluate`` on the published export; publish the outputs.
 
-    Both inputs come from the shared volume (downloaded, verified, only when missing there).
+    Both inputs come from the shared volume (downloaded, verified, only when missing there). ``overrides`` are
+    the run's config overrides, the ones training saw: the student is scored in the geometry it was trained in
+    (a world's latent frames and side), not the preset's.
 
     Returns:
         The numeric entries of ``metrics.json`` (also copied to ``metrics_path``; the report to ``report_path``).
@@ -351,8 +354,10 @@ def evaluate_step(checkpoints_uri: str, export_uri: str, config: str, prompts: s
     root = materialize_set(checkpoints_uri, store, shared_dir)
     student = materialize_dir(export_uri, store, shared_dir)
     out = shared_run_dir(shared_dir, run_id, "evaluate")
-    args = ["evaluate", "--config", config, "--set", f"checkpoints.root={root}",
-            "--checkpoint", str(student), "--prompts", prompts, "--output", str(out)]
+    args = ["evaluate", "--config", config, "--set", f"checkpoints.root={root}"]
+    for o in overrides or []:
+        args += ["--set", o]
+    args += ["--checkpoint", str(student), "--prompts", prompts, "--output", str(out)]
     if (root / PROMPTS_DIR).is_dir():  # named public suites fetched with the checkpoint set
         args += ["--data-root", str(root / PROMPTS_DIR)]
     run_cli(args)

@@ -71,10 +71,13 @@ def test_evaluate_python_func_metrics_and_report(s3_env, trained, tmp_path, repo
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics.json"))
     report = dsl.HTML(uri=str(tmp_path / "report.html"))
     table = dsl.Markdown(uri=str(tmp_path / "table.md"))
+    # The run's overrides reach `stream-r1 evaluate`: 3 latent frames where the preset streams 6.
     evaluate.python_func(checkpoints_uri=trained["ckpts"], export_uri=trained["export_uri"], config="tiny_cpu",
-                         prompts="tests/assets/prompts/tiny.txt", bucket="unit", run_id="unit-1",
-                         shared_dir=str(trained["shared"]), metrics=metrics, report=report, table=table)
+                         overrides=["eval.num_frames=3"], prompts="tests/assets/prompts/tiny.txt", bucket="unit",
+                         run_id="unit-1", shared_dir=str(trained["shared"]), metrics=metrics, report=report,
+                         table=table)
     values = json.loads((tmp_path / "metrics.json").read_text())
+    assert values["num_frames"] == 1 + 4 * (3 - 1)  # the Wan VAE's 4x temporal compression, causal first frame
     assert 0.0 <= values["temporal_flickering"] <= 1.0 and "reward_overall_mean" in values
     assert metrics.metadata["temporal_flickering"] == values["temporal_flickering"]
     assert "<html" in (tmp_path / "report.html").read_text().lower()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream_r1.shapes.build import MANIFEST
+from stream_r1.shapes.sizes import get_size
 from stream_r1.shapes.world import is_held_out
 
 # The session's ci world build (tests/conftest.py) may run inside this test: minutes on 2 busy cores.
@@ -35,6 +36,8 @@ def test_run_local_on_the_shapes_world(shapes_world_ci: Path, tmp_path: Path, re
     evaluated = work / "shared" / "runs" / "shapes-1" / "evaluate"
     per_video = json.loads((evaluated / "per_video.json").read_text())
     assert per_video and all(is_held_out(v["prompt"]) for v in per_video)  # the world's held-out prompts
+    # Scored in the geometry the student was trained in (the run's overrides), not the preset's 6 latent frames.
+    assert {v["num_frames"] for v in per_video} == {get_size("ci").pixel_frames}
     assert "gt_total" in (evaluated / "report.html").read_text()
     info = MlflowRegistry(work / "registry.db").get("stream-r1-student", "shapes-1")
     assert info is not None  # the gate compared gt_total (the first registration has nothing to beat)
