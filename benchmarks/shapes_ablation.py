@@ -85,13 +85,15 @@ def method_config(world: Path, method: str, seed: int, steps: int) -> RunConfig:
     return world_config(world, [*layered, *extra, f"train.seed={seed}", f"train.num_optimizer_steps={steps}"])
 
 
-def intra_rows(cfg: RunConfig, reward: object, videos: object, n: int) -> list[dict]:
-    """W_intra vs object mask for the first ``n`` videos (heatmaps as nested lists)."""
+def intra_rows(cfg: RunConfig, reward: object, videos: object, n: int, stride: int = 1) -> list[dict]:
+    """W_intra vs object mask for ``n`` videos, every ``stride``-th (one per prompt when ``stride`` is the videos
+    per prompt), heatmaps as nested lists."""
     from stream_r1.shapes.saliency import intra_vs_mask
 
     r = cfg.rollout
     rows = []
-    for frames, prompt in list(zip(videos.frames, videos.prompts, strict=True))[:n]:  # type: ignore[attr-defined]
+    pairs = list(zip(videos.frames, videos.prompts, strict=True))[::stride]  # type: ignore[attr-defined]
+    for frames, prompt in pairs[:n]:
         res = intra_vs_mask(reward, frames, prompt, (cfg.eval.num_frames, r.latent_height, r.latent_width), cfg.reward)  # type: ignore[arg-type]
         rows.append(
             {
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
             videos = sample_student(cfg, run_dir / "final" / "model.pt", prompts, cfg.eval.seed, cache, use_ema=ema)
             row = {**score_videos(videos, reward, opts), "train_seconds": train_s, "seed": seed}
             if cfg.reward.intra and method == "stream_r1":
-                intra = intra_rows(cfg, reward, videos, args.intra_videos)
+                intra = intra_rows(cfg, reward, videos, args.intra_videos, stride=args.eval_videos)
                 row["intra_vs_mask"] = intra
                 row["intra_correlation"] = statistics.fmean(r["correlation"] for r in intra)
             results["rows"].setdefault(method, []).append(row)
