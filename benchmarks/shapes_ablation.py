@@ -134,15 +134,16 @@ def run(args: argparse.Namespace) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
-    t0 = time.perf_counter()
-    results["rows"]["teacher"] = [
-        score_videos(sample_teacher(base_cfg, prompts, base_cfg.eval.seed, cache), reward, opts)
-    ]
-    results["rows"]["ode_init"] = [
-        score_videos(sample_student(base_cfg, None, prompts, base_cfg.eval.seed, cache), reward, opts)
-    ]
-    save()
-    print(f"teacher and ODE-init evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.references:
+        t0 = time.perf_counter()
+        results["rows"]["teacher"] = [
+            score_videos(sample_teacher(base_cfg, prompts, base_cfg.eval.seed, cache), reward, opts)
+        ]
+        results["rows"]["ode_init"] = [
+            score_videos(sample_student(base_cfg, None, prompts, base_cfg.eval.seed, cache), reward, opts)
+        ]
+        save()
+        print(f"teacher and ODE-init evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
     for method in args.methods:
         for seed in args.seeds:
             cfg = method_config(world, method, seed, args.steps)
