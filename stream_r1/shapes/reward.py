@@ -34,7 +34,8 @@ from stream_r1.reward.tiny import (
     save_videoreward_checkpoint,
     write_tiny_base,
 )
-from stream_r1.shapes.metrics import score_video
+from stream_r1.shapes.detect import Measurement, measure
+from stream_r1.shapes.metrics import score_measurement
 from stream_r1.shapes.reward_init import (
     fan_in_init,
     motion_init,
@@ -70,10 +71,15 @@ class LabelledVideo:
     labels: dict[str, float]
 
 
+def measurement_labels(m: Measurement, prompt: str) -> dict[str, float]:
+    """Ground-truth VQ / MQ / TA labels in [0, 1] of a measured video shown with ``prompt``."""
+    s = score_measurement(m, prompt)
+    return {"VQ": (s["sharpness"] + s["stability"]) / 2, "MQ": s["smoothness"], "TA": s["semantic"]}
+
+
 def world_labels(frames: torch.Tensor, prompt: str) -> dict[str, float]:
     """Ground-truth VQ / MQ / TA labels in [0, 1] of ``frames`` shown with ``prompt``."""
-    s = score_video(frames, prompt)
-    return {"VQ": (s["sharpness"] + s["stability"]) / 2, "MQ": s["smoothness"], "TA": s["semantic"]}
+    return measurement_labels(measure(frames), prompt)
 
 
 def _corrupt(prompt: str, rng: random.Random) -> str:
@@ -133,9 +139,32 @@ def scene_group(prompts: list[str], seed: int, frames: int, size: int) -> list[L
         return [LabelledVideo(v, shown, world_labels(v, shown)) for v in videos]
     mode = rng.choice(("clean", *MODES))
     video = render_scene(scene, frames, size, scaled(DEGRADATIONS[mode], rng.uniform(0.25, 1.5)), seed)
+    m = measure(video)  # one video: measured once, scored against each prompt shown
     return [
-        LabelledVideo(video, s, world_labels(video, s)) for s in [prompt] + [_corrupt(prompt, rng) for _ in range(GROUP - 1)]
+        LabelledVideo(video, s, measurement_labels(m, s))
+        for s in [prompt] + [_corrupt(prompt, rng) for _ in range(GROUP - 1)]
     ]
+
+
+def distinct_videos(batch: list[LabelledVideo], opts: PreprocessOptions) -> tuple[list[RewardVideo], torch.Tensor]:
+    """Each distinct video of ``batch`` preprocessed once, and the index of every row's video among them.
+
+    An alignment group of :func:`scene_group` shows one video (one tensor) with ``GROUP`` prompts, so a batch of
+    ``B`` rows holds fewer distinct videos; :meth:`BatchedReward.forward` runs the ViT on those only.
+
+    Returns:
+        ``(videos, index)``: ``index`` ``[B]`` into ``videos`` (identity of the frames tensor, not its values).
+    """
+    slots: dict[int, int] = {}
+    videos: list[RewardVideo] = []
+    index = []
+    for ex in batch:
+        key = id(ex.frames)
+        if key not in slots:
+            slots[key] = len(videos)
+            videos.append(preprocess_frames(ex.frames, opts))
+        index.append(slots[key])
+    return videos, torch.tensor(index)
 
 
 class BatchedReward(nn.Module):
@@ -161,10 +190,17 @@ class BatchedReward(nn.Module):
         pixels = torch.cat([patchify(v.x) for v in videos])
         return self.model.embed_video(pixels, torch.cat([v.grid_tensor() for v in videos]))
 
-    def forward(self, videos: list[RewardVideo], prompts: list[str]) -> torch.Tensor:
-        """Logits ``[B, 3]`` (VQ, MQ, TA) of ``videos`` (same grid) shown with ``prompts``."""
+    def forward(self, videos: list[RewardVideo], prompts: list[str], index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, 3]`` (VQ, MQ, TA) of ``videos`` (same grid) shown with ``prompts``.
+
+        ``index`` ``[B]``: row ``i`` shows ``videos[index[i]]`` (:func:`distinct_videos`), so a video shown with
+        several prompts goes through the ViT once; ``None``: one video per row.
+        """
         ids = torch.cat([self._ids(p, videos[0].num_video_tokens) for p in prompts])  # same length: fixed grammar
-        return self.model.batch_logits_from_embeds(self.video_embeds(videos), ids)
+        embeds = self.video_embeds(videos)
+        if index is not None:
+            embeds = embeds.view(len(videos), -1, embeds.shape[-1])[index].flatten(0, 1)
+        return self.model.batch_logits_from_embeds(embeds, ids)
 
 
 def pair_regression_loss(scores: torch.Tensor, targets: torch.Tensor, pair_weight: float = 1.0) -> torch.Tensor:
@@ -283,7 +319,7 @@ def train_videoreward(
     body = list(backbone.parameters())
     heads = list(model.rm_head.parameters())
     opt = torch.optim.AdamW(
-        [{"params": body, "lr": recipe.lr}, {"params": heads, "lr": recipe.head_lr}], weight_decay=0.0
+        [{"params": body, "lr": recipe.lr}, {"params": heads, "lr": recipe.head_lr}], weight_decay=0.0, fused=True
     )
     losses = []
     backbone.train()
@@ -293,7 +329,8 @@ def train_videoreward(
         seeds = [seed * 1_000_003 + step * 31 + i for i in range(recipe.batch // GROUP)]
         batch = [ex for s in seeds for ex in scene_group(train, s, frames, size)]
         targets = torch.tensor([[4 * ex.labels[a] - 2 for a in REWARD_AXES] for ex in batch])
-        scores = scorer([preprocess_frames(ex.frames, opts) for ex in batch], [ex.prompt for ex in batch])
+        videos, index = distinct_videos(batch, opts)
+        scores = scorer(videos, [ex.prompt for ex in batch], index)
         loss = pair_regression_loss(scores, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,9 +1,9 @@
 """Sizes of the shapes world build: geometry, data and training budgets of each model.
 
 ``default`` is the experiment's world (targeted at 10 minutes on 2 cores, not yet measured); ``ci`` is
-the same world with fewer frames and smaller budgets (targeted at 2 minutes; measured 5.5 minutes on an
-idle 2-core machine, the VAE and the two-phase teacher about 2.5 minutes each: docs/benchmarks.md "Shapes
-world"), for tests that must show learning.
+the same world with fewer frames and smaller budgets (targeted at 2 minutes; measured 232 s on an idle 2-core
+machine, the VAE ~90 s then the two-phase teacher ~125 s on the critical path, the VideoReward beside them:
+docs/benchmarks.md "Shapes world", "ci build, cheaper steps"), for tests that must show learning.
 ``pixels`` stays 32: at 64 the VAE learns shapes but keeps all four colours at only one seed in two,
 and the ci build takes 500-800 s (docs/benchmarks.md "Shapes world", "64 px frames").
 """

@@ -14,6 +14,7 @@ real Wan VAE ships them, so :class:`stream_r1.models.vae.WanVAE` latents are rou
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -174,6 +175,31 @@ def object_crops(x: torch.Tensor, crop: int, generator: torch.Generator) -> torc
     return torch.stack(out)
 
 
+class _RenderCache:
+    """``render_clips`` that renders each clip once (the build draws every step's clips from a fixed pool).
+
+    Rendering was about a tenth of an image step (all ``frames`` frames of a clip are drawn to pick one). Bounded
+    (least recently used out first), so a callable that does draw fresh clips every step only pays the lookup.
+    """
+
+    def __init__(self, frames: int, size: int, capacity: int = 1024) -> None:
+        self.frames, self.size, self.capacity = frames, size, capacity
+        self.clips: OrderedDict[Clip, torch.Tensor] = OrderedDict()
+
+    def __call__(self, clips: list[Clip]) -> torch.Tensor:
+        """``[N, T, 3, size, size]`` pixels of ``clips`` (the same values as :func:`render_clips`)."""
+        out = []
+        for c in clips:
+            if c in self.clips:
+                self.clips.move_to_end(c)
+            else:
+                self.clips[c] = render_clips([c], self.frames, self.size)[0]
+                if len(self.clips) > self.capacity:
+                    self.clips.popitem(last=False)
+            out.append(self.clips[c])
+        return torch.stack(out)
+
+
 def train_vae(
     clips: Callable[[int], list[Clip]],
     steps: int,
@@ -201,6 +227,7 @@ def train_vae(
         The trained VAE (eval mode) with ``latents_mean`` / ``latents_std`` of its training clips.
     """
     g = torch.Generator().manual_seed(seed)
+    renders = _RenderCache(frames, size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderKLWan(**VAE_CONFIG)
@@ -222,15 +249,16 @@ def train_vae(
                 for p in vae.parameters():
                     p.requires_grad_(not masks or p in masks)
                 params = [p for p in vae.parameters() if p.requires_grad]
+                # Not fused=True: it changes the latents' rounding, and with them the teacher's result (teacher.py).
                 opt = torch.optim.AdamW(params, lr=1.0, weight_decay=0.0)
                 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, s0=step: phase_lr(s0 + s, image_steps, steps))
             if step < image_steps:
                 pool = [c for k in range(-(-image_batch // batch)) for c in clips(step * 7 + k)][:image_batch]
-                video = render_clips(pool, frames, size)
+                video = renders(pool)
                 pick = torch.randint(0, frames, (len(pool),), generator=g)
                 video = video[torch.arange(len(pool)), pick].unsqueeze(1)
             else:
-                video = render_clips(clips(step), frames, size)
+                video = renders(clips(step))
             x = object_crops(video, crop, g).permute(0, 2, 1, 3, 4)  # [B, 3, T, h, w]
             mu = vae.encode(x).latent_dist.mode()
             loss = clamp_aware_error(decode_unclamped(vae, mu), x) + MEAN_PENALTY * (mu**2).mean()

@@ -128,3 +128,24 @@ def test_the_videoreward_is_the_trained_one_and_ranks_held_out_videos(world: Pat
     # what untrained weights give (-0.17 to 0.19) at this budget and are not asserted (docs/benchmarks.md
     # "Shapes world", fifth pass).
     assert rho["spearman_TA"] >= 0.25, rho
+
+
+def test_the_saliency_probe_reads_the_worlds_reward_on_renders(world: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "shapes_saliency_probe.py"
+    spec = importlib.util.spec_from_file_location("shapes_saliency_probe", script)
+    assert spec is not None and spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    out = tmp_path / "probe.json"
+    assert probe.main(["--world", str(world), "--per-prompt", "1", "--modes", "clean", "--json", str(out)]) == 0
+    res = json.loads(out.read_text(encoding="utf-8"))
+    side = get_size("ci").latent_side
+    assert res["videos"] == len(split_prompts()[1])
+    # Shares of a mean-1 weight over equal rows / columns average to 1 whatever the reward does.
+    for share in (res["w_intra_row_share"], res["w_intra_col_share"]):
+        assert len(share) == side and abs(sum(share) / side - 1) < 1e-4, share
+    figures = [res["w_intra_vs_mask"], res["w_intra_pairwise"], res["w_intra_vs_black"]]
+    figures += [v for axis in res["pixel_saliency"].values() for v in axis.values()]
+    assert set(res["pixel_saliency"]) == {"VQ", "MQ", "TA"} and all(-1 <= v <= 1 for v in figures), res
