@@ -1,6 +1,7 @@
 """Sizes of the shapes world build: geometry, data and training budgets of each model.
 
-``default`` is the experiment's world (targeted at 10 minutes on 2 cores, not yet measured); ``ci`` is
+``default`` is the experiment's world (targeted at 10 minutes on 2 cores; measured 617 s idle, the teacher 355 s
+of it: docs/benchmarks.md "Shapes world", "default build, idle"); ``ci`` is
 the same world with fewer frames and smaller budgets (targeted at 2 minutes; measured 232 s on an idle 2-core
 machine, the VAE ~90 s then the two-phase teacher ~125 s on the critical path, the VideoReward beside them:
 docs/benchmarks.md "Shapes world", "ci build, cheaper steps"), for tests that must show learning.
