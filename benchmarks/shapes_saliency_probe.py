@@ -10,7 +10,10 @@ config) on *renders* of held-out prompts, clean and degraded, and on an all-blac
   (a saliency that is a property of the network, not of the video, correlates with the black video's);
 * the same two figures for each axis's pixel saliency (before fusion, on the reward's input grid), against the
   object mask resized to that grid;
-* the share of W_intra in each latent row and column (a position preference shows as a share far from 1 / side).
+* the share of W_intra in each latent row and column (a position preference shows as a share far from 1 / side);
+* where the preference enters: the VQ gradient with respect to the merged video tokens the LLM reads (saliency
+  space ``embeds``), as each token's share of the mean, for the renders and the black video (a share far above 1
+  on one token at every video means the LLM reads that token most whatever it shows).
 
     python benchmarks/shapes_saliency_probe.py --world DIR [--per-prompt 2] [--json OUT]
 """
@@ -102,6 +105,19 @@ def main(argv: list[str] | None = None) -> int:
             "vs_black": statistics.fmean(pearson(s, sal_black[axis]) for s in maps),
         }
     out["pixel_saliency"] = per_axis
+
+    def token_share(v: torch.Tensor, prompt: str) -> torch.Tensor:
+        rv = preprocess_frames(v, opts)
+        ids = reward.encode_prompt(prompt, rv.num_video_tokens)
+        sal = compute_saliency(reward, rv, ids, metrics=("VQ",), space="embeds")[1]["VQ"].flatten()
+        return sal / sal.mean()
+
+    shares = torch.stack([token_share(v, p) for v, p in zip(videos, prompts, strict=True)])  # [N, merged tokens]
+    out["embeds_token_share"] = {
+        "renders_median": shares.median(dim=0).values.tolist(),
+        "black": token_share(black, prompts[0]).tolist(),
+        "renders_argmax_counts": torch.bincount(shares.argmax(dim=1), minlength=shares.shape[1]).tolist(),
+    }
     print(json.dumps(out, indent=1))
     if a.json:
         a.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")

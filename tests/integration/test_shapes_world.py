@@ -149,3 +149,7 @@ def test_the_saliency_probe_reads_the_worlds_reward_on_renders(world: Path, tmp_
     figures = [res["w_intra_vs_mask"], res["w_intra_pairwise"], res["w_intra_vs_black"]]
     figures += [v for axis in res["pixel_saliency"].values() for v in axis.values()]
     assert set(res["pixel_saliency"]) == {"VQ", "MQ", "TA"} and all(-1 <= v <= 1 for v in figures), res
+    tokens = res["embeds_token_share"]
+    assert sum(tokens["renders_argmax_counts"]) == res["videos"]
+    assert len(tokens["black"]) == len(tokens["renders_median"]) == len(tokens["renders_argmax_counts"])
+    assert abs(sum(tokens["black"]) / len(tokens["black"]) - 1) < 1e-4  # shares of the mean average to 1
