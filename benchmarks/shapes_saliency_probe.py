@@ -73,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         assert w is not None
         return w.float()
 
-    def pixel_saliency(v: torch.Tensor, prompt: str) -> dict[str, torch.Tensor]:
+    def saliency(v: torch.Tensor, prompt: str, space: str) -> dict[str, torch.Tensor]:
+        """{axis: map}: ``[T', Hr, Wr]`` in pixel space, ``[t, h/2, w/2]`` over the merged tokens in ``embeds``."""
         rv = preprocess_frames(v, opts)
         ids = reward.encode_prompt(prompt, rv.num_video_tokens)
-        return compute_saliency(reward, rv, ids, space="pixel")[1]  # {axis: [T', Hr, Wr]}
+        return compute_saliency(reward, rv, ids, space=space)[1]
 
     w_all = [weights(v, p) for v, p in zip(videos, prompts, strict=True)]
     w_black = weights(black, prompts[0])
@@ -89,16 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         "w_intra_row_share": (torch.stack(w_all).mean(dim=(0, 1, 3)) / torch.stack(w_all).mean()).tolist(),
         "w_intra_col_share": (torch.stack(w_all).mean(dim=(0, 1, 2)) / torch.stack(w_all).mean()).tolist(),
     }
-    sal_black = pixel_saliency(black, prompts[0])
+    sal_black = saliency(black, prompts[0], "pixel")
     per_axis: dict[str, dict[str, float]] = {}
-    sal_all = [pixel_saliency(v, p) for v, p in zip(videos, prompts, strict=True)]
-    rv0 = preprocess_frames(videos[0], opts)
+    sal_all = [saliency(v, p, "pixel") for v, p in zip(videos, prompts, strict=True)]
+    shown = list(preprocess_frames(videos[0], opts).frame_indices)
+    grid = sal_black["VQ"].shape[-2:]
+    resize = torch.nn.functional.interpolate
+    masks = [  # the object mask of the frames the reward sees, on its input grid
+        resize(object_mask(v).float()[shown].unsqueeze(1), size=grid, mode="bilinear").squeeze(1) for v in videos
+    ]
     for axis in sal_black:
         maps = [s[axis] for s in sal_all]
-        masks = []
-        for v in videos:
-            m = object_mask(v).float()[list(rv0.frame_indices)].unsqueeze(1)  # [T', 1, H, W]
-            masks.append(torch.nn.functional.interpolate(m, size=maps[0].shape[-2:], mode="bilinear").squeeze(1))
         per_axis[axis] = {
             "vs_mask": statistics.fmean(pearson(s, m) for s, m in zip(maps, masks, strict=True)),
             "pairwise": _mean_pairwise(maps),
@@ -107,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     out["pixel_saliency"] = per_axis
 
     def token_share(v: torch.Tensor, prompt: str) -> torch.Tensor:
-        rv = preprocess_frames(v, opts)
-        ids = reward.encode_prompt(prompt, rv.num_video_tokens)
-        sal = compute_saliency(reward, rv, ids, metrics=("VQ",), space="embeds")[1]["VQ"].flatten()
+        sal = saliency(v, prompt, "embeds")["VQ"].flatten()
         return sal / sal.mean()
 
     shares = torch.stack([token_share(v, p) for v, p in zip(videos, prompts, strict=True)])  # [N, merged tokens]
