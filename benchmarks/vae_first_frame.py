@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 from diffusers import AutoencoderKLWan
+from thread_timing import thread_ms
 
 from stream_r1.models.vae_conv import use_first_frame_convs
 from stream_r1.models.vae_norm import use_channel_rms_norm
@@ -42,13 +42,6 @@ def _train_step(vae: AutoencoderKLWan, x: torch.Tensor) -> None:
     out = vae.decode(vae.encode(x).latent_dist.mode()).sample
     vae.zero_grad(set_to_none=True)
     (out - x).square().mean().backward()
-
-
-def _thread_ms(fn: Callable[[], object], calls: int) -> float:
-    t0 = time.thread_time()
-    for _ in range(calls):
-        fn()
-    return 1000.0 * (time.thread_time() - t0) / calls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         fn(stock), fn(fast)  # warm-up
         for _ in range(args.rounds):
             for label, vae in (("stock", stock), ("first-frame", fast)):
-                times.setdefault((name, label), []).append(_thread_ms(lambda v=vae, f=fn: f(v), args.calls))
+                times.setdefault((name, label), []).append(thread_ms(lambda v=vae, f=fn: f(v), args.calls))
     print(f"torch {torch.__version__}, 1 thread, median of {args.rounds} rounds x {args.calls} calls (thread CPU ms)")
     print("| work | stock ms | first-frame ms | speed-up |")
     print("|---|---:|---:|---:|")

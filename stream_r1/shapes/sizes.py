@@ -1,11 +1,10 @@
 """Sizes of the shapes world build: geometry, data and training budgets of each model.
 
-``default`` is the experiment's world (targeted at 10 minutes on 2 cores: 617 s idle with a 2000 + 3000-step
-teacher, and ~515 s estimated from the same machine's stage times with today's 1000 + 2500; 1126 s measured on a
-2-core CPU about 2.2x slower: docs/benchmarks.md "Shapes world", "default build, idle", "teacher first phase at a
-constant rate"); ``ci`` is the same world with fewer frames and smaller budgets (targeted at 2 minutes, not met:
-379 s on that slower machine, about 170-190 s at the first one's speed, the VAE then the two-phase teacher on the
-critical path, the VideoReward beside them), for tests that must show learning.
+``default`` is the experiment's world (targeted at 10 minutes on 2 cores: 516 s measured idle with a 1000 + 2000-step
+teacher; the same commit's 1000 + 2500 took 634 s; docs/benchmarks.md "Shapes world", "Where a build's time goes");
+``ci`` is the same world with fewer frames and smaller budgets (targeted at 2 minutes, not met: 232 s idle on the
+same machine, 379 s on a slower one; it spends ~395 CPU-seconds, so no split over 2 cores reaches 120 s), for tests
+that must show learning.
 ``pixels`` stays 32: at 64 the VAE learns shapes but keeps all four colours at only one seed in two,
 and the ci build takes 500-800 s (docs/benchmarks.md "Shapes world", "64 px frames").
 """
@@ -89,7 +88,7 @@ SIZES: dict[str, WorldSize] = {
     ),
     "default": WorldSize(
         name="default", pixels=32, latent_frames=6, degraded_fraction=0.4,
-        vae_image_steps=4000, vae_steps=300, vae_batch=4, teacher_clips=16, teacher_steps=2500, teacher_batch=32,
+        vae_image_steps=4000, vae_steps=300, vae_batch=4, teacher_clips=16, teacher_steps=2000, teacher_batch=32,
         teacher_dim=128, teacher_layers=3, reward_steps=3000, reward_rubric_steps=200, ode_repeats=4, ode_steps=300,
         eval_seeds=4, teacher_order_steps=1000,
     ),

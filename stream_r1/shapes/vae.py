@@ -94,6 +94,24 @@ def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
     return torch.cat(raw, dim=2)
 
 
+def autoencode_frames(vae: AutoencoderKLWan, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(decode_unclamped(vae, mu), mu)`` of single frames ``x [B, 3, 1, H, W]``, ``mu`` the posterior mean.
+
+    The same operations on the same values as ``vae.encode`` / ``vae.decode`` (bit-identical outputs and
+    gradients), without their causal caches: on one frame diffusers' chunk loop runs once, every cached
+    convolution sees its zero padding (the cache starts empty) and the temporal resamplers skip their time
+    convolution either way, so the caches' clones and bookkeeping are pure cost (2-6 % of an image-phase
+    step's forward and backward, docs/benchmarks.md "Shapes world", "where a build's time goes").
+
+    Raises:
+        ValueError: ``x`` has more than one frame, or the VAE patchifies (Wan2.2's layout).
+    """
+    if x.shape[2] != 1 or vae.config.patch_size is not None:
+        raise ValueError(f"autoencode_frames takes single frames of an unpatchified VAE, got {tuple(x.shape)}")
+    mu = vae.quant_conv(vae.encoder(x))[:, : vae.config.z_dim]
+    return vae.decoder(vae.post_quant_conv(mu), first_chunk=True), mu
+
+
 @torch.no_grad()
 def framewise_init_(vae: AutoencoderKLWan) -> AutoencoderKLWan:
     """Make a fresh Wan VAE act frame by frame, so single frames can train it first.
@@ -262,8 +280,12 @@ def train_vae(
             else:
                 video = renders(clips(step))
             x = object_crops(video, crop, g).permute(0, 2, 1, 3, 4)  # [B, 3, T, h, w]
-            mu = vae.encode(x).latent_dist.mode()
-            loss = clamp_aware_error(decode_unclamped(vae, mu), x) + MEAN_PENALTY * (mu**2).mean()
+            if step < image_steps:
+                raw, mu = autoencode_frames(vae, x)
+            else:
+                mu = vae.encode(x).latent_dist.mode()
+                raw = decode_unclamped(vae, mu)
+            loss = clamp_aware_error(raw, x) + MEAN_PENALTY * (mu**2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for p, mask in masks.items():

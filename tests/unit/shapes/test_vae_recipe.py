@@ -7,11 +7,14 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
 
+from stream_r1.models.vae_conv import use_first_frame_convs
+from stream_r1.models.vae_norm import use_channel_rms_norm
 from stream_r1.shapes.vae import (
     CHROMA_WEIGHT,
     CLIP_LR,
     LR,
     VAE_CONFIG,
+    autoencode_frames,
     clamp_aware_error,
     decode_unclamped,
     framewise_init_,
@@ -91,3 +94,30 @@ def test_an_error_between_red_and_green_costs_more_than_one_along_both() -> None
     plain = 2.0 / 3.0  # mean over the 3 channels of the squared error, in both cases
     assert float(clamp_aware_error(along, target)) == pytest.approx(plain)
     assert float(clamp_aware_error(between, target)) == pytest.approx(plain + CHROMA_WEIGHT * 4.0)
+
+
+@pytest.mark.parametrize("as_built", [False, True])
+def test_autoencode_frames_is_encode_then_unclamped_decode_to_the_bit_with_the_same_gradients(as_built: bool) -> None:
+    # Stock modules with random past kernel slices, and the build's (CPU norm, first-frame convolutions,
+    # frame-wise init): on one frame the cached and uncached paths must run the same operations on the same values.
+    torch.manual_seed(0)
+    vae, twin = (AutoencoderKLWan(**VAE_CONFIG).train() for _ in range(2))
+    twin.load_state_dict(vae.state_dict())
+    if as_built:
+        for m in (vae, twin):
+            use_channel_rms_norm(m), use_first_frame_convs(m), framewise_init_(m)
+    x = torch.rand(3, 3, 1, 32, 32) * 2 - 1
+    mu = vae.encode(x).latent_dist.mode()
+    raw = decode_unclamped(vae, mu)
+    raw_twin, mu_twin = autoencode_frames(twin, x)
+    assert torch.equal(raw, raw_twin) and torch.equal(mu, mu_twin)
+    (raw.square().mean() + mu.square().mean()).backward()
+    (raw_twin.square().mean() + mu_twin.square().mean()).backward()
+    for (name, a), b in zip(vae.named_parameters(), twin.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name
+        assert a.grad is None or torch.equal(a.grad, b.grad), name
+
+
+def test_autoencode_frames_refuses_clips() -> None:
+    with pytest.raises(ValueError, match="single frames"):
+        autoencode_frames(AutoencoderKLWan(**VAE_CONFIG), torch.zeros(1, 3, 5, 32, 32))
